@@ -1,0 +1,68 @@
+"""``biounet predict``: segment images with a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from biounet.cli.inputs import expand_inputs
+from biounet.data.readers import match_channels, probe_image, read_image
+from biounet.data.writers import write_mask, write_probabilities
+from biounet.errors import BiounetError
+from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
+from biounet.models.checkpoint import load_checkpoint
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "predict", help="segment images with a trained model",
+        description="Segment images of any size by overlap-tile prediction. Writes <stem>_prob.tif "
+                    "(float32 class probabilities, CYX) and <stem>_mask.png (class indices) per input.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
+    parser.add_argument("--model", required=True, metavar="CKPT", help="a biounet checkpoint (.pt)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    parser.add_argument("--tile", type=_positive, default=None, metavar="N",
+                        help="network input tile size in pixels (default 572 in 2D)")
+    parser.add_argument("--batch-size", type=_positive, default=4, metavar="N", help="tiles per forward pass")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"],
+                        help="default: cuda when available, else cpu")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.model)
+    config = checkpoint.config
+    files = expand_inputs(args.inputs)
+    # Check every input before writing anything, so a bad file does not leave a half-done output set.
+    for path in files:
+        info = probe_image(path, config.spatial_dims)
+        match_channels_shape_check(info.channels, config.in_channels, path)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
+        image = match_channels(read_image(path, config.spatial_dims), config.in_channels, path)
+        try:
+            probs = predict(checkpoint.model, image, tile=args.tile, batch_size=args.batch_size, tta=args.tta,
+                            normalization=checkpoint.normalization, device=device, progress=True)
+        except BiounetError as exc:
+            raise BiounetError(str(exc), path) from exc
+        write_probabilities(args.out / f"{path.stem}_prob.tif", probs)
+        mask_path = write_mask(args.out / f"{path.stem}_mask.png", probabilities_to_mask(probs))
+        tqdm.write(f"{path} -> {args.out / (path.stem + '_prob.tif')}, {mask_path}")
+    return 0
+
+
+def match_channels_shape_check(have: int, want: int, path: Path) -> None:
+    """Fails early for channel counts that :func:`match_channels` cannot adapt."""
+    if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have == 4):
+        raise BiounetError(f"image has {have} channel(s) but the model expects {want}", path)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

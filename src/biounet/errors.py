@@ -1,0 +1,18 @@
+"""The one exception type that the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BiounetError(Exception):
+    """A problem with the user's input (a file, a config value, a checkpoint), not a bug.
+
+    Args:
+        message: what is wrong, as one line.
+        path: the file concerned, if any; it is put in front of the message.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(message if path is None else f"{path}: {message}")

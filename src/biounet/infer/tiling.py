@@ -1,0 +1,143 @@
+"""Tiling arithmetic for overlap-tile prediction: where tiles go and how mirrored context is read.
+
+Pure functions of shapes, no torch. For a ``valid`` U-Net each output tile is predicted from an input tile
+that extends ``halo/2`` pixels beyond it on each side; outside the image that context is the image mirrored
+at its border (Ronneberger et al. 2015, Fig. 2). Tile starts are multiples of the network's pooling
+stride, so every tile sees the same pooling grid as one pass over the whole mirrored image and the tiled
+result equals that pass. For a ``same`` U-Net, tiles overlap and are blended (see ``blending.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from biounet.models.config import Shape, UNetConfig
+
+
+def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices into an axis of length ``size`` for positions ``start..stop-1``, mirrored at both ends.
+
+    The mirror does not repeat the edge pixel (NumPy's ``reflect`` mode) and folds as often as needed, so
+    context wider than the image is still defined.
+    """
+    positions = np.arange(start, stop)
+    if size == 1:
+        return np.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = np.mod(positions, period)
+    return np.where(folded >= size, period - folded, folded)
+
+
+def read_mirrored(image: object, channels_first_region: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Reads ``image[:, region]`` where the region may extend beyond the image, mirroring outside it.
+
+    Args:
+        image: any array-like of shape ``(C, *spatial)`` that supports basic slicing (NumPy, zarr, h5py,
+            memory maps). Only the bounding box of the needed pixels is read.
+        channels_first_region: ``(start, stop)`` per spatial axis, in image coordinates.
+    """
+    shape = image.shape[1:]  # type: ignore[attr-defined]
+    indices = [reflect_indices(lo, hi, n) for (lo, hi), n in zip(channels_first_region, shape, strict=True)]
+    boxes = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in indices)
+    block = np.asarray(image[(slice(None),) + boxes])  # type: ignore[index]
+    for axis, (ix, box) in enumerate(zip(indices, boxes, strict=True)):
+        local = ix - box.start
+        if len(local) != block.shape[axis + 1] or np.any(local != np.arange(len(local))):
+            block = np.take(block, local, axis=axis + 1)
+    return block
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the output region it fills and the input region it reads (image coordinates)."""
+
+    output_start: Shape
+    output_stop: Shape
+    input_start: Shape
+    input_stop: Shape
+
+    def output_slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.output_start, self.output_stop, strict=True))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one image go.
+
+    Attributes:
+        image_shape: spatial shape of the image.
+        input_tile: spatial shape of each network input.
+        output_tile: spatial shape of each network output.
+        starts: per axis, the output start of each tile row/column.
+        blend: whether overlapping outputs are blended (``same`` models) or written (``valid`` models).
+    """
+
+    image_shape: Shape
+    input_tile: Shape
+    output_tile: Shape
+    starts: tuple[tuple[int, ...], ...]
+    blend: bool
+
+    @property
+    def offset(self) -> Shape:
+        """Input start minus output start per axis (minus half the halo for valid models)."""
+        return tuple((o - i) // 2 for i, o in zip(self.input_tile, self.output_tile, strict=True))
+
+    def __len__(self) -> int:
+        return math.prod(len(s) for s in self.starts)
+
+    def __iter__(self) -> Iterator[Tile]:
+        for start in itertools.product(*self.starts):
+            in_start = tuple(s + off for s, off in zip(start, self.offset, strict=True))
+            yield Tile(
+                output_start=tuple(start),
+                output_stop=tuple(min(s + o, n) for s, o, n in zip(start, self.output_tile, self.image_shape,
+                                                                     strict=True)),
+                input_start=in_start,
+                input_stop=tuple(s + i for s, i in zip(in_start, self.input_tile, strict=True)),
+            )
+
+
+def plan_tiles(config: UNetConfig, image_shape: Shape, tile: Shape, overlap: float = 0.25,
+               square: bool = False) -> TilePlan:
+    """Places tiles over an image of spatial shape ``image_shape``.
+
+    Args:
+        config: the model's architecture, which fixes valid sizes, the halo and the pooling stride.
+        image_shape: spatial shape of the image; any size, also smaller than one tile.
+        tile: wanted network input size per axis; rounded up to a valid size, and shrunk where the image
+            needs less.
+        overlap: for ``same`` models, the fraction by which neighbouring tiles overlap (0 <= overlap < 1).
+            Valid models need no overlap: their tiles abut exactly.
+        square: force equal tile sizes on all axes (needed for rotation test-time augmentation).
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    align = config.alignment
+    if config.padding == "valid":
+        # The tile's output must span at least one pooling stride, and need not exceed the image.
+        wanted = config.valid_input_shape(tile, min_output=align)
+        enough = config.input_shape_for_output(tuple(math.ceil(n / align) * align for n in image_shape))
+        input_tile = tuple(min(w, e) for w, e in zip(wanted, enough, strict=True))
+    else:
+        input_tile = config.valid_input_shape(tuple(min(t, n) for t, n in zip(tile, image_shape, strict=True)))
+    if square:
+        input_tile = (max(input_tile),) * len(input_tile)
+    output_tile = config.output_shape(input_tile)
+    starts = []
+    for n, o in zip(image_shape, output_tile, strict=True):
+        if config.padding == "valid":
+            step = (o // align) * align
+            count = 1 + math.ceil(max(n - o, 0) / step)
+            starts.append(tuple(k * step for k in range(count)))
+        else:
+            step = max(1, int(o * (1.0 - overlap)))
+            count = 1 + math.ceil(max(n - o, 0) / step)
+            # Spread the tiles evenly with the last one flush with the image end (as nnU-Net does).
+            starts.append(tuple(round(v) for v in np.linspace(0, max(n - o, 0), count)))
+    return TilePlan(tuple(image_shape), input_tile, output_tile, tuple(starts), config.padding == "same")

@@ -1,0 +1,151 @@
+"""Self-describing checkpoints: weights plus the YAML config needed to rebuild and use the model.
+
+A checkpoint is a ``torch.save`` dict holding only tensors, strings and numbers, so it loads with
+``torch.load(weights_only=True)``: opening a file never runs code from it. Its ``config`` entry is YAML
+text with the model architecture, the intensity normalisation and the class names; ``biounet_version``
+and ``format_version`` say what wrote it (as nanoGPT's checkpoint dict does).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from biounet import __version__
+from biounet.atomic import atomic_path
+from biounet.data.normalize import Normalization
+from biounet.errors import BiounetError
+from biounet.models.config import UNetConfig
+from biounet.models.unet import UNet
+
+FORMAT = "biounet.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A model ready to use, with what it needs to be used correctly.
+
+    Attributes:
+        model: the network, in eval mode, on the CPU.
+        normalization: intensity normalisation the model was trained with.
+        class_names: one name per output class.
+        biounet_version: the version that wrote the file.
+        extra: further entries (training state), keyed by name.
+    """
+
+    model: UNet
+    normalization: Normalization
+    class_names: list[str]
+    biounet_version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.model.config
+
+    def describe(self) -> dict[str, Any]:
+        """The checkpoint's configuration as plain data (what ``biounet info`` prints)."""
+        return {
+            "biounet_version": self.biounet_version,
+            "model": self.config.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "class_names": list(self.class_names),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+
+def class_count(config: UNetConfig) -> int:
+    """Classes a model predicts: its output channels, or 2 for a single sigmoid output."""
+    return 2 if config.out_channels == 1 else config.out_channels
+
+
+def default_class_names(out_channels: int) -> list[str]:
+    return ["background", "foreground"] if out_channels <= 2 else [f"class_{i}" for i in range(out_channels)]
+
+
+def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization | None = None,
+                    class_names: list[str] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Writes a checkpoint atomically (temporary file + rename).
+
+    Args:
+        path: destination file (conventionally ``.pt``).
+        model: the network; its config is stored beside the weights.
+        normalization: intensity normalisation to apply at prediction time.
+        class_names: one name per output class (defaults to background/foreground or class_i).
+        extra: further tensors/plain data to store, e.g. optimizer state; must be ``weights_only``-safe.
+    """
+    config = model.config
+    names = class_names or default_class_names(config.out_channels)
+    if len(names) != class_count(config):
+        raise BiounetError(f"{len(names)} class names given for a model with {config.out_channels} outputs")
+    text = yaml.safe_dump({
+        "model": config.to_dict(),
+        "normalization": (normalization or Normalization()).to_dict(),
+        "class_names": list(names),
+    }, sort_keys=False)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "biounet_version": __version__,
+        "config": text,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+    for key, value in (extra or {}).items():
+        if key in payload:
+            raise ValueError(f"extra key {key!r} is reserved")
+        payload[key] = value
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Loads a checkpoint without unpickling arbitrary objects.
+
+    Raises:
+        BiounetError: naming the file, if it is missing, corrupt, not a biounet checkpoint, from a newer
+            format, or holds weights that do not fit its config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BiounetError("checkpoint not found" if not path.exists() else "is not a file", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise BiounetError("refusing to load: the file holds arbitrary Python objects, not a biounet "
+                               "checkpoint", path) from exc
+        raise BiounetError("not a biounet checkpoint (not a PyTorch file)", path) from exc
+    except Exception as exc:  # torch.load on a foreign file can fail in many ways; all mean the same here
+        raise BiounetError(f"not a biounet checkpoint (cannot read it as a PyTorch file: {type(exc).__name__})",
+                           path) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise BiounetError("not a biounet checkpoint (a PyTorch file without biounet's format marker)", path)
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise BiounetError(f"checkpoint format {payload['format_version']} is newer than this biounet "
+                           f"({__version__}) reads; upgrade biounet", path)
+    try:
+        meta = yaml.safe_load(payload["config"])
+        config = UNetConfig.from_dict(meta["model"])
+        normalization = Normalization.from_dict(meta.get("normalization", {}))
+        class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels)]
+        state = payload["state_dict"]
+    except BiounetError as exc:
+        raise BiounetError(f"bad checkpoint config: {exc}", path) from exc
+    except (KeyError, TypeError, yaml.YAMLError) as exc:
+        raise BiounetError(f"bad checkpoint config ({type(exc).__name__}: {exc})", path) from exc
+    model = UNet(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise BiounetError("weights do not match the model config in the checkpoint", path) from exc
+    model.eval()
+    reserved = {"format", "format_version", "biounet_version", "config", "state_dict"}
+    extra = {k: v for k, v in payload.items() if k not in reserved}
+    return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra)
