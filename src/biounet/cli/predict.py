@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
                         help="network input tile size in pixels (default 572 in 2D)")
-    parser.add_argument("--batch-size", type=_positive, default=4, metavar="N", help="tiles per forward pass")
+    parser.add_argument("--batch-size", type=_positive, default=None, metavar="N",
+                        help="tiles per forward pass (default: 1 on cpu, 4 on cuda)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"],
                         help="default: cuda when available, else cpu")
     parser.set_defaults(run=run)

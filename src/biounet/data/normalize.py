@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from biounet.configs import from_dict
 from biounet.errors import BiounetError
 
 Mode = Literal["percentile", "zscore", "none"]
@@ -39,11 +40,7 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BiounetError(f"unknown normalization keys: {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, "normalization")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -47,7 +47,7 @@ def predict(
     image: Any,
     *,
     tile: int | tuple[int, ...] | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     overlap: float = 0.25,
     tta: bool = False,
     normalization: Normalization | None = None,
@@ -63,7 +63,8 @@ def predict(
             memory maps work. Only one tile's worth is read at a time.
         tile: network input size per axis (an int for all axes); rounded to a valid size and shrunk
             for small images. Default 572 in 2D, 132 in 3D.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass; default 1 on the CPU (larger batches only spill the caches
+            there) and 4 on a GPU.
         overlap: fraction of overlap between tiles of ``same`` models, which are blended with a Gaussian
             importance map. ``valid`` models need no overlap: their tiles abut and the result equals one
             pass over the whole mirror-padded image.
@@ -102,6 +103,8 @@ def predict(
         out[...] = 0
 
     torch_device = resolve_device(device)
+    if batch_size is None:
+        batch_size = 1 if torch_device.type == "cpu" else 4
     model = prepare_model(model, torch_device)
     norm = normalization or Normalization("none")
     stats = norm.fit(image)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from biounet.configs import from_dict
 from biounet.errors import BiounetError
 
 Padding = Literal["valid", "same"]
@@ -71,11 +72,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
         """Builds a config from a plain dict (YAML), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BiounetError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, "model config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
