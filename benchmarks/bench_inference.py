@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from biounet.infer import predict
-from biounet.infer.predict import prepare_model
+from biounet.infer.predict import DEFAULT_TILE, prepare_model
 from biounet.infer.tiling import plan_tiles
 from biounet.models import UNet, UNetConfig
 
@@ -119,6 +119,10 @@ def bench_tiling(base: int, repeats: int) -> None:
         ideal = per_tile * len(plan)
         print(f"batch {batch}: one tile {per_tile * 1e3:.0f} ms, predict {total:.2f} s, "
               f"tiles x tile time {ideal:.2f} s, ratio {total / ideal:.3f} (target <= 1.15)")
+    default = plan_tiles(model.config, image.shape, (DEFAULT_TILE[2],) * 2)
+    total = best_time(lambda: predict(model, image, device="cpu"), 1, warmup=0)
+    print(f"default tile {default.input_tile[0]} -> {default.output_tile[0]} ({len(default)} tiles): "
+          f"predict {total:.2f} s")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import argparse
 
 import yaml
 
+from biounet.infer.predict import DEFAULT_TILE
 from biounet.models.checkpoint import load_checkpoint
 
 
@@ -20,8 +21,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     description = checkpoint.describe()
     config = checkpoint.config
-    tile = (572 if config.spatial_dims == 2 else 132,) * config.spatial_dims
-    valid = config.valid_input_shape(tile)
-    description["shapes"] = {"input_tile": list(valid), "output_tile": list(config.output_shape(valid))}
+    valid = config.valid_input_shape((DEFAULT_TILE[config.spatial_dims],) * config.spatial_dims)
+    description["default_tile"] = {"input": list(valid), "output": list(config.output_shape(valid))}
     print(yaml.safe_dump(description, sort_keys=False).rstrip())
     return 0
