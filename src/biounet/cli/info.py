@@ -8,6 +8,7 @@ import yaml
 
 from biounet.infer.predict import DEFAULT_TILE
 from biounet.models.checkpoint import load_checkpoint
+from biounet.pretrained import resolve_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(resolve_model(args.checkpoint))
     description = checkpoint.describe()
     config = checkpoint.config
     valid = config.valid_input_shape((DEFAULT_TILE[config.spatial_dims],) * config.spatial_dims)

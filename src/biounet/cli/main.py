@@ -7,16 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from biounet import __version__
-from biounet.cli import export, info, predict
+from biounet.cli import export, info, predict, train
 from biounet.errors import BiounetError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="biounet", description="U-Net segmentation for biomedical images: predict, inspect, export.")
+        prog="biounet", description="U-Net segmentation for biomedical images: train, predict, inspect, export.")
     parser.add_argument("--version", action="version", version=f"biounet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (predict, info, export):
+    for module in (train, predict, info, export):
         module.add_parser(subparsers)
     return parser
 
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except BiounetError as exc:
         print(f"biounet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print("biounet: interrupted", file=sys.stderr)
         return 130

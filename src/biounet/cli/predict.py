@@ -13,6 +13,7 @@ from biounet.data.writers import write_mask, write_probabilities
 from biounet.errors import BiounetError
 from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import load_checkpoint
+from biounet.pretrained import resolve_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Segment images of any size by overlap-tile prediction. Writes <stem>_prob.tif "
                     "(float32 class probabilities, CYX) and <stem>_mask.png (class indices) per input.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
-    parser.add_argument("--model", required=True, metavar="CKPT", help="a biounet checkpoint (.pt)")
+    parser.add_argument("--model", required=True, metavar="CKPT",
+                        help="a biounet checkpoint (.pt) or a shipped model's name (isbi2012-membranes)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
@@ -35,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_checkpoint(resolve_model(args.model))
     config = checkpoint.config
     files = expand_inputs(args.inputs)
     # Check every input before writing anything, so a bad file does not leave a half-done output set.

@@ -1,0 +1,1 @@
+"""Training: typed config, the trainer with callbacks, validation and run set-up."""

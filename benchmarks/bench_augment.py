@@ -1,0 +1,77 @@
+"""Augmentation cost against the training step it feeds, on this machine.
+
+Prints ms per 572x572 sample (1-channel image + label + weight map, the default augmentation, batch 1)
+and, in the same run, one training step (forward + backward + SGD step) of ``UNet(UNetConfig(base_channels=16))``
+(valid padding, channels_last) on a 1x1x572x572 tile with its 388x388 label and weighted cross-entropy,
+then the ratio augmentation / step. Augmentation should stay a small fraction of the step (target < 0.20).
+
+Run: .venv/bin/python benchmarks/bench_augment.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from biounet.augment import AugmentConfig, Augmenter
+from biounet.models import UNet, UNetConfig
+
+TILE = 572
+
+
+def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def augmentation_seconds(repeats: int) -> float:
+    augmenter = Augmenter(AugmentConfig())
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 1, TILE, TILE)
+    label = torch.randint(0, 2, (1, TILE, TILE))
+    weight = torch.rand(1, TILE, TILE)
+    return best_time(lambda: augmenter(image, label, weight, generator=generator), repeats)
+
+
+def train_step_seconds(repeats: int) -> float:
+    model = UNet(UNetConfig(base_channels=16)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.99)
+    image = torch.rand(1, 1, TILE, TILE).contiguous(memory_format=torch.channels_last)
+    out_shape = model.output_shape((TILE, TILE))
+    label = torch.randint(0, 2, (1, *out_shape))
+    weight = torch.rand(1, *out_shape)
+
+    def step() -> None:
+        logits = model(image)
+        loss = (F.cross_entropy(logits, label, reduction="none") * weight).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return best_time(step, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    augment = augmentation_seconds(max(args.repeats * 4, 10))
+    step = train_step_seconds(args.repeats)
+    print(f"augmentation (elastic + rotate + flip + scale + gray values), 572x572: {augment * 1e3:.1f} ms/sample")
+    print(f"training step, UNet base 16, valid, 572 -> 388, channels_last:   {step * 1e3:.1f} ms")
+    print(f"ratio augmentation / step: {augment / step:.3f} (target < 0.20)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""``biounet train``: train a U-Net from image/label folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from biounet.errors import BiounetError
+from biounet.train.config import apply_overrides, load_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "train", help="train a model from labelled images",
+        description="Train a U-Net. RUN_DIR receives model.pt (best validation score), last.pt (resumable), "
+                    "config.yaml, log.csv, curves.png and overlays/. Settings come from --config and "
+                    "--set key=value (e.g. --set model.base_channels=16 --set optim.name=sgd).")
+    parser.add_argument("--images", type=Path, help="folder of training images")
+    parser.add_argument("--labels", type=Path, help="folder of training labels (same file stems)")
+    parser.add_argument("--val-images", type=Path, help="folder of validation images")
+    parser.add_argument("--val-labels", type=Path, help="folder of validation labels")
+    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
+    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config value; repeatable")
+    parser.add_argument("--epochs", type=int, help="epoch budget (same as --set epochs=N)")
+    parser.add_argument("--minutes", type=float, help="wall-clock budget (same as --set minutes=M)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from biounet.train.run import train
+
+    overrides = list(args.overrides)
+    for flag, key in [("images", "data.images"), ("labels", "data.labels"), ("val_images", "data.val_images"),
+                      ("val_labels", "data.val_labels"), ("epochs", "epochs"), ("minutes", "minutes")]:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.resume:
+        saved = args.out / "config.yaml"
+        if not saved.exists():
+            raise BiounetError("nothing to resume: no config.yaml in the run directory", args.out)
+        config = apply_overrides(yaml.safe_load(saved.read_text()), overrides)
+    else:
+        config = load_config(args.config, overrides)
+    trainer = train(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    state = trainer.state
+    print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
+          f"{trainer.stop_reason}; best val_{config.monitor} = {state.best} at epoch {state.best_epoch}")
+    print(f"model: {args.out / 'model.pt'}")
+    return 0

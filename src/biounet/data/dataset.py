@@ -1,0 +1,128 @@
+"""Training examples: image/label pairs from folders or file lists, loaded once with their weight maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from biounet.data.labels import IGNORE_INDEX, LabelConfig
+from biounet.data.normalize import Normalization
+from biounet.data.readers import is_image_file, match_channels, read_image
+from biounet.errors import BiounetError
+
+
+@dataclass
+class Example:
+    """One training or validation image, ready to sample from.
+
+    Attributes:
+        name: file stem.
+        image: ``(C, *S)`` float32, normalised.
+        target: ``(*S)`` int64 class map, ``IGNORE_INDEX`` where unannotated.
+        weight: ``(*S)`` float32 loss weights (border weight map; 0 where unannotated).
+    """
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """Flat indices of annotated foreground pixels (for foreground oversampling)."""
+        return np.flatnonzero(self.target.ravel() > 0)
+
+
+def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
+    """Image/label pairs: two folders matched by file stem, or two equally long lists in order.
+
+    Raises:
+        BiounetError: naming the file, for a missing folder, an image without a label or vice versa.
+    """
+    if isinstance(images, Path) != isinstance(labels, Path):
+        raise BiounetError("give images and labels both as folders or both as file lists")
+    if isinstance(images, Path) and isinstance(labels, Path):
+        found = []
+        for folder in (images, labels):
+            if not folder.is_dir():
+                raise BiounetError("folder not found", folder)
+            files = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)}
+            if not files:
+                raise BiounetError("folder holds no image files", folder)
+            found.append(files)
+        image_files, label_files = found
+        for stem, path in image_files.items():
+            if stem not in label_files:
+                raise BiounetError(f"no label with the same name in {labels}", path)
+        for stem, path in label_files.items():
+            if stem not in image_files:
+                raise BiounetError(f"no image with the same name in {images}", path)
+        return [(image_files[s], label_files[s]) for s in sorted(image_files)]
+    image_list, label_list = list(images), list(labels)  # type: ignore[arg-type]
+    if len(image_list) != len(label_list):
+        raise BiounetError(f"{len(image_list)} images but {len(label_list)} labels")
+    return list(zip(image_list, label_list, strict=True))
+
+
+def split_validation(pairs: list[tuple[Path, Path]], fraction: float,
+                     seed: int) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Splits off ``fraction`` of the pairs (at least one) for validation, reproducibly for a seed."""
+    if len(pairs) < 2:
+        raise BiounetError("need at least two labelled images to split off a validation set; "
+                           "give --val-images and --val-labels")
+    count = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    val = sorted(order[:count])
+    return [p for i, p in enumerate(pairs) if i not in val], [pairs[i] for i in val]
+
+
+@dataclass(frozen=True)
+class WeightMapConfig:
+    """The U-Net paper's loss weights: class balance plus ``w0 * exp(-(d1 + d2)^2 / (2 sigma^2))``.
+
+    Args:
+        w0: border weight; 0 disables the border term.
+        sigma: border width in pixels.
+        class_balance: weigh classes inversely to their frequency in each image.
+    """
+
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+
+
+def load_example(image_path: Path, label_path: Path, *, in_channels: int, num_classes: int,
+                 normalization: Normalization, labels: LabelConfig, weights: WeightMapConfig) -> Example:
+    """Reads, checks, normalises one pair and computes its weight map.
+
+    Raises:
+        BiounetError: naming the file, for unreadable files or mismatched shapes/values.
+    """
+    from biounet.losses.weight_map import border_weight_map
+
+    image = match_channels(read_image(image_path), in_channels, image_path)
+    label = read_image(label_path)
+    if label.shape[0] != 1:
+        raise BiounetError(f"a label image must have one channel, this one has {label.shape[0]}", label_path)
+    label = label[0]
+    if label.dtype.kind == "f":
+        if not np.all(label == np.round(label)):
+            raise BiounetError("label image has non-integer values", label_path)
+        label = label.astype(np.int64)
+    if label.shape != image.shape[1:]:
+        raise BiounetError(f"label shape {label.shape} does not match its image {image.shape[1:]} "
+                           f"({image_path})", label_path)
+    try:
+        target, instances = labels.targets(label, num_classes)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), label_path) from exc
+    ignored = target == IGNORE_INDEX
+    if ignored.all():
+        raise BiounetError("label image has no annotated pixels", label_path)
+    weight = border_weight_map(np.where(ignored, 0, target), instances, w0=weights.w0, sigma=weights.sigma,
+                               class_weights="balanced" if weights.class_balance else None, ignore=ignored)
+    return Example(image_path.stem, normalization(image), target, weight.astype(np.float32))

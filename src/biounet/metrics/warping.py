@@ -1,0 +1,157 @@
+"""Warping error (Jain et al., CVPR 2010): pixel mismatches that remain after warping the truth topologically.
+
+The binarised truth is relaxed towards the binarised prediction by flipping only simple points (pixels whose
+flip leaves the topology unchanged, with 4-adjacent foreground and 8-adjacent background), so boundary shifts
+cost nothing and only topological disagreements (splits, merges, added or deleted objects and holes) remain.
+Per 2D slice, both images are padded with one pixel of background; each pass collects the mismatches
+(scanning x outer, y inner), sorts them stably by descending ``|p - th|`` (most confident first) and flips
+each in turn if it is simple; passes repeat until one flips nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from biounet.metrics.thresholds import ISBI_THRESHOLDS, as_slices, check_thresholds, probabilities
+
+_FOUR = ndi.generate_binary_structure(2, 1)
+_EIGHT = ndi.generate_binary_structure(2, 2)
+# The 8 neighbours of a 3x3 patch, in the bit order of the lookup table's index.
+_NEIGHBOURS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
+_EDGES = ((0, 1), (1, 0), (1, 2), (2, 1))
+
+
+def _topology_tables() -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """For each 3x3 neighbourhood (8 bits): its foreground topological number, and whether the centre is simple.
+
+    The topological number counts the 4-connected foreground components of the neighbourhood that touch the
+    centre's 4-neighbours. The centre is simple for (4, 8) adjacency when that number is 1 and the background
+    of the neighbourhood is one 8-connected component (Bertrand and Malandain 1994); its own value does not
+    matter.
+    """
+    touching, simple = [], []
+    for code in range(256):
+        patch = np.zeros((3, 3), dtype=bool)
+        for bit, position in enumerate(_NEIGHBOURS):
+            patch[position] = bool(code >> bit & 1)
+        foreground, _ = ndi.label(patch, structure=_FOUR)
+        count = len({int(foreground[p]) for p in _EDGES} - {0})
+        background = ~patch
+        background[1, 1] = False
+        _, holes = ndi.label(background, structure=_EIGHT)
+        touching.append(count)
+        simple.append(count == 1 and holes == 1)
+    return tuple(touching), tuple(simple)
+
+
+_TOUCHING, SIMPLE_POINT = _topology_tables()
+
+
+def warp_truth(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """The truth of one 2D slice warped towards ``prob > threshold`` by simple-point flips.
+
+    Args:
+        prob: 2D foreground probabilities (or a binary prediction).
+        truth: 2D ground-truth labels, foreground where > 0.
+        threshold: binarisation threshold (strict).
+
+    Returns:
+        The warped truth, a boolean image of the slice's shape, topologically equivalent to ``truth > 0``.
+    """
+    p, fg = probabilities(prob, truth)
+    if p.ndim != 2:
+        raise ValueError(f"warp_truth takes one 2D slice, got shape {p.shape}")
+    return _warp(p, fg, float(threshold))[1:-1, 1:-1]
+
+
+def warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5) -> float:
+    """Classic warping error: mismatches left after warping, per pixel, averaged over slices.
+
+    Args:
+        prob: foreground probabilities (or a binary prediction), 2D or a stack of slices.
+        truth: ground-truth labels, foreground where > 0.
+        threshold: binarisation threshold (strict ``p > threshold``).
+    """
+    p, fg = probabilities(prob, truth)
+    errors = []
+    for ps, ts in zip(as_slices(p), as_slices(fg), strict=True):
+        warped = _warp(ps, ts, float(threshold))[1:-1, 1:-1]
+        errors.append(np.count_nonzero(warped != (ps > threshold)) / ps.size)
+    return float(np.mean(errors))
+
+
+def split_merge_warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike,
+                              thresholds: npt.ArrayLike = ISBI_THRESHOLDS[:10]) -> float:
+    """ISBI 2012 leaderboard warping error: only mismatches that split or merge objects count.
+
+    After warping, a remaining mismatch merges when it is background in the warped truth and its
+    8-neighbourhood holds two or more 4-connected objects of the warped truth; it splits when it is
+    foreground and, without it, its 8-neighbourhood holds two or more objects. Added or deleted objects and
+    holes are not counted. Per pixel, averaged over slices, minimised over thresholds.
+
+    Args:
+        prob: foreground probabilities (or a binary prediction), 2D or a stack of slices.
+        truth: ground-truth labels, foreground where > 0.
+        thresholds: thresholds to sweep (strict ``p > th``); default 0.0, 0.1, ..., 0.9.
+    """
+    p, fg = probabilities(prob, truth)
+    slices = list(zip(as_slices(p), as_slices(fg), strict=True))
+    errors = []
+    for th in check_thresholds(thresholds):
+        counts = [_splits_and_merges(_warp(ps, ts, float(th)), np.pad(ps > th, 1)) / ps.size for ps, ts in slices]
+        errors.append(float(np.mean(counts)))
+    return min(errors)
+
+
+def _warp(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
+    """The padded warped truth of one slice (see the module docstring)."""
+    target = np.pad(prob > threshold, 1)
+    confidence = np.abs(np.pad(prob, 1) - threshold)
+    width = target.shape[1]
+    # Pixel loop over a bytearray: each flip changes its neighbours' simplicity, so it cannot be vectorised.
+    warped = bytearray(np.pad(truth, 1).astype(np.uint8).tobytes())
+    offsets = [dy * width + dx for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))]
+    while True:
+        current = np.frombuffer(bytes(warped), dtype=np.uint8).reshape(target.shape).astype(bool)
+        xs, ys = np.nonzero((current != target).T)  # x outer, y inner
+        order = np.argsort(-confidence[ys, xs], kind="stable")
+        flips = 0
+        for index in (ys[order] * width + xs[order]).tolist():
+            code = 0
+            for bit, offset in enumerate(offsets):
+                code |= warped[index + offset] << bit
+            if SIMPLE_POINT[code]:
+                warped[index] ^= 1
+                flips += 1
+        if flips == 0:
+            return current
+
+
+def _splits_and_merges(warped: np.ndarray, target: np.ndarray) -> int:
+    """How many mismatches between padded ``warped`` and ``target`` split or merge objects of ``warped``."""
+    labels, count = ndi.label(warped, structure=_FOUR)
+    boxes = ndi.find_objects(labels)
+    ys, xs = np.nonzero(warped != target)
+    codes = np.zeros(ys.size, dtype=np.int64)
+    for bit, (dy, dx) in enumerate(_NEIGHBOURS):
+        codes |= warped[ys + dy - 1, xs + dx - 1].astype(np.int64) << bit
+    total = 0
+    for y, x, code in zip(ys.tolist(), xs.tolist(), codes.tolist(), strict=True):
+        around = labels[y - 1:y + 2, x - 1:x + 2].copy()
+        own = int(labels[y, x])
+        around[1, 1] = 0
+        if own and _TOUCHING[code] >= 2:
+            # The object's 4-neighbours of this pixel are apart locally; relabel the object without the
+            # pixel, inside its bounding box, to see whether they are apart globally.
+            box = boxes[own - 1]
+            part = labels[box] == own
+            part[y - box[0].start, x - box[1].start] = False
+            pieces = np.pad(ndi.label(part, structure=_FOUR)[0], 1)  # the 3x3 window may leave the box
+            top, left = y - box[0].start, x - box[1].start
+            window = pieces[top:top + 3, left:left + 3]
+            around = np.where(around == own, count + window, around)
+        # Otherwise the object stays connected without the pixel and counts once.
+        total += len(set(around.ravel().tolist()) - {0}) >= 2
+    return total

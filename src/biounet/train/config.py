@@ -1,0 +1,209 @@
+"""The typed training configuration, read from YAML with ``--set section.key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from biounet.augment import AugmentConfig
+from biounet.configs import from_dict
+from biounet.data.dataset import WeightMapConfig
+from biounet.data.labels import LabelConfig
+from biounet.data.normalize import Normalization
+from biounet.errors import BiounetError
+from biounet.models.config import UNetConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training and validation pairs are (folders matched by file stem).
+
+    Args:
+        images: training images folder.
+        labels: training labels folder.
+        val_images: validation images; when empty, ``val_fraction`` of the training pairs is split off.
+        val_labels: validation labels.
+        val_fraction: share of training pairs held out when no validation folders are given.
+    """
+
+    images: str = ""
+    labels: str = ""
+    val_images: str = ""
+    val_labels: str = ""
+    val_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    Args:
+        name: ``sgd`` (the paper: momentum 0.99, batch 1, large tiles) or ``adam``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty.
+        scheduler: ``step`` (multiply by ``gamma`` every ``step_size`` epochs) or ``none``.
+        step_size: epochs between learning-rate drops.
+        gamma: drop factor.
+    """
+
+    name: Literal["sgd", "adam"] = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    scheduler: Literal["step", "none"] = "step"
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss: ``ce`` (softmax cross-entropy weighted by the border weight map, the paper's energy),
+    ``dice``, ``ce_dice`` or ``bce_dice`` (single sigmoid output); ``weights`` configures the map."""
+
+    name: Literal["ce", "dice", "ce_dice", "bce_dice"] = "ce"
+    weights: WeightMapConfig = field(default_factory=WeightMapConfig)
+
+
+Monitor = Literal["dice", "iou", "rand_error", "loss"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.yaml`` in the run and its checkpoints.
+
+    Args:
+        model: the U-Net architecture.
+        normalization: intensity normalisation, applied per image (and again at prediction time).
+        labels: how label images are read.
+        augment: data augmentation.
+        loss: loss function and weight maps.
+        optim: optimizer and schedule.
+        data: training/validation files.
+        class_names: one name per class (default background/foreground).
+        tile: network input tile side in pixels (rounded up to a valid size).
+        batch_size: patches per step.
+        samples_per_epoch: patches per epoch.
+        epochs: epoch budget.
+        minutes: wall-clock budget (whichever of epochs/minutes ends first).
+        foreground_oversampling: probability of centring a patch on a foreground pixel.
+        val_every: validate every this many epochs.
+        monitor: validation metric that picks the best checkpoint (``rand_error`` and ``loss`` are
+            minimised; ``rand_error`` needs two classes).
+        patience: stop after this many validations without improvement (0 = never).
+        checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
+        seed: seed for initialisation, sampling and augmentation.
+        deterministic: use deterministic algorithms only (slower on GPU).
+    """
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    normalization: Normalization = field(default_factory=Normalization)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    class_names: tuple[str, ...] = ()
+    tile: int = 572
+    batch_size: int = 1
+    samples_per_epoch: int = 100
+    epochs: int = 50
+    minutes: float = 0.0
+    foreground_oversampling: float = 0.0
+    val_every: int = 1
+    monitor: Monitor = "dice"
+    patience: int = 0
+    checkpoint_seconds: float = 120.0
+    seed: int = 0
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {"tile": self.tile, "batch_size": self.batch_size, "samples_per_epoch": self.samples_per_epoch,
+                    "epochs": self.epochs, "val_every": self.val_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise BiounetError(f"invalid training config: {name} must be >= 1, got {value}")
+        if self.monitor not in ("dice", "iou", "rand_error", "loss"):
+            raise BiounetError(f"invalid training config: monitor {self.monitor!r}")
+        if self.loss.name == "bce_dice" and self.model.out_channels != 1:
+            raise BiounetError("loss bce_dice needs model.out_channels = 1 (a single sigmoid output)")
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.model.out_channels == 1 else self.model.out_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        sections: dict[str, Any] = {
+            "model": UNetConfig, "normalization": Normalization, "labels": LabelConfig,
+            "augment": AugmentConfig, "optim": OptimConfig, "data": DataConfig,
+        }
+        values = dict(data)
+        for name, section in sections.items():
+            if name in values:
+                values[name] = section.from_dict(values[name]) if hasattr(section, "from_dict") else \
+                    from_dict(section, values[name], f"{name} config")
+        if "loss" in values:
+            loss = dict(values["loss"])
+            if "weights" in loss:
+                loss["weights"] = from_dict(WeightMapConfig, loss["weights"], "loss.weights config")
+            values["loss"] = from_dict(LossConfig, loss, "loss config")
+        return from_dict(cls, values, "training config")
+
+
+def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
+    """A config from a YAML file (or the defaults) with ``key.sub=value`` overrides (values parsed as YAML).
+
+    Raises:
+        BiounetError: for an unreadable file, a malformed override or an invalid value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise BiounetError(f"cannot read config ({type(exc).__name__})", path) from exc
+        if not isinstance(loaded, dict):
+            raise BiounetError("config must be a YAML mapping", path)
+        data = loaded
+    return apply_overrides(data, overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
+    """Applies ``key.sub=value`` overrides to a plain config dict and builds the config."""
+    data = _plain(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise BiounetError(f"--set expects key=value, got {override!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise BiounetError(f"--set {override!r}: value is not valid YAML") from exc
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BiounetError(f"--set {override!r}: {part} is not a section")
+        node[leaf] = value
+    return TrainConfig.from_dict(data)
+
+
+def _plain(value: Any) -> Any:
+    """Dicts/lists of YAML-safe scalars (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

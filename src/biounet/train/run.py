@@ -1,0 +1,95 @@
+"""Setting up and running a training run from a :class:`TrainConfig`: data, model, trainer, outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from biounet.atomic import atomic_path
+from biounet.data.dataset import Example, load_example, pair_files, split_validation
+from biounet.errors import BiounetError
+from biounet.infer.predict import probabilities_to_mask, resolve_device
+from biounet.models.checkpoint import load_checkpoint
+from biounet.models.unet import UNet
+from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
+from biounet.train.config import TrainConfig
+from biounet.train.plots import plot_curves, plot_overlay
+from biounet.train.trainer import Trainer
+from biounet.train.validation import make_validator, predict_example
+
+
+def load_examples(config: TrainConfig, progress: bool = True) -> tuple[list[Example], list[Example]]:
+    """Training and validation examples as the config's ``data`` section describes."""
+    data = config.data
+    if not data.images or not data.labels:
+        raise BiounetError("no training data: give --images and --labels (or data.images/data.labels)")
+    pairs = pair_files(Path(data.images), Path(data.labels))
+    if data.val_images or data.val_labels:
+        if not (data.val_images and data.val_labels):
+            raise BiounetError("give both --val-images and --val-labels, or neither")
+        train_pairs, val_pairs = pairs, pair_files(Path(data.val_images), Path(data.val_labels))
+    else:
+        train_pairs, val_pairs = split_validation(pairs, data.val_fraction, config.seed)
+    kwargs = dict(in_channels=config.model.in_channels, num_classes=config.num_classes,
+                  normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
+    loaded = [load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
+              for i, lbl in tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
+                                 leave=False)]
+    return loaded[:len(train_pairs)], loaded[len(train_pairs):]
+
+
+def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | None = None,
+          progress: bool = True) -> Trainer:
+    """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
+    ``curves.png`` and ``overlays/`` into ``out_dir``.
+
+    Raises:
+        BiounetError: for bad data or config, an existing run without ``resume``, or a missing one with it.
+    """
+    if resume and not (out_dir / "last.pt").exists():
+        raise BiounetError("nothing to resume: no last.pt in the run directory", out_dir)
+    if not resume and (out_dir / "last.pt").exists():
+        raise BiounetError("a run already exists here; use --resume to continue it or choose another --out",
+                           out_dir)
+    torch_device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    train_examples, val_examples = load_examples(config, progress)
+    model = UNet(config.model)
+    dims = config.model.spatial_dims
+    input_shape = config.model.valid_input_shape((config.tile,) * dims,
+                                                 min_output=config.model.alignment)
+    from biounet.data.sampling import PatchSampler
+
+    sampler = PatchSampler(train_examples, input_shape, config.model.output_shape(input_shape),
+                           config.foreground_oversampling)
+    trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes), out_dir,
+                      torch_device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        trainer.resume()
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        tmp.write_text(config.to_yaml())
+    ProgressBar(math.ceil(config.samples_per_epoch / config.batch_size), progress).attach(trainer)
+    CSVLogger(out_dir / "log.csv").attach(trainer)
+    TensorBoardLogger(out_dir / "tensorboard").attach(trainer)
+    trainer.add_callback("on_epoch_end", lambda t: plot_curves(t.state.history, out_dir / "curves.png"))
+    trainer.run()
+    write_overlays(out_dir, val_examples)
+    return trainer
+
+
+def write_overlays(out_dir: Path, examples: list[Example]) -> None:
+    """Overlays of the best model's predictions on the validation images, in ``out_dir/overlays``."""
+    if not (out_dir / "model.pt").exists():
+        return
+    model = load_checkpoint(out_dir / "model.pt").model
+    (out_dir / "overlays").mkdir(exist_ok=True)
+    for example in examples:
+        prediction = probabilities_to_mask(predict_example(model, example))
+        plot_overlay(example.image, example.target, prediction, out_dir / "overlays" / f"{example.name}.png",
+                     title=example.name)

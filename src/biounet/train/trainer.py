@@ -1,0 +1,254 @@
+"""The training loop: a small trainer with callbacks (after minGPT's), checkpoints and resume.
+
+The trainer owns the step loop, the budget (epochs or minutes), validation scheduling, early stopping and
+atomic checkpoints that hold the model, optimizer, scheduler, random-generator states and counters, so
+that ``resume`` continues the same run and a killed run loses at most ``checkpoint_seconds`` of work.
+Logging, plots and progress reporting are callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from biounet.augment import Augmenter
+from biounet.data.labels import IGNORE_INDEX
+from biounet.data.sampling import PatchSampler
+from biounet.errors import BiounetError
+from biounet.losses import build_loss
+from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.unet import UNet, center_crop
+from biounet.train.config import TrainConfig
+
+Callback = Callable[["Trainer"], None]
+MINIMISED = {"rand_error"}
+
+
+class TrainingDivergedError(BiounetError):
+    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+    exit_code = 3
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint restores (besides weights, optimizer and generators)."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+    seconds: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    stale_validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "seconds": self.seconds,
+                "best": self.best,
+                "best_epoch": self.best_epoch, "stale_validations": self.stale_validations,
+                "history": [dict(row) for row in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        return cls(**data)
+
+
+class Trainer:
+    """Trains ``model`` on patches from ``sampler``; validates with ``validate`` (a callable returning metrics).
+
+    Events for callbacks: ``on_step_end`` (``trainer.last_loss`` set), ``on_epoch_end`` (``trainer.row``
+    holds the epoch's log row), ``on_checkpoint``, ``on_run_end``.
+
+    Args:
+        config: the run's configuration.
+        model: the network (moved to ``device``).
+        sampler: patch source.
+        validate: ``validate(model) -> {metric: value}`` on held-out images.
+        out_dir: run directory for ``last.pt`` and ``model.pt``.
+        device: training device.
+    """
+
+    def __init__(self, config: TrainConfig, model: UNet, sampler: PatchSampler,
+                 validate: Callable[[UNet], dict[str, float]], out_dir: Path, device: torch.device) -> None:
+        self.config, self.sampler, self.validate, self.out_dir, self.device = config, sampler, validate, out_dir, device
+        self.memory_format = torch.channels_last if config.model.spatial_dims == 2 else torch.channels_last_3d
+        self.model = model.to(device)
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.optimizer = _optimizer(config, self.model)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=config.optim.step_size,
+            gamma=config.optim.gamma if config.optim.scheduler == "step" else 1.0)
+        self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
+        self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
+        self.sample_rng = torch.Generator().manual_seed(config.seed)
+        self.augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.state = TrainState()
+        self.callbacks: dict[str, list[Callback]] = defaultdict(list)
+        self.last_loss = math.nan
+        self.row: dict[str, float] = {}
+        self.stop_reason = ""
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "model.pt"
+
+    def add_callback(self, event: str, callback: Callback) -> None:
+        self.callbacks[event].append(callback)
+
+    def trigger(self, event: str) -> None:
+        for callback in self.callbacks[event]:
+            callback(self)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+
+    def save(self, path: Path, with_state: bool) -> None:
+        # Never overwrite a good checkpoint with weights that have already blown up.
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDivergedError(f"weights became non-finite at step {self.state.step}; training stopped. The "
+                                   f"last good checkpoint is {self.last_path} (try a lower optim.lr)")
+        extra: dict[str, Any] = {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
+        if with_state:
+            extra["train_state"] = {
+                "counters": self.state.to_dict(),
+                "optimizer_name": self.config.optim.name,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state(),
+                        "augment": self.augment_rng.get_state().cpu()},
+            }
+        save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        names = self.config.class_names
+        if names:
+            return names
+        from biounet.models.checkpoint import default_class_names
+
+        return tuple(default_class_names(self.config.num_classes))
+
+    def resume(self) -> None:
+        """Restores weights, optimizer, scheduler, generators and counters from ``last.pt``."""
+        checkpoint = load_checkpoint(self.last_path)
+        saved = checkpoint.extra.get("train_state")
+        if not isinstance(saved, dict):
+            raise BiounetError("checkpoint holds no training state to resume from", self.last_path)
+        if saved.get("optimizer_name") != self.config.optim.name:
+            raise BiounetError(f"cannot resume a run that used optimizer {saved.get('optimizer_name')} with "
+                               f"{self.config.optim.name}", self.last_path)
+        self.model.load_state_dict(checkpoint.model.state_dict())
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        self.sample_rng.set_state(saved["rng"]["sample"])
+        self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.get_state().device))
+        self.state = TrainState.from_dict(saved["counters"])
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        config = self.config
+        images, targets, weights = self.sampler.sample(config.batch_size, self.sample_rng)
+        images, targets, weights = (t.to(self.device, non_blocking=True) for t in (images, targets, weights))
+        images, aug_targets, aug_weights = self.augmenter(images, targets, weights, generator=self.augment_rng)
+        assert aug_targets is not None and aug_weights is not None
+        logits = self.model(images.contiguous(memory_format=self.memory_format))
+        out_shape = tuple(logits.shape[2:])
+        target = center_crop(aug_targets[:, None], out_shape)[:, 0]
+        weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
+        loss: torch.Tensor = self.loss_fn(logits, target, weight)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "
+                f"checkpoint is {self.last_path if self.last_path.exists() else 'not written yet'} "
+                "(try a lower optim.lr)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def run(self) -> TrainState:
+        """Trains until the epoch or minute budget is spent or early stopping triggers."""
+        config = self.config
+        steps_per_epoch = math.ceil(config.samples_per_epoch / config.batch_size)
+        budget_seconds = config.minutes * 60 if config.minutes > 0 else math.inf
+        started = time.monotonic() - self.state.seconds
+        last_save = time.monotonic()
+        while self.state.epoch < config.epochs:
+            self.model.train()
+            losses: list[float] = []
+            # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
+            for _ in range(self.state.epoch_step, steps_per_epoch):
+                self.last_loss = self.train_step()
+                losses.append(self.last_loss)
+                self.state.step += 1
+                self.state.epoch_step += 1
+                self.state.seconds = time.monotonic() - started
+                self.trigger("on_step_end")
+                if time.monotonic() - last_save >= config.checkpoint_seconds:
+                    self.save(self.last_path, with_state=True)
+                    last_save = time.monotonic()
+                if self.state.seconds >= budget_seconds:
+                    break
+            self.scheduler.step()
+            self.state.epoch += 1
+            self.state.epoch_step = 0
+            self.row = {"epoch": self.state.epoch, "step": self.state.step, "seconds": round(self.state.seconds, 2),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "train_loss": sum(losses) / len(losses) if losses else math.nan}
+            finished = self.state.epoch >= config.epochs or self.state.seconds >= budget_seconds
+            if self.state.epoch % config.val_every == 0 or finished:
+                self._validate()
+            self.state.history.append(dict(self.row))
+            self.save(self.last_path, with_state=True)
+            last_save = time.monotonic()
+            self.trigger("on_epoch_end")
+            if finished:
+                self.stop_reason = "budget spent"
+                break
+            if config.patience and self.state.stale_validations >= config.patience:
+                self.stop_reason = f"no improvement in {config.patience} validations"
+                break
+        else:
+            self.stop_reason = "budget spent"
+        self.trigger("on_run_end")
+        return self.state
+
+    def _validate(self) -> None:
+        metrics = self.validate(self.model)
+        self.model.train()
+        self.row.update({f"val_{k}": v for k, v in metrics.items()})
+        monitor = self.config.monitor
+        if monitor not in metrics:
+            raise BiounetError(f"monitor metric {monitor!r} is not computed for this task "
+                               f"(available: {', '.join(sorted(metrics))})")
+        value = metrics[monitor]
+        sign = -1.0 if monitor in MINIMISED else 1.0
+        if self.state.best is None or sign * value > sign * self.state.best:
+            self.state.best, self.state.best_epoch, self.state.stale_validations = value, self.state.epoch, 0
+            self.save(self.best_path, with_state=False)
+        else:
+            self.state.stale_validations += 1
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    optim = config.optim
+    if optim.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                               weight_decay=optim.weight_decay)
+    if optim.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    raise BiounetError(f"unknown optimizer {optim.name!r}: use sgd or adam")

@@ -1,0 +1,234 @@
+"""Training: config, data loading and sampling, the trainer, resume, divergence, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from biounet.cli.main import main
+from biounet.data.dataset import load_example, pair_files, split_validation
+from biounet.data.labels import IGNORE_INDEX, LabelConfig
+from biounet.data.normalize import Normalization
+from biounet.data.sampling import PatchSampler
+from biounet.errors import BiounetError
+from biounet.models import UNetConfig
+from biounet.models.checkpoint import load_checkpoint
+from biounet.train.config import TrainConfig, apply_overrides
+from biounet.train.run import train
+from biounet.train.trainer import TrainingDivergedError
+from conftest import write_disc_dataset
+
+TINY = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=4", "batch_size=2",
+        "optim.lr=0.001", "optim.scheduler=none", "checkpoint_seconds=0"]
+
+
+def tiny_config(tmp_path: Path, *extra: str, count: int = 6) -> TrainConfig:
+    images, labels = write_disc_dataset(tmp_path / "data", count)
+    return apply_overrides({}, [*TINY, f"data.images={images}", f"data.labels={labels}", *extra])
+
+
+# -- config -------------------------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_yaml_with_overrides() -> None:
+    config = apply_overrides({}, ["model.base_channels=8", "optim.name=sgd", "augment.rotate=30",
+                                 "class_names=[membrane, cell]", "loss.weights.w0=5"])
+    assert config.model.base_channels == 8 and config.optim.name == "sgd" and config.loss.weights.w0 == 5
+    again = TrainConfig.from_dict(yaml.safe_load(config.to_yaml()))
+    assert again == config
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.widht=3", "unknown model config keys: widht"),
+    ("epochs=0", "epochs must be >= 1"),
+    ("optim.name=rmsprop", r"unknown optimizer|optim"),
+    ("nonsense", "key=value"),
+    ("monitor=accuracy", "monitor"),
+])
+def test_bad_config_values_are_named(override: str, message: str) -> None:
+    with pytest.raises(BiounetError, match=message):
+        config = apply_overrides({}, [override])
+        if override.startswith("optim.name"):
+            from biounet.train.trainer import _optimizer
+
+            _optimizer(config, torch.nn.Linear(1, 1))
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def test_pairs_are_matched_by_stem_and_mismatches_named(tmp_path: Path) -> None:
+    images, labels = write_disc_dataset(tmp_path, 3)
+    assert [(i.name, lbl.name) for i, lbl in pair_files(images, labels)] == [
+        ("00.png", "00.png"), ("01.png", "01.png"), ("02.png", "02.png")]
+    (labels / "01.png").rename(labels / "07.png")
+    with pytest.raises(BiounetError, match="01.png: no label with the same name"):
+        pair_files(images, labels)
+
+
+def test_validation_split_is_reproducible(tmp_path: Path) -> None:
+    pairs = [(Path(f"{i}.png"), Path(f"{i}.png")) for i in range(10)]
+    a, b = split_validation(pairs, 0.3, seed=1), split_validation(pairs, 0.3, seed=1)
+    assert a == b and len(a[1]) == 3 and not set(a[0]) & set(a[1])
+    assert split_validation(pairs, 0.3, seed=2)[1] != a[1]
+
+
+def test_label_conventions() -> None:
+    raw = np.array([[0, 255, 255, 7], [0, 255, 0, 7]])
+    classes, instances = LabelConfig("binary", foreground=255, ignore=7).targets(raw, 2)
+    assert classes.tolist() == [[0, 1, 1, IGNORE_INDEX], [0, 1, 0, IGNORE_INDEX]]
+    assert instances.max() == 1
+    touching = np.array([[1, 1, 2, 2, 2]] * 5)
+    classes, instances = LabelConfig("instances").targets(touching, 2)
+    assert set(np.unique(instances)) >= {1, 2}
+    assert (classes[:, 1:3] == 0).any(), "touching objects are separated by background"
+    with pytest.raises(BiounetError, match=r"label values \[5\]"):
+        LabelConfig("classes").targets(np.array([[0, 1, 5]]), 3)
+
+
+def test_example_loading_checks_shapes(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    images, labels = write_disc_dataset(tmp_path, 1)
+    kwargs = dict(in_channels=1, num_classes=2, normalization=Normalization(), labels=LabelConfig(),
+                  weights=TrainConfig().loss.weights)
+    example = load_example(images / "00.png", labels / "00.png", **kwargs)  # type: ignore[arg-type]
+    assert example.image.dtype == np.float32 and example.target.dtype == np.int64
+    assert example.weight.shape == example.target.shape and example.weight.min() > 0
+    iio.imwrite(labels / "00.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(BiounetError, match="does not match its image"):
+        load_example(images / "00.png", labels / "00.png", **kwargs)  # type: ignore[arg-type]
+
+
+def test_sampler_reads_input_tiles_around_output_windows(tmp_path: Path) -> None:
+    images, labels = write_disc_dataset(tmp_path, 2, size=50)
+    kwargs = dict(in_channels=1, num_classes=2, normalization=Normalization("none"), labels=LabelConfig(),
+                  weights=TrainConfig().loss.weights)
+    examples = [load_example(i, lbl, **kwargs) for i, lbl in pair_files(images, labels)]  # type: ignore[arg-type]
+    config = UNetConfig(base_channels=4, depth=2)
+    sampler = PatchSampler(examples, (60, 60), config.output_shape((60, 60)), foreground_oversampling=1.0)
+    generator = torch.Generator().manual_seed(0)
+    x, y, w = sampler.sample(8, generator)
+    assert x.shape == (8, 1, 60, 60) and y.shape == (8, 60, 60) and w.shape == (8, 60, 60)
+    # With full oversampling the output window's centre pixel is foreground.
+    assert (y[:, 30, 30] == 1).float().mean() > 0.7
+    # The image and its label come from the same place: bright pixels are labelled cells.
+    assert x[:, 0][y == 1].mean() > x[:, 0][y == 0].mean() + 50
+
+
+# -- the trainer --------------------------------------------------------------------------------------
+
+
+def test_training_learns_and_writes_the_run(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "epochs=12", "optim.lr=0.01", "samples_per_epoch=8", "augment.rotate=0",
+                         "augment.elastic_sigma=0")
+    out = tmp_path / "run"
+    trainer = train(config, out, progress=False)
+    for name in ("model.pt", "last.pt", "config.yaml", "log.csv", "curves.png"):
+        assert (out / name).exists(), name
+    assert any((out / "overlays").iterdir())
+    history = trainer.state.history
+    assert len(history) == 12
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
+    assert max(row["val_dice"] for row in history) > 0.7
+    best = load_checkpoint(out / "model.pt")
+    assert best.extra["metrics"]["val_dice"] == max(row["val_dice"] for row in history)
+    assert TrainConfig.from_dict(yaml.safe_load(best.extra["train_config"])) == config
+
+
+def test_resume_continues_the_same_run_exactly(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "epochs=4", "deterministic=true")
+    straight = train(config, tmp_path / "a", progress=False)
+    half = apply_overrides(yaml.safe_load(config.to_yaml()), ["epochs=2"])
+    train(half, tmp_path / "b", progress=False)
+    resumed = train(config, tmp_path / "b", resume=True, progress=False)
+    assert resumed.state.step == straight.state.step == 8
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert len(log) == 5 and [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4"]
+
+
+def test_existing_run_needs_resume(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "epochs=1")
+    train(config, tmp_path / "run", progress=False)
+    with pytest.raises(BiounetError, match="use --resume"):
+        train(config, tmp_path / "run", progress=False)
+    with pytest.raises(BiounetError, match="nothing to resume"):
+        train(config, tmp_path / "other", resume=True, progress=False)
+
+
+class NaNAfter(torch.nn.Module):
+    """A loss that turns NaN after ``after`` calls, as a diverging run's would."""
+
+    def __init__(self, inner: torch.nn.Module, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        loss: torch.Tensor = self.inner(*args)
+        return loss * float("nan") if self.calls > self.after else loss
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from biounet.losses import build_loss
+
+    monkeypatch.setattr("biounet.train.trainer.build_loss",
+                        lambda name, ignore_index: NaNAfter(build_loss(name, ignore_index=ignore_index), 5))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 6"):
+        train(tiny_config(tmp_path, "epochs=30"), out, progress=False)
+    kept = load_checkpoint(out / "last.pt")
+    assert kept.extra["train_state"]["counters"]["step"] == 5
+    assert all(torch.isfinite(v).all() for v in kept.model.state_dict().values())
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 3  # diverges again, exit code 3
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    images, labels = write_disc_dataset(tmp_path / "data", 4)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "biounet.cli.main", "train", "--images", str(images), "--labels", str(labels),
+               "--out", str(out), "--quiet", "--epochs", "1000", *[a for s in TINY for a in ("--set", s)]]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "log.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = load_checkpoint(out / "last.pt").extra["train_state"]["counters"]["step"]
+    assert saved >= 2
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", f"epochs={saved // 2 + 1}"]) == 0
+    assert load_checkpoint(out / "last.pt").extra["train_state"]["counters"]["step"] == (saved // 2 + 1) * 2
+
+
+def test_cli_train_then_predict_with_the_run(tmp_path: Path) -> None:
+    images, labels = write_disc_dataset(tmp_path / "data", 4)
+    out = tmp_path / "run"
+    args = ["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "1",
+            "--quiet", *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    assert main(["predict", "--model", str(out / "model.pt"), str(images / "00.png"), "--out",
+                 str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "00_mask.png").exists()
+
+
+def test_cli_train_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = write_disc_dataset(tmp_path / "data", 2)
+    (labels / "01.png").write_bytes(b"garbage")
+    code = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "run"),
+                 "--quiet", *[a for s in TINY for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "01.png" in err[-1] and "cannot read image" in err[-1]
+    assert not (tmp_path / "run" / "last.pt").exists()
