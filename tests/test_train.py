@@ -71,7 +71,7 @@ def test_pairs_are_matched_by_stem_and_mismatches_named(tmp_path: Path) -> None:
     assert [(i.name, lbl.name) for i, lbl in pair_files(images, labels)] == [
         ("00.png", "00.png"), ("01.png", "01.png"), ("02.png", "02.png")]
     (labels / "01.png").rename(labels / "07.png")
-    with pytest.raises(BiounetError, match="01.png: no label with the same name"):
+    with pytest.raises(BiounetError, match=r"01\.png: no label with the same name"):
         pair_files(images, labels)
 
 
