@@ -27,6 +27,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PIP) -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_augment.py
+	$(BIN)/python benchmarks/bench_weight_map.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo_out

@@ -232,3 +232,34 @@ def test_cli_train_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "01.png" in err[-1] and "cannot read image" in err[-1]
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    from biounet.train.config import load_config
+
+    config = load_config(path, [])
+    assert config.labels.kind == "binary" and config.class_names == ("membrane", "cell")
+    assert config.model.is_valid_input((config.tile, config.tile))
+
+
+def test_early_stopping_after_patience_validations_without_improvement(tmp_path: Path) -> None:
+    # With a zero learning rate nothing improves after the first validation.
+    config = tiny_config(tmp_path, "epochs=20", "patience=2", "optim.lr=0.0")
+    trainer = train(config, tmp_path / "run", progress=False)
+    assert trainer.state.epoch == 3 and "no improvement" in trainer.stop_reason
+    assert trainer.state.best_epoch == 1
+
+
+def test_minutes_budget_stops_the_run(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "epochs=100000", "minutes=0.05")
+    trainer = train(config, tmp_path / "run", progress=False)
+    assert trainer.stop_reason == "budget spent" and trainer.state.epoch < 100000
+    assert 3.0 <= trainer.state.seconds < 30.0
+
+
+def test_tensorboard_logs_are_written_when_available(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    train(tiny_config(tmp_path, "epochs=1"), tmp_path / "run", progress=False)
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run" / "tensorboard").iterdir())
