@@ -164,3 +164,13 @@ def test_mismatched_inputs_are_refused() -> None:
         build_loss("ce")(logits[:, :1], target)
     with pytest.raises(BiounetError, match="unknown loss"):
         build_loss("focal")  # type: ignore[arg-type]
+
+
+def test_dice_uses_a_weight_map_only_as_a_mask() -> None:
+    logits = torch.randn(2, 3, 6, 6)
+    target = torch.randint(0, 3, (2, 6, 6))
+    weight = torch.rand(2, 6, 6) * 10
+    weight[:, :2] = 0
+    dice = SoftDiceLoss()
+    assert torch.allclose(dice(logits, target, weight), dice(logits, target, (weight > 0).float()))
+    assert not torch.allclose(dice(logits, target, weight), dice(logits, target))

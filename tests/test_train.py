@@ -263,3 +263,11 @@ def test_tensorboard_logs_are_written_when_available(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     train(tiny_config(tmp_path, "epochs=1"), tmp_path / "run", progress=False)
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_poly_schedule_decays_to_zero_over_the_budget(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "epochs=4", "optim.scheduler=poly", "optim.lr=0.01")
+    trainer = train(config, tmp_path / "run", progress=False)
+    lrs = [row["lr"] for row in trainer.state.history]
+    # lr is set before each step: the last step of epoch e (of 4, 2 steps each) has t = (2e - 1) / 8.
+    assert lrs == pytest.approx([0.01 * (1 - (2 * e - 1) / 8) ** 0.9 for e in (1, 2, 3, 4)])

@@ -35,8 +35,9 @@ class SoftDiceLoss(nn.Module):
         Args:
             logits: ``(N, C, *S)`` scores; ``C == 1`` means sigmoid foreground scores with 0/1 targets.
             target: ``(N, *S)`` class ids or ``ignore_index``.
-            weight: optional ``(N, *S)`` pixel weights that scale each pixel's share of the sums (weighted
-                Dice); pixels of weight 0 are left out like ignored ones.
+            weight: optional ``(N, *S)`` map whose zero pixels are left out like ignored ones. Its values are
+                not used otherwise: Dice is already balanced across classes, and a border weight map
+                would only distort it.
         """
         check_inputs(logits, target, weight)
         if logits.shape[1] == 1:
@@ -44,7 +45,8 @@ class SoftDiceLoss(nn.Module):
             probs = torch.cat([1.0 - foreground, foreground], dim=1)
         else:
             probs = torch.softmax(logits, dim=1)
-        target, weights, _ = pixel_weights(target, self.ignore_index, weight, probs.dtype)
+        kept = None if weight is None else (weight > 0).to(probs.dtype)
+        target, weights, _ = pixel_weights(target, self.ignore_index, kept, probs.dtype)
         one_hot = F.one_hot(target, probs.shape[1]).movedim(-1, 1).to(probs.dtype)
         weights = weights.unsqueeze(1)
         dims = (0, *range(2, probs.ndim))

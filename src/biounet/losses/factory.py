@@ -31,8 +31,7 @@ class CombinedLoss(nn.Module):
         self.dice = dice
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        kept = None if weight is None else (weight > 0).to(logits.dtype)
-        return self.cross_entropy(logits, target, weight) + self.dice(logits, target, kept)
+        return self.cross_entropy(logits, target, weight) + self.dice(logits, target, weight)
 
 
 def build_loss(name: LossName, ignore_index: int | None = None, *, include_background: bool = False,

@@ -46,7 +46,8 @@ class OptimConfig:
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty.
-        scheduler: ``step`` (multiply by ``gamma`` every ``step_size`` epochs) or ``none``.
+        scheduler: ``step`` (multiply by ``gamma`` every ``step_size`` epochs), ``poly`` (``lr * (1 - t)^0.9``
+            with ``t`` the spent fraction of the epoch or minute budget, as nnU-Net) or ``none``.
         step_size: epochs between learning-rate drops.
         gamma: drop factor.
     """
@@ -55,7 +56,7 @@ class OptimConfig:
     lr: float = 1e-4
     momentum: float = 0.99
     weight_decay: float = 0.0
-    scheduler: Literal["step", "none"] = "step"
+    scheduler: Literal["step", "poly", "none"] = "step"
     step_size: int = 10
     gamma: float = 0.1
 

@@ -87,6 +87,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.optim.step_size,
             gamma=config.optim.gamma if config.optim.scheduler == "step" else 1.0)
+        if config.optim.scheduler not in ("step", "poly", "none"):
+            raise BiounetError(f"unknown scheduler {config.optim.scheduler!r}: use step, poly or none")
         self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         self.sample_rng = torch.Generator().manual_seed(config.seed)
@@ -192,6 +194,10 @@ class Trainer:
             losses: list[float] = []
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
+                if config.optim.scheduler == "poly":
+                    done = max(self.state.step / (config.epochs * steps_per_epoch), self.state.seconds / budget_seconds)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = config.optim.lr * max(1.0 - done, 0.0) ** 0.9
                 self.last_loss = self.train_step()
                 losses.append(self.last_loss)
                 self.state.step += 1
