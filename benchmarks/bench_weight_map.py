@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
 
+from bench_inference import best_time  # the benchmarks' shared timing helper
 from biounet.losses import border_weight_map, separate_touching
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def random_cells(size: int, count: int, rng: np.random.Generator, touching: float = 0.35) -> np.ndarray:
