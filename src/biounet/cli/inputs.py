@@ -10,8 +10,10 @@ from biounet.data.readers import is_image_file
 from biounet.errors import BiounetError
 
 
-def expand_inputs(arguments: Sequence[str]) -> list[Path]:
+def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[Path]:
     """Files as given, directories as their image files (sorted), globs as their matches (sorted).
+
+    With ``unique_stems`` (for outputs named after inputs), two inputs may not share a stem.
 
     Raises:
         BiounetError: for a missing path, a glob or directory without images, or two inputs with the same
@@ -36,7 +38,7 @@ def expand_inputs(arguments: Sequence[str]) -> list[Path]:
         else:
             raise BiounetError("file not found", path)
     seen: dict[str, Path] = {}
-    for f in files:
+    for f in files if unique_stems else []:
         if f.stem in seen and seen[f.stem] != f:
             raise BiounetError(f"two inputs share the name {f.stem!r} ({seen[f.stem]} and {f}); "
                                "their outputs would collide", f)

@@ -7,16 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from biounet import __version__
-from biounet.cli import export, info, predict, train
+from biounet.cli import evaluate, export, info, predict, train
 from biounet.errors import BiounetError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="biounet", description="U-Net segmentation for biomedical images: train, predict, inspect, export.")
+        prog="biounet",
+        description="U-Net segmentation for biomedical images: train, predict, evaluate, inspect, export.")
     parser.add_argument("--version", action="version", version=f"biounet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, predict, info, export):
+    for module in (train, predict, evaluate, info, export):
         module.add_parser(subparsers)
     return parser
 

@@ -1,0 +1,133 @@
+"""Metrics by name over a (prediction, truth) pair: what ``biounet evaluate``, validation and the demo report.
+
+A prediction is either class probabilities ``(C, *S)`` (float) or a label image ``(*S)`` (integer); the
+truth is a class map (``IGNORE_INDEX`` where unannotated). Threshold-sweeping ISBI metrics use the
+foreground probability when there is one, else the binary prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from biounet.data.labels import IGNORE_INDEX
+from biounet.errors import BiounetError
+from biounet.metrics.overlap import OverlapScores, dice_iou
+from biounet.metrics.pixel import pixel_error
+from biounet.metrics.rand import rand_error, v_info, v_rand
+from biounet.metrics.warping import split_merge_warping_error, warping_error
+
+
+@dataclass
+class Pair:
+    """A prediction and its truth, in the forms the metrics need (computed once, on demand).
+
+    Attributes:
+        classes: predicted class map ``(*S)``.
+        foreground: predicted foreground probability ``(*S)`` for two-class tasks (the binary prediction
+            as 0/1 when only labels were given), else ``None``.
+        truth: truth class map ``(*S)``, ``IGNORE_INDEX`` where unannotated.
+        num_classes: classes of the task (>= 2).
+        spacing: pixel/voxel size per axis, for surface distances.
+        pred_labels: the predicted label image as given (instance ids), if it was one.
+        truth_labels: the truth label image as given (instance ids), if any.
+    """
+
+    classes: np.ndarray
+    foreground: np.ndarray | None
+    truth: np.ndarray
+    num_classes: int
+    spacing: tuple[float, ...] = ()
+    pred_labels: np.ndarray | None = None
+    truth_labels: np.ndarray | None = None
+
+    @cached_property
+    def overlap(self) -> OverlapScores:
+        return dice_iou(self.classes, self.truth, self.num_classes, ignore=IGNORE_INDEX, include_background=False)
+
+    @property
+    def binary_truth(self) -> np.ndarray:
+        """Cells = 1, boundary and unannotated = 0 (the ISBI metrics' truth)."""
+        return (self.truth > 0).astype(np.uint8)
+
+    def probability(self, metric: str) -> np.ndarray:
+        if self.foreground is None:
+            raise BiounetError(f"metric {metric} needs a two-class (foreground/background) task")
+        return self.foreground
+
+    def instances(self, which: str) -> np.ndarray:
+        """Instance ids: the label image if it had several objects, else 4-connected components."""
+        given = self.pred_labels if which == "pred" else self.truth_labels
+        if given is not None and given.max(initial=0) > 1:
+            return given
+        mask = (self.classes if which == "pred" else self.truth) > 0
+        return ndi.label(mask)[0]
+
+
+def pair_from_arrays(prediction: np.ndarray, truth_classes: np.ndarray, *, num_classes: int | None = None,
+                     spacing: Sequence[float] | None = None, truth_labels: np.ndarray | None = None) -> Pair:
+    """Builds a :class:`Pair` from a probability map ``(C, *S)`` or a label image ``(*S)``.
+
+    Raises:
+        BiounetError: if the shapes do not match.
+    """
+    spatial = truth_classes.shape
+    pred_labels = None
+    if prediction.dtype.kind == "f" and prediction.ndim == len(spatial) + 1:
+        channels = prediction.shape[0]
+        if channels == 1:
+            foreground = prediction[0]
+            classes = (foreground > 0.5).astype(np.int64)
+        else:
+            classes = np.argmax(prediction, axis=0)
+            foreground = prediction[1] if channels == 2 else None
+        classes_count = max(channels, 2)
+    elif prediction.shape == spatial:
+        pred_labels = prediction.astype(np.int64)
+        classes_count = num_classes or max(int(truth_classes.max(initial=0)) + 1, 2)
+        # A label image with more values than classes is an instance map: its objects are foreground.
+        classes = pred_labels if pred_labels.max(initial=0) < classes_count else (pred_labels > 0).astype(np.int64)
+        foreground = (classes > 0).astype(np.float64) if classes_count == 2 else None
+    else:
+        raise BiounetError(f"prediction of shape {prediction.shape} does not match the truth's {spatial}")
+    if classes.shape != spatial:
+        raise BiounetError(f"prediction of shape {prediction.shape} does not match the truth's {spatial}")
+    return Pair(classes, foreground, truth_classes, num_classes or classes_count,
+                tuple(spacing) if spacing else (1.0,) * len(spatial), pred_labels, truth_labels)
+
+
+Metric = Callable[[Pair], float]
+
+METRICS: dict[str, Metric] = {
+    "dice": lambda p: p.overlap.mean_dice,
+    "iou": lambda p: p.overlap.mean_iou,
+    "pixel_error": lambda p: pixel_error(p.probability("pixel_error"), p.binary_truth),
+    "rand_error": lambda p: rand_error(p.probability("rand_error"), p.binary_truth),
+    "v_rand": lambda p: v_rand(p.probability("v_rand"), p.binary_truth),
+    "v_info": lambda p: v_info(p.probability("v_info"), p.binary_truth),
+    "warping_error": lambda p: warping_error(p.probability("warping_error"), p.binary_truth),
+    "warping_splits_merges": lambda p: split_merge_warping_error(p.probability("warping_splits_merges"),
+                                                                 p.binary_truth),
+}
+"""Every named metric; lower is better for the ``*_error`` ones and for distances."""
+
+DEFAULT_METRICS = ("dice", "iou", "pixel_error", "rand_error")
+
+
+def score(pair: Pair, names: Sequence[str]) -> dict[str, float]:
+    """The named metrics of one pair.
+
+    Raises:
+        BiounetError: for an unknown name or a metric that does not apply to the task.
+    """
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise BiounetError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRICS)}")
+    try:
+        return {name: float(METRICS[name](pair)) for name in names}
+    except ValueError as exc:
+        raise BiounetError(f"cannot score: {exc}") from exc

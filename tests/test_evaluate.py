@@ -1,0 +1,96 @@
+"""``biounet evaluate`` and the named-metric suite shared with validation and the demo."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from biounet.cli.evaluate import pair_by_stem
+from biounet.cli.main import main
+from biounet.errors import BiounetError
+from biounet.metrics.suite import pair_from_arrays, score
+
+
+def test_pairs_by_stem_prefer_probability_maps(tmp_path: Path) -> None:
+    preds = [tmp_path / "a_mask.png", tmp_path / "a_prob.tif", tmp_path / "b.png"]
+    truths = [tmp_path / "a.png", tmp_path / "b.png"]
+    assert pair_by_stem(preds, truths) == [(preds[1], truths[0]), (preds[2], truths[1])]
+    with pytest.raises(BiounetError, match="c.png: no prediction with this stem"):
+        pair_by_stem(preds, [tmp_path / "c.png"])
+
+
+def test_suite_on_a_hand_made_case() -> None:
+    truth = np.zeros((6, 6), np.int64)
+    truth[:, :3] = 1                                  # 18 cell pixels
+    pred = np.zeros((6, 6), np.int64)
+    pred[:, :2] = 1                                   # 12 pixels, all inside the truth
+    scores = score(pair_from_arrays(pred, truth), ["dice", "iou", "pixel_error", "rand_error"])
+    assert scores["dice"] == pytest.approx(2 * 12 / 30)
+    assert scores["iou"] == pytest.approx(12 / 18)
+    # Pixel F1 of the cells: precision 1, recall 12/18 -> F1 = 0.8.
+    assert scores["pixel_error"] == pytest.approx(1 - 0.8)
+    # Rand: one truth segment of 18 px; predicted: one segment of 12 and 6 singletons.
+    s_ab, s_b, s_a = 12**2 + 6, 12**2 + 6, 18**2
+    precision, recall = s_ab / s_b, s_ab / s_a
+    assert scores["rand_error"] == pytest.approx(1 - 2 * precision * recall / (precision + recall))
+
+
+def test_probability_maps_and_masks_agree_for_hard_probabilities() -> None:
+    truth = (np.random.rand(20, 20) > 0.5).astype(np.int64)
+    mask = (np.random.rand(20, 20) > 0.5).astype(np.int64)
+    probs = np.stack([1.0 - mask, mask]).astype(np.float32)
+    names = ["dice", "iou", "pixel_error", "rand_error"]
+    assert score(pair_from_arrays(probs, truth), names) == pytest.approx(score(pair_from_arrays(mask, truth), names))
+
+
+def write_case(tmp_path: Path) -> tuple[Path, Path]:
+    truths, preds = tmp_path / "truth", tmp_path / "pred"
+    truths.mkdir()
+    preds.mkdir()
+    for i in range(3):
+        label = np.zeros((40, 40), np.uint8)
+        label[5:30, 5 + i:30] = 255                   # ISBI-style 0/255 truth
+        iio.imwrite(truths / f"{i:02d}.png", label)
+        prob = np.zeros((2, 40, 40), np.float32)
+        prob[1] = (label > 0) * 0.9 + 0.05
+        prob[0] = 1 - prob[1]
+        tifffile.imwrite(preds / f"{i:02d}_prob.tif", prob, photometric="minisblack")
+        iio.imwrite(preds / f"{i:02d}_mask.png", (label > 0).astype(np.uint8))
+    return preds, truths
+
+
+def test_cli_scores_perfect_predictions_perfectly_and_writes_json_csv(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    preds, truths = write_case(tmp_path)
+    names = "dice,iou,pixel_error,rand_error,v_rand,v_info,warping_error"
+    code = main(["evaluate", "--pred", str(preds), "--truth", str(truths), "--metrics", names,
+                 "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["image", *names.split(",")] and out[-1].startswith("mean")
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert [row["image"] for row in data["images"]] == ["00", "01", "02"]
+    assert all(row["prediction"].endswith("_prob.tif") for row in data["images"])
+    mean = data["mean"]
+    assert mean["dice"] == 1.0 and mean["iou"] == 1.0 and mean["pixel_error"] == 0.0
+    assert mean["rand_error"] == 0.0 and mean["v_rand"] == 1.0 and mean["warping_error"] == 0.0
+    assert (tmp_path / "s.csv").read_text().splitlines()[-1].startswith("mean,,,1.0,1.0")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--metrics", "dice,accuracy"], "unknown metrics accuracy"),
+    (["--truth-kind", "classes", "--metrics", "dice"], "label values|cannot score|classes"),
+])
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                 message: str) -> None:
+    preds, truths = write_case(tmp_path)
+    code = main(["evaluate", "--pred", str(preds), "--truth", str(truths), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert re.search(message, err[0])
