@@ -21,7 +21,7 @@ def test_pairs_by_stem_prefer_probability_maps(tmp_path: Path) -> None:
     preds = [tmp_path / "a_mask.png", tmp_path / "a_prob.tif", tmp_path / "b.png"]
     truths = [tmp_path / "a.png", tmp_path / "b.png"]
     assert pair_by_stem(preds, truths) == [(preds[1], truths[0]), (preds[2], truths[1])]
-    with pytest.raises(BiounetError, match="c.png: no prediction with this stem"):
+    with pytest.raises(BiounetError, match=r"c\.png: no prediction with this stem"):
         pair_by_stem(preds, [tmp_path / "c.png"])
 
 
