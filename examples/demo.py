@@ -20,8 +20,7 @@ import numpy as np
 
 from biounet.cli.main import main
 from biounet.data.readers import read_image
-from biounet.metrics.overlap import dice_iou
-from biounet.metrics.rand import rand_error
+from biounet.metrics.suite import pair_from_arrays, score
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "isbi2012"
@@ -59,11 +58,11 @@ def run() -> int:
         return code
     rows = []
     for i in TEST:
-        prob = read_image(OUT / "predictions" / f"{i:02d}_prob.tif")[1]
+        probs = read_image(OUT / "predictions" / f"{i:02d}_prob.tif")
         truth = (read_image(DATA / "labels" / f"{i:02d}.png")[0] == 255).astype(np.int64)
-        overlap = dice_iou((prob > 0.5).astype(np.int64), truth, 2, include_background=False)
-        rows.append({"slice": f"{i:02d}", "rand_error": rand_error(prob, truth), "dice_cell": overlap.mean_dice,
-                     "iou_cell": overlap.mean_iou})
+        scores = score(pair_from_arrays(probs, truth), ["rand_error", "dice", "iou"])
+        rows.append({"slice": f"{i:02d}", "rand_error": scores["rand_error"], "dice_cell": scores["dice"],
+                     "iou_cell": scores["iou"]})
     with open(OUT / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

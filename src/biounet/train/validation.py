@@ -1,4 +1,5 @@
-"""Validation on whole held-out images through overlap-tile prediction, as at inference time."""
+"""Validation on whole held-out images through overlap-tile prediction, as at inference time, scored with
+the same named metrics as ``biounet evaluate``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ from collections.abc import Callable
 import numpy as np
 
 from biounet.data.dataset import Example
-from biounet.data.labels import IGNORE_INDEX
-from biounet.infer.predict import predict, probabilities_to_mask
-from biounet.metrics.overlap import dice_iou
-from biounet.metrics.rand import rand_error
+from biounet.infer.predict import predict
+from biounet.metrics.suite import pair_from_arrays, score
 from biounet.models.unet import UNet
 
 
@@ -19,24 +18,18 @@ def predict_example(model: UNet, example: Example, tta: bool = False) -> np.ndar
     return predict(model, example.image, tta=tta)
 
 
-def score(probabilities: np.ndarray, example: Example, num_classes: int) -> dict[str, float]:
-    """Dice and IoU over the foreground classes; Rand error for two-class (membrane/cell) tasks."""
-    mask = probabilities_to_mask(probabilities)
-    overlap = dice_iou(mask, example.target, num_classes, ignore=IGNORE_INDEX, include_background=False)
-    scores = {"dice": overlap.mean_dice, "iou": overlap.mean_iou}
-    if num_classes == 2:
-        # Unannotated pixels count as boundary, which the foreground-restricted Rand score leaves out.
-        truth = (example.target == 1).astype(np.uint8)
-        foreground = probabilities[1] if probabilities.shape[0] == 2 else probabilities[0]
-        scores["rand_error"] = rand_error(foreground, truth)
-    return scores
+def validation_metrics(num_classes: int) -> tuple[str, ...]:
+    """Dice and IoU over the foreground classes, and the Rand error for two-class (membrane/cell) tasks."""
+    return ("dice", "iou", "rand_error") if num_classes == 2 else ("dice", "iou")
 
 
 def make_validator(examples: list[Example], num_classes: int) -> Callable[[UNet], dict[str, float]]:
     """``validate(model)``: mean scores over ``examples``."""
+    names = validation_metrics(num_classes)
 
     def validate(model: UNet) -> dict[str, float]:
-        rows = [score(predict_example(model, e), e, num_classes) for e in examples]
-        return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
+        rows = [score(pair_from_arrays(predict_example(model, e), e.target, num_classes=num_classes), names)
+                for e in examples]
+        return {key: float(np.nanmean([r[key] for r in rows])) for key in names}
 
     return validate
