@@ -94,3 +94,35 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert re.search(message, err[0])
+
+
+def test_instance_metrics_on_a_real_dsb2018_mask(tmp_path: Path) -> None:
+    truth = iio.imread(Path(__file__).parent / "data" / "dsb2018" / "mask_0c6507d4.png").astype(np.int64)
+    ids = [i for i in np.unique(truth) if i]
+    pred = truth.copy()
+    pred[pred == ids[0]] = 0                                  # one nucleus missed: a false negative
+    pred[pred == ids[1]] = 1000                               # renumbered: ids do not matter
+    (tmp_path / "t").mkdir()
+    (tmp_path / "p").mkdir()
+    iio.imwrite(tmp_path / "t" / "x.png", truth.astype(np.uint16))
+    iio.imwrite(tmp_path / "p" / "x.png", pred.astype(np.uint16))
+    code = main(["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--truth-kind",
+                 "instances", "--metrics", "ap50,f1_50,pq,dsb2018", "--json", str(tmp_path / "s.json")])
+    assert code == 0
+    mean = json.loads((tmp_path / "s.json").read_text())["mean"]
+    n = len(ids)
+    assert mean["ap50"] == pytest.approx((n - 1) / n)         # TP = n - 1, FP = 0, FN = 1
+    assert mean["f1_50"] == pytest.approx(2 * (n - 1) / (2 * (n - 1) + 1))
+    assert mean["pq"] == pytest.approx((n - 1) / (n - 1 + 0.5))  # matched IoUs are all 1
+    assert mean["dsb2018"] == pytest.approx((n - 1) / n)
+
+
+def test_surface_metrics_follow_spacing() -> None:
+    truth = np.zeros((20, 20), np.int64)
+    truth[5:15, 5:15] = 1
+    pred = np.roll(truth, 2, axis=0)                          # shifted by 2 rows
+    names = ["hd95", "asd", "surface_dice"]
+    unit = score(pair_from_arrays(pred, truth), names)
+    scaled = score(pair_from_arrays(pred, truth, spacing=(3.0, 1.0)), names)
+    assert unit["hd95"] == pytest.approx(2.0) and scaled["hd95"] == pytest.approx(6.0)
+    assert 0 < unit["surface_dice"] < 1

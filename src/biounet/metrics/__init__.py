@@ -1,6 +1,14 @@
 """Segmentation metrics: overlap (Dice, IoU), ISBI 2012 pixel error, foreground-restricted Rand and
 information scores, and the warping error. ISBI convention: 1 = cell (foreground), 0 = membrane."""
 
+from biounet.metrics.instances import (
+    DSB2018_THRESHOLDS,
+    InstanceScores,
+    dsb2018_score,
+    instance_scores,
+    instance_scores_sweep,
+    mean_dsb2018_score,
+)
 from biounet.metrics.overlap import OverlapScores, dice_iou
 from biounet.metrics.pixel import PixelScores, pixel_error, pixel_mismatch, pixel_scores
 from biounet.metrics.rand import (
@@ -17,19 +25,28 @@ from biounet.metrics.rand import (
     v_rand,
     variation_of_information,
 )
+from biounet.metrics.surface import ClassSurfaceScores, SurfaceScores, surface_distances, surface_distances_per_class
 from biounet.metrics.thresholds import ISBI_THRESHOLDS
 from biounet.metrics.warping import split_merge_warping_error, warp_truth, warping_error
 
 __all__ = [
+    "DSB2018_THRESHOLDS",
     "ISBI_THRESHOLDS",
     "AdaptedRandError",
+    "ClassSurfaceScores",
+    "InstanceScores",
     "OverlapScores",
     "PixelScores",
     "RandFamily",
     "RandScores",
+    "SurfaceScores",
     "VariationOfInformation",
     "adapted_rand_error",
     "dice_iou",
+    "dsb2018_score",
+    "instance_scores",
+    "instance_scores_sweep",
+    "mean_dsb2018_score",
     "pixel_error",
     "pixel_mismatch",
     "pixel_scores",
@@ -37,6 +54,8 @@ __all__ = [
     "rand_family",
     "rand_scores",
     "split_merge_warping_error",
+    "surface_distances",
+    "surface_distances_per_class",
     "thin_boundaries",
     "v_info",
     "v_rand",

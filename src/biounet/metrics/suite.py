@@ -16,9 +16,11 @@ from scipy import ndimage as ndi
 
 from biounet.data.labels import IGNORE_INDEX
 from biounet.errors import BiounetError
+from biounet.metrics.instances import InstanceScores, dsb2018_score, instance_scores
 from biounet.metrics.overlap import OverlapScores, dice_iou
 from biounet.metrics.pixel import pixel_error
 from biounet.metrics.rand import rand_error, v_info, v_rand
+from biounet.metrics.surface import ClassSurfaceScores, surface_distances_per_class
 from biounet.metrics.warping import split_merge_warping_error, warping_error
 
 
@@ -48,6 +50,17 @@ class Pair:
     @cached_property
     def overlap(self) -> OverlapScores:
         return dice_iou(self.classes, self.truth, self.num_classes, ignore=IGNORE_INDEX, include_background=False)
+
+    @cached_property
+    def surface(self) -> ClassSurfaceScores:
+        """Surface distances per foreground class; unannotated truth pixels count as background."""
+        truth = np.where(self.truth == IGNORE_INDEX, 0, self.truth)
+        return surface_distances_per_class(self.classes, truth, self.num_classes, spacing=self.spacing)
+
+    @cached_property
+    def matched(self) -> InstanceScores:
+        """One-to-one instance matching at IoU >= 0.5."""
+        return instance_scores(self.instances("pred"), self.instances("truth"), 0.5)
 
     @property
     def binary_truth(self) -> np.ndarray:
@@ -112,8 +125,20 @@ METRICS: dict[str, Metric] = {
     "warping_error": lambda p: warping_error(p.probability("warping_error"), p.binary_truth),
     "warping_splits_merges": lambda p: split_merge_warping_error(p.probability("warping_splits_merges"),
                                                                  p.binary_truth),
+    "hd95": lambda p: p.surface.mean.hd95,
+    "asd": lambda p: p.surface.mean.average_surface_distance,
+    "surface_dice": lambda p: p.surface.mean.surface_dice,
+    "ap50": lambda p: p.matched.accuracy,
+    "f1_50": lambda p: p.matched.f1,
+    "pq": lambda p: p.matched.panoptic_quality,
+    "dsb2018": lambda p: dsb2018_score(p.instances("pred"), p.instances("truth")),
 }
-"""Every named metric; lower is better for the ``*_error`` ones and for distances."""
+"""Every named metric; lower is better for the ``*_error`` ones and for distances (``hd95``, ``asd``, in
+units of ``spacing``). ``surface_dice`` is at a tolerance of 1 unit. ``ap50`` is TP / (TP + FP + FN) of
+instances matched one-to-one at IoU >= 0.5 (what StarDist and Cellpose call AP), ``f1_50`` and ``pq``
+(panoptic quality) come from the same matching, ``dsb2018`` averages TP / (TP + FP + FN) over IoU > 0.50,
+0.55, ..., 0.95. Instances are the label image's ids when it has several objects, else 4-connected
+components of the foreground."""
 
 DEFAULT_METRICS = ("dice", "iou", "pixel_error", "rand_error")
 

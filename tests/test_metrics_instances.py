@@ -1,0 +1,158 @@
+"""Instance matching: hand-built objects with known IoUs, the DSB 2018 score, and a dense-matrix oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+
+from biounet.metrics.instances import (
+    DSB2018_THRESHOLDS,
+    dsb2018_score,
+    instance_scores,
+    instance_scores_sweep,
+    mean_dsb2018_score,
+)
+
+
+def three_pairs() -> tuple[np.ndarray, np.ndarray]:
+    """Truth 3 / pred 5: IoU 2/4 = 0.5; truth 7 / pred 9: IoU 4/5 = 0.8; truth 12 and pred 40 unmatched."""
+    truth, pred = np.zeros((6, 12), dtype=np.int32), np.zeros((6, 12), dtype=np.int32)
+    truth[0, 0:4], pred[0, 0:2] = 3, 5
+    truth[2, 0:5], pred[2, 0:4] = 7, 9
+    truth[4, 0:3], pred[4, 6:9] = 12, 40
+    return pred, truth
+
+
+def row_image(objects: list[tuple[int, int, int]]) -> np.ndarray:
+    """A 1-row image with each (id, start, stop) painted in order."""
+    image = np.zeros((1, max(stop for _, _, stop in objects)), dtype=np.int64)
+    for object_id, start, stop in objects:
+        image[0, start:stop] = object_id
+    return image
+
+
+def test_three_objects_hand_computed() -> None:
+    pred, truth = three_pairs()
+    at_half = instance_scores(pred, truth, 0.5)
+    assert (at_half.true_objects, at_half.predicted_objects) == (3, 3)
+    assert (at_half.true_positives, at_half.false_positives, at_half.false_negatives) == (2, 1, 1)
+    assert (at_half.precision, at_half.recall, at_half.f1) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
+    assert at_half.accuracy == pytest.approx(2 / 4)
+    assert at_half.panoptic_quality == pytest.approx((0.5 + 0.8) / (2 + 1 / 2 + 1 / 2))
+
+    # IoU >= t: the 0.8 pair still counts at t = 0.8, nothing at 0.85.
+    sweep = instance_scores_sweep(pred, truth, [0.6, 0.8, 0.85])
+    assert [s.true_positives for s in sweep] == [1, 1, 0]
+    assert sweep[0].accuracy == pytest.approx(1 / 5)
+    assert sweep[0].panoptic_quality == pytest.approx(0.8 / (1 + 2 / 2 + 2 / 2))
+    assert (sweep[2].precision, sweep[2].recall, sweep[2].f1, sweep[2].panoptic_quality) == (0, 0, 0, 0)
+
+
+def test_dsb2018_score_hand_computed() -> None:
+    # IoU > t strictly: at t = 0.50 the 0.5 pair fails; t = 0.50 .. 0.75 (6 thresholds) keep only the 0.8
+    # pair: TP 1, FP 2, FN 2 -> 1/5; t = 0.80 .. 0.95 (4 thresholds) keep nothing -> 0.
+    pred, truth = three_pairs()
+    assert DSB2018_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    assert dsb2018_score(pred, truth) == pytest.approx(6 * (1 / 5) / 10)
+    # Averaged per image, not pooled over images.
+    assert mean_dsb2018_score([pred, truth], [truth, truth]) == pytest.approx((0.12 + 1.0) / 2)
+
+
+def test_permuting_ids_and_swapping_roles() -> None:
+    pred, truth = three_pairs()
+    reference = instance_scores(pred, truth)
+    rng = np.random.default_rng(0)
+    relabel = np.zeros(41, dtype=np.int64)
+    relabel[1:] = rng.permutation(np.arange(1000, 1040))
+    permuted = instance_scores(relabel[pred], relabel[truth])
+    assert permuted == reference
+    assert dsb2018_score(relabel[pred], relabel[truth]) == dsb2018_score(pred, truth)
+    swapped = instance_scores(truth, pred)
+    assert (swapped.precision, swapped.recall) == (reference.recall, reference.precision)
+    assert swapped.panoptic_quality == reference.panoptic_quality
+
+
+def test_hungarian_matching_beats_greedy() -> None:
+    # Truth 1 = [0, 10), 2 = [10, 14); pred 1 = [0, 4), 2 = [4, 14). IoU(t1, p2) = 6/14 is the largest, so
+    # greedy matching takes it and leaves one pair; the optimum pairs t1-p1 (4/10) and t2-p2 (4/10).
+    truth = row_image([(1, 0, 10), (2, 10, 14)])
+    pred = row_image([(1, 0, 4), (2, 4, 14)])
+    scores = instance_scores(pred, truth, 0.35)
+    assert (scores.true_positives, scores.false_positives, scores.false_negatives) == (2, 0, 0)
+    assert scores.panoptic_quality == pytest.approx(0.8 / 2)
+
+
+def test_matching_maximises_the_count_before_the_iou() -> None:
+    # Truth 1 = [0, 10), 2 = [10, 12); pred 7 = [0, 2), 8 = [2, 12): IoU(t1, p8) = 8/12, IoU(t1, p7) = 2/10,
+    # IoU(t2, p8) = 2/10. Two matches of 0.2 win over one of 2/3 (StarDist's rule).
+    truth = row_image([(1, 0, 10), (2, 10, 12)])
+    pred = row_image([(7, 0, 2), (8, 2, 12)])
+    low = instance_scores(pred, truth, 0.15)
+    assert low.true_positives == 2
+    assert low.panoptic_quality == pytest.approx(0.4 / 2)
+    high = instance_scores(pred, truth, 0.25)
+    assert (high.true_positives, high.false_positives, high.false_negatives) == (1, 1, 1)
+    assert high.panoptic_quality == pytest.approx((8 / 12) / (1 + 1 / 2 + 1 / 2))
+
+
+def test_exact_half_iou_tie_and_strict_dsb() -> None:
+    # One truth object split exactly in two halves: both IoUs are 0.5, only one can match at t = 0.5.
+    truth = row_image([(1, 0, 4)])
+    pred = row_image([(1, 0, 2), (2, 2, 4)])
+    scores = instance_scores(pred, truth, 0.5)
+    assert (scores.true_positives, scores.false_positives, scores.false_negatives) == (1, 1, 0)
+    assert dsb2018_score(pred, truth) == 0.0
+
+
+def test_three_dimensional_cubes() -> None:
+    truth, pred = np.zeros((8, 8, 8), dtype=np.uint16), np.zeros((8, 8, 8), dtype=np.uint16)
+    truth[0:4, 0:4, 0:4] = 1
+    pred[1:5, 0:4, 0:4] = 1          # IoU 48 / 80 = 0.6
+    assert [s.true_positives for s in instance_scores_sweep(pred, truth, [0.6, 0.65])] == [1, 0]
+
+
+def test_empty_images() -> None:
+    empty = np.zeros((5, 5), dtype=np.int64)
+    objects = empty.copy()
+    objects[1:3, 1:3] = 4
+    both = instance_scores(empty, empty)
+    assert (both.precision, both.recall, both.f1, both.accuracy, both.panoptic_quality) == (1, 1, 1, 1, 1)
+    assert dsb2018_score(empty, empty) == 1.0
+    spurious = instance_scores(objects, empty)
+    assert (spurious.false_positives, spurious.precision, spurious.recall, spurious.f1) == (1, 0.0, 1.0, 0.0)
+    assert dsb2018_score(objects, empty) == 0.0
+
+
+def test_matches_a_dense_assignment_on_random_instances() -> None:
+    # Oracle: the full IoU matrix from masks, one assignment over all objects with the same objective.
+    rng = np.random.default_rng(3)
+    truth = ndi.label(ndi.gaussian_filter(rng.normal(size=(64, 64)), 2) > 0.1)[0]
+    pred = ndi.label(ndi.gaussian_filter(rng.normal(size=(64, 64)), 2) > 0.1)[0]
+    t_ids, p_ids = np.unique(truth)[1:], np.unique(pred)[1:]
+    iou = np.array([[np.count_nonzero((truth == i) & (pred == j)) / np.count_nonzero((truth == i) | (pred == j))
+                     for j in p_ids] for i in t_ids])
+    for threshold in (0.05, 0.2, 0.5):
+        candidate = (iou >= threshold) & (iou > 0)
+        cost = np.where(candidate, -1.0 - iou / (2 * min(iou.shape)), 0.0)
+        rows, cols = linear_sum_assignment(cost)
+        ok = candidate[rows, cols]
+        scores = instance_scores(pred, truth, threshold)
+        assert scores.true_positives == np.count_nonzero(ok)
+        assert scores.panoptic_quality * (scores.true_positives + (scores.false_positives + scores.false_negatives)
+                                          / 2) == pytest.approx(iou[rows, cols][ok].sum())
+
+
+def test_rejects_bad_input() -> None:
+    pred, truth = three_pairs()
+    with pytest.raises(ValueError, match="shape"):
+        instance_scores(pred, truth[:, :5])
+    with pytest.raises(ValueError, match="integer object ids"):
+        instance_scores(pred.astype(np.float64), truth)
+    with pytest.raises(ValueError, match=">= 0"):
+        instance_scores(-pred, truth)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        instance_scores(pred, truth, 0.0)
+    with pytest.raises(ValueError, match="predictions for"):
+        mean_dsb2018_score([pred], [truth, truth])
