@@ -400,3 +400,14 @@ def test_warping_preserves_topology_and_leaves_no_simple_mismatch() -> None:
         for y, x in zip(*np.nonzero(warped != np.pad(prob > 0.5, 1)), strict=True):
             patch = warped[y - 1:y + 2, x - 1:x + 2].astype(int)
             assert not SIMPLE_POINT[neighbourhood_code(["".join(map(str, row)) for row in patch])]
+
+
+def test_warping_error_never_exceeds_the_pixel_error_at_the_same_threshold() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(8):
+        truth = ndi.gaussian_filter(rng.random((32, 32)), 1.5) > 0.5
+        prob = np.clip(ndi.gaussian_filter(rng.random((32, 32)), 1.0) * 2 - 0.5 + 0.6 * truth, 0, 1)
+        for threshold in (0.3, 0.5, 0.7):
+            mismatch = pixel_mismatch(prob, truth, threshold)
+            assert mismatch > 0
+            assert warping_error(prob, truth, threshold) <= mismatch
