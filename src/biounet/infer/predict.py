@@ -93,8 +93,9 @@ def predict(
     spatial = tuple(int(s) for s in image.shape[1:])
     if min(spatial) < 1:
         raise BiounetError(f"image of shape {tuple(image.shape)} is empty")
-    tile_shape = (tile if tile is not None else DEFAULT_TILE[dims],) * dims if not isinstance(tile, tuple) \
-        else tile
+    if tile is None:
+        tile = DEFAULT_TILE[dims]
+    tile_shape = tile if isinstance(tile, tuple) else (tile,) * dims
     plan = plan_tiles(config, spatial, tile_shape, overlap, square=tta and dims == 2)
     if out is None:
         out = np.zeros((config.out_channels, *spatial), np.float32)
@@ -146,8 +147,6 @@ def predict(
 def _check_finite(inputs: np.ndarray) -> None:
     if not np.isfinite(inputs).all():
         raise BiounetError("image contains NaN or infinite values")
-
-
 
 
 def probabilities_to_mask(probabilities: np.ndarray) -> np.ndarray:

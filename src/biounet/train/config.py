@@ -70,7 +70,7 @@ class LossConfig:
     weights: WeightMapConfig = field(default_factory=WeightMapConfig)
 
 
-Monitor = Literal["dice", "iou", "rand_error", "loss"]
+Monitor = Literal["dice", "iou", "rand_error"]
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ class TrainConfig:
         minutes: wall-clock budget (whichever of epochs/minutes ends first).
         foreground_oversampling: probability of centring a patch on a foreground pixel.
         val_every: validate every this many epochs.
-        monitor: validation metric that picks the best checkpoint (``rand_error`` and ``loss`` are
-            minimised; ``rand_error`` needs two classes).
+        monitor: validation metric that picks the best checkpoint (``dice`` and ``iou`` are maximised,
+            ``rand_error``, which needs two classes, minimised).
         patience: stop after this many validations without improvement (0 = never).
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
@@ -128,8 +128,10 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise BiounetError(f"invalid training config: {name} must be >= 1, got {value}")
-        if self.monitor not in ("dice", "iou", "rand_error", "loss"):
-            raise BiounetError(f"invalid training config: monitor {self.monitor!r}")
+        if self.monitor not in ("dice", "iou", "rand_error"):
+            raise BiounetError(f"invalid training config: monitor {self.monitor!r} (use dice, iou or rand_error)")
+        if self.monitor == "rand_error" and self.num_classes != 2:
+            raise BiounetError("monitor rand_error needs a two-class (membrane/cell) task")
         if self.loss.name == "bce_dice" and self.model.out_channels != 1:
             raise BiounetError("loss bce_dice needs model.out_channels = 1 (a single sigmoid output)")
 

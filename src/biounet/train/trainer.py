@@ -66,7 +66,7 @@ class Trainer:
     """Trains ``model`` on patches from ``sampler``; validates with ``validate`` (a callable returning metrics).
 
     Events for callbacks: ``on_step_end`` (``trainer.last_loss`` set), ``on_epoch_end`` (``trainer.row``
-    holds the epoch's log row), ``on_checkpoint``, ``on_run_end``.
+    holds the epoch's log row, after validation and checkpointing), ``on_run_end``.
 
     Args:
         config: the run's configuration.
