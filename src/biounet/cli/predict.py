@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
-                        help="network input tile size in pixels (default 1024 in 2D; the paper used 572)")
+                        help="network input tile size in pixels (default 700 in 2D; the paper used 572)")
     parser.add_argument("--batch-size", type=_positive, default=None, metavar="N",
                         help="tiles per forward pass (default: 1 on cpu, 4 on cuda)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"],
