@@ -12,7 +12,7 @@ import yaml
 from scipy import ndimage
 
 from biounet.augment import AugmentConfig, Augmenter, AugmentParams
-from biounet.augment.elastic import control_displacements, dense_displacements
+from biounet.augment.elastic import bspline_basis, control_displacements, control_grid_shape, dense_displacements
 from biounet.augment.spatial import rotation_matrix, rotation_planes
 from biounet.errors import BiounetError
 
@@ -167,14 +167,17 @@ def test_random_flips_are_exact_and_cover_all_combinations() -> None:
     assert len(seen) == 4
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_strong_deformation_moves_image_label_and_weight_together(dims: int) -> None:
+BSPLINE_3D = dataclasses.replace(STRONG, elastic_spacing=6.0, elastic_sigma=3.0)
+
+
+@pytest.mark.parametrize(("dims", "config"), [(2, STRONG), (3, STRONG), (3, BSPLINE_3D)])
+def test_strong_deformation_moves_image_label_and_weight_together(dims: int, config: AugmentConfig) -> None:
     shape = SHAPES[dims]
     n = 3
     coords = coordinate_image(n, shape)
     label = torch.randint(0, 50, (n, *shape))
     weight = torch.rand(n, *shape)
-    out_coords, out_label, out_weight = Augmenter(STRONG, dims)(coords, label, weight, generator=gen(1))
+    out_coords, out_label, out_weight = Augmenter(config, dims)(coords, label, weight, generator=gen(1))
     assert out_label is not None and out_weight is not None
     # The ramps are reproduced exactly by linear interpolation (mirroring included), so each output
     # pixel's channels are the source coordinates it was read from.
@@ -204,13 +207,56 @@ def test_labels_only_take_input_values_and_keep_the_ignore_value(dims: int) -> N
 
 
 def test_elastic_field_passes_through_control_vectors_with_the_given_spread() -> None:
-    control = control_displacements(400, 2, 3, 10.0, gen())
+    control = control_displacements(400, (3, 3), 10.0, gen())
     assert control.shape == (400, 2, 3, 3)
     assert float(control.std()) == pytest.approx(10.0, abs=0.3)
     field = dense_displacements(control, (33, 33))
     assert torch.allclose(field[:, :, ::16, ::16], control, atol=1e-4)
     # Smooth: neighbouring pixels move almost alike, unlike the 10 px spread of the field itself.
     assert field.diff(dim=-1).abs().max() < 5.0 and field.diff(dim=-1).abs().mean() < 1.0
+
+
+def test_bspline_grid_covers_the_patch_with_one_point_beyond_each_end() -> None:
+    # The 3D U-Net's grid: spacing 32 over 132 voxels puts points at -32, 0, 32, ..., 192: the
+    # support of every voxel's four B-splines.
+    assert control_grid_shape((132, 132, 116), 3, 32.0) == (8, 8, 7)
+    assert control_grid_shape((40, 52), 3, 0.0) == (3, 3)
+    basis = bspline_basis(9, 5, 4.0, dtype=torch.float64)
+    assert torch.allclose(basis.sum(dim=1), torch.ones(9, dtype=torch.float64))
+    # Voxel 4 sits on control point 2 (at (2 - 1) * 4): it weighs 2/3 and its neighbours 1/6 each.
+    assert torch.allclose(basis[4], torch.tensor([0.0, 1 / 6, 2 / 3, 1 / 6, 0.0], dtype=torch.float64))
+
+
+def test_bspline_field_reproduces_affine_control_vectors_exactly() -> None:
+    # Cubic B-splines reproduce polynomials up to degree 1: control vectors that are an affine function
+    # of the control points' positions give exactly that function at every voxel.
+    shape, spacing = (20, 13, 17), 5.0
+    grid = control_grid_shape(shape, 3, spacing)
+    positions = torch.meshgrid(*[(torch.arange(g, dtype=torch.float32) - 1) * spacing for g in grid], indexing="ij")
+    a = torch.tensor([[0.1, -0.2, 0.05], [0.0, 0.3, 0.1], [-0.1, 0.0, 0.2]])
+    b = torch.tensor([1.0, -2.0, 0.5])
+    control = (torch.einsum("ij,j...->i...", a, torch.stack(positions)) + b.view(3, 1, 1, 1))[None]
+    field = dense_displacements(control, shape, spacing)
+    voxels = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
+    expected = torch.einsum("ij,j...->i...", a, voxels) + b.view(3, 1, 1, 1)
+    assert field.shape == (1, 3, *shape)
+    assert torch.allclose(field[0], expected, atol=1e-4)
+
+
+def test_bspline_deformation_has_the_configured_spread_and_is_smooth() -> None:
+    config = AugmentConfig.none()
+    config = dataclasses.replace(config, elastic_sigma=4.0, elastic_spacing=32.0)
+    params = Augmenter(config, 3).sample(50, (64, 64, 64), gen())
+    assert params.control is not None and params.control.shape == (50, 3, 5, 5, 5)
+    assert float(params.control.std()) == pytest.approx(4.0, abs=0.2)
+    field = dense_displacements(params.control, (64, 64, 64), 32.0)
+    # Each voxel mixes 4^3 independent vectors, so its variance is sigma^2 times the sum of its squared
+    # weights, a product over the axes (about 0.48 per axis, 0.11 in all).
+    per_axis = (bspline_basis(64, 5, 32.0, dtype=torch.float64) ** 2).sum(dim=1)
+    expected_std = 4.0 * math.sqrt(float((per_axis[:, None, None] * per_axis[None, :, None] * per_axis).mean()))
+    assert 1.2 < expected_std < 1.5
+    assert float(field.std()) == pytest.approx(expected_std, rel=0.1)
+    assert field.diff(dim=-1).abs().max() < 1.0
 
 
 def test_rotation_angles_are_uniform_in_the_configured_range() -> None:

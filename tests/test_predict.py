@@ -15,16 +15,19 @@ from biounet.models import UNet, UNetConfig
 
 def whole_image_probabilities(model: UNet, image: np.ndarray) -> np.ndarray:
     """One pass over the image mirror-padded by half the halo on every side."""
-    half = model.config.halo_size() // 2
-    dims = model.config.spatial_dims
-    padded = np.pad(image, [(0, 0)] + [(half, half)] * dims, mode="reflect")
+    padded = whole_padded(model.config, image)
     with torch.no_grad():
         logits = model.eval()(torch.from_numpy(padded)[None].float())
     return torch.softmax(logits, 1)[0].numpy()
 
 
+def whole_padded(config: UNetConfig, image: np.ndarray) -> np.ndarray:
+    """The image mirror-padded by half the halo on every side."""
+    return np.pad(image, [(0, 0)] + [(h // 2, h // 2) for h in config.halo_size()], mode="reflect")
+
+
 def image_whose_padded_size_is_valid(config: UNetConfig, wanted: tuple[int, ...]) -> np.ndarray:
-    spatial = tuple(s - config.halo_size() for s in config.valid_input_shape(wanted))
+    spatial = tuple(s - h for s, h in zip(config.valid_input_shape(wanted), config.halo_size(), strict=True))
     return np.random.rand(config.in_channels, *spatial).astype(np.float32)
 
 
@@ -57,6 +60,16 @@ def test_tiled_equals_whole_in_3d() -> None:
     image = image_whose_padded_size_is_valid(config, (80, 90, 100))
     tiled = predict(model, image, tile=64, batch_size=4)
     assert len(plan_tiles(config, image.shape[1:], (64, 64, 64))) >= 8
+    assert np.abs(tiled - whole_image_probabilities(model, image)).max() <= 1e-5
+
+
+def test_tiled_equals_whole_for_an_anisotropic_3d_model() -> None:
+    config = UNetConfig(spatial_dims=3, base_channels=2, depth=2, pool_sizes=((1, 2, 2), (2, 2, 2)),
+                        kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3)))
+    model = UNet(config)
+    image = image_whose_padded_size_is_valid(config, (30, 90, 100))
+    tiled = predict(model, image, tile=(20, 60, 60), batch_size=3)
+    assert len(plan_tiles(config, image.shape[1:], (20, 60, 60))) >= 8
     assert np.abs(tiled - whole_image_probabilities(model, image)).max() <= 1e-5
 
 
@@ -126,9 +139,8 @@ def test_single_output_models_give_sigmoid_probabilities() -> None:
     model = UNet(UNetConfig(base_channels=4, depth=2, out_channels=1))
     image = image_whose_padded_size_is_valid(model.config, (100, 100))
     probs = predict(model, image, tile=60)
-    half = model.config.halo_size() // 2
     with torch.no_grad():
-        logits = model(torch.from_numpy(np.pad(image, ((0, 0), (half, half), (half, half)), mode="reflect"))[None])
+        logits = model(torch.from_numpy(whole_padded(model.config, image))[None])
     np.testing.assert_allclose(probs, torch.sigmoid(logits)[0].numpy(), atol=1e-6)
 
 

@@ -54,7 +54,7 @@ def test_valid_plan_covers_the_image_on_the_pooling_grid(shape: tuple[int, int])
     assert not plan.blend
     covered = np.zeros(shape, bool)
     for tile in plan:
-        assert all(s % config.alignment == 0 for s in tile.output_start)
+        assert all(s % a == 0 for s, a in zip(tile.output_start, config.alignment, strict=True))
         assert config.output_shape(plan.input_tile) == plan.output_tile
         assert tuple(b - a for a, b in zip(tile.input_start, tile.input_stop, strict=True)) == plan.input_tile
         assert all(i == o - 92 for i, o in zip(tile.input_start, tile.output_start, strict=True))

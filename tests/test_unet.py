@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from biounet.errors import BiounetError
@@ -24,7 +26,7 @@ def test_paper_configuration_matches_ronneberger_2015() -> None:
     assert len(conv_layers(model)) == 23
     assert sum(p.numel() for p in model.parameters()) == 31_030_658
     assert config.output_shape((572, 572)) == (388, 388)
-    assert config.halo_size() == 184
+    assert config.halo_size() == (184, 184)
     with torch.no_grad():
         logits = model.eval()(torch.zeros(1, 1, 572, 572))
     assert logits.shape == (1, 2, 388, 388)
@@ -40,6 +42,59 @@ def test_paper_channel_progression() -> None:
         (1024, 512, (2, 2)), (512, 256, (2, 2)), (256, 128, (2, 2)), (128, 64, (2, 2))]
 
 
+def test_3d_paper_configuration_matches_cicek_2016() -> None:
+    config = UNetConfig.paper_3d()
+    assert config.output_shape((132, 132, 116)) == (44, 44, 28)
+    model = UNet(config)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+    # Channels double already before each pooling: 32 -> 64, 64 -> 128, 128 -> 256, 256 -> 512.
+    assert [m.out_channels for m in convs[:8]] == [32, 64, 64, 128, 128, 256, 256, 512]
+    assert all(m.kernel_size == (3, 3, 3) and m.padding == (0, 0, 0) for m in convs[:-1])
+    ups = [m for m in model.modules() if isinstance(m, nn.ConvTranspose3d)]
+    # The up-convolutions keep the channels; each expanding level then has 768 -> 256, 384 -> 128, 192 -> 64.
+    assert [(u.in_channels, u.out_channels, u.stride) for u in ups] == [
+        (512, 512, (2, 2, 2)), (256, 256, (2, 2, 2)), (128, 128, (2, 2, 2))]
+    assert [(m.in_channels, m.out_channels) for m in convs[8:]] == [
+        (768, 256), (256, 256), (384, 128), (128, 128), (192, 64), (64, 64), (64, 3)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
+    assert len(norms) == len(convs) - 1
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool3d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [((2, 2, 2), (2, 2, 2))] * 3
+    # The same structure at 1/16 of the width runs the real 132x132x116 input through quickly.
+    small = UNet(dataclasses.replace(config, base_channels=2)).eval()
+    with torch.no_grad():
+        assert small(torch.zeros(1, 1, 132, 132, 116)).shape == (1, 3, 44, 44, 28)
+
+
+ANISOTROPIC = UNetConfig(spatial_dims=3, base_channels=2, depth=3, pool_sizes=((1, 2, 2), (1, 2, 2), (2, 2, 2)),
+                         kernel_sizes=((1, 3, 3), (1, 3, 3), (3, 3, 3), (3, 3, 3)))
+
+
+def test_anisotropic_levels_have_exact_shape_arithmetic() -> None:
+    config = ANISOTROPIC
+    # z: level kernels 1, 1, 3 and bottom 3; pools 1, 1, 2. Hand-computed for z = 16:
+    # 16 -> 16 -> 16 -> (16 - 4) / 2 = 6 -> 6 - 4 = 2 -> 2 * 2 - 4 = 0: too small; z = 18 gives 2.
+    assert config.output_shape((18, 92, 92)) == (2, 4, 4)
+    assert config.alignment == (2, 8, 8)
+    assert config.halo_size() == (16, 88, 88)
+    assert not config.is_valid_input((16, 92, 92))
+    for wanted in [(5, 89, 97), (20, 100, 120), (31, 95, 140)]:
+        shape = config.valid_input_shape(wanted)
+        assert all(s >= w for s, w in zip(shape, wanted, strict=True))
+        with torch.no_grad():
+            out = UNet(config).eval()(torch.zeros(1, 1, *shape))
+        assert tuple(out.shape[2:]) == config.output_shape(shape)
+    pools = [m for m in UNet(config).modules() if isinstance(m, nn.MaxPool3d)]
+    assert [p.kernel_size for p in pools] == [(1, 2, 2), (1, 2, 2), (2, 2, 2)]
+
+
+def test_anisotropic_same_model_keeps_the_size() -> None:
+    config = dataclasses.replace(ANISOTROPIC, padding="same", upsample="interp")
+    assert config.valid_input_shape((5, 30, 30)) == (6, 32, 32)
+    with torch.no_grad():
+        assert UNet(config).eval()(torch.zeros(1, 1, 6, 32, 32)).shape == (1, 2, 6, 32, 32)
+
+
 @pytest.mark.parametrize("config", [
     UNetConfig(base_channels=4, depth=2),
     UNetConfig(base_channels=4, depth=3, norm="batch"),
@@ -48,6 +103,8 @@ def test_paper_channel_progression() -> None:
     UNetConfig(base_channels=4, depth=2, padding="same"),
     UNetConfig(spatial_dims=3, base_channels=2, depth=2, norm="batch"),
     UNetConfig(spatial_dims=3, base_channels=2, depth=1, padding="same"),
+    UNetConfig(spatial_dims=3, base_channels=2, depth=2, widen="before_pool", upsample="interp"),
+    ANISOTROPIC,
 ])
 def test_forward_shape_equals_output_shape(config: UNetConfig) -> None:
     model = UNet(config).eval()
@@ -91,7 +148,7 @@ def test_same_padding_keeps_the_size_and_needs_multiples_of_the_stride() -> None
     config = UNetConfig(padding="same", depth=4)
     assert config.output_shape((512, 96)) == (512, 96)
     assert config.valid_input_shape((500, 1)) == (512, 16)
-    assert config.halo_size() == 0
+    assert config.halo_size() == (0, 0)
 
 
 def test_he_initialisation() -> None:
@@ -131,7 +188,9 @@ def test_skips_are_cropped_not_padded() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(spatial_dims=4), dict(depth=-1), dict(padding="full"), dict(dropout=1.0),
-                                 dict(norm="layer"), dict(base_channels=4, norm="group")])
+                                 dict(norm="layer"), dict(base_channels=4, norm="group"), dict(widen="never"),
+                                 dict(depth=2, pool_sizes=((2, 2),)), dict(depth=1, pool_sizes=((0, 2),)),
+                                 dict(depth=1, kernel_sizes=((3, 3), (2, 3)))])
 def test_bad_configs_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(BiounetError):
         UNetConfig(**bad)  # type: ignore[arg-type]
@@ -140,5 +199,9 @@ def test_bad_configs_are_rejected(bad: dict[str, object]) -> None:
 def test_config_round_trips_through_a_dict() -> None:
     config = UNetConfig(base_channels=8, padding="same", norm="batch")
     assert UNetConfig.from_dict(config.to_dict()) == config
+    # Nested lists, as YAML gives them, become the tuples the config holds.
+    plain = yaml.safe_load(yaml.safe_dump(ANISOTROPIC.to_dict()))
+    assert plain["pool_sizes"] == [[1, 2, 2], [1, 2, 2], [2, 2, 2]]
+    assert UNetConfig.from_dict(plain) == ANISOTROPIC
     with pytest.raises(BiounetError, match="unknown model config keys: widht"):
         UNetConfig.from_dict({"widht": 3})

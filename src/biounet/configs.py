@@ -38,7 +38,7 @@ def from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     if isinstance(value, list):
-        return tuple(value)
+        return tuple(_coerce(v, None, name) for v in value)
     if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
         try:
             return float(value)

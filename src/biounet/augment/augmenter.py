@@ -7,7 +7,7 @@ import math
 import torch
 
 from biounet.augment.config import AugmentConfig
-from biounet.augment.elastic import control_displacements
+from biounet.augment.elastic import control_displacements, control_grid_shape
 from biounet.augment.params import AugmentParams
 from biounet.augment.spatial import rotation_matrix, rotation_planes
 
@@ -64,7 +64,8 @@ class Augmenter:
             offset = uniform(-config.shift, config.shift, batch, dims)
         if config.elastic:
             sigma = config.elastic_sigma * chosen(config.elastic_p)
-            control = control_displacements(batch, dims, config.elastic_grid, sigma, generator)
+            grid_shape = control_grid_shape(spatial_shape, config.elastic_grid, config.elastic_spacing)
+            control = control_displacements(batch, grid_shape, sigma, generator)
 
         gamma = contrast = brightness = noise = None
         seed = 0
@@ -79,7 +80,8 @@ class Augmenter:
             if config.noise > 0:
                 noise = config.noise * on.float()
                 seed = int(torch.randint(0, 1 << 62, (1,), generator=generator, device=generator.device))
-        return AugmentParams(spatial_shape, matrix=matrix, offset=offset, control=control, gamma=gamma,
+        return AugmentParams(spatial_shape, matrix=matrix, offset=offset, control=control,
+                             control_spacing=config.elastic_spacing, gamma=gamma,
                              contrast=contrast, brightness=brightness, noise=noise, noise_seed=seed)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor | None = None, weight: torch.Tensor | None = None,

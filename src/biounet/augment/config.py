@@ -16,12 +16,15 @@ class AugmentConfig:
     """Random training augmentation; every value is drawn per sample (see :class:`Augmenter`).
 
     The defaults follow Ronneberger et al. (2015): elastic deformation on a coarse 3x3 grid with 10 px
-    standard deviation, rotations by any angle, flips, plus mild scaling and gray-value changes.
+    standard deviation, rotations by any angle, flips, plus mild scaling and gray-value changes. The 3D
+    U-Net's deformation (Cicek et al. 2016) is ``elastic_spacing=32, elastic_sigma=4``.
 
     Args:
         elastic_sigma: standard deviation in pixels of each component of the random displacement vectors
             on the coarse grid; 0 disables elastic deformation.
-        elastic_grid: control points per spatial axis of the coarse grid (>= 2).
+        elastic_grid: control points spanning each spatial axis of the coarse grid (>= 2).
+        elastic_spacing: if > 0, a control grid with this spacing in pixels instead, interpolated by cubic
+            B-splines (see :mod:`biounet.augment.elastic`).
         elastic_p: probability that a sample is deformed elastically.
         rotate: largest rotation in degrees; angles are uniform in ``[-rotate, rotate]``, one per plane
             of axes (one in 2D, three in 3D).
@@ -38,6 +41,7 @@ class AugmentConfig:
 
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
+    elastic_spacing: float = 0.0
     elastic_p: float = 1.0
     rotate: float = 180.0
     flip: bool = True
@@ -58,6 +62,7 @@ class AugmentConfig:
         checks = [
             (self.elastic_sigma >= 0, "elastic_sigma must be >= 0"),
             (self.elastic_grid >= 2, "elastic_grid must be >= 2"),
+            (self.elastic_spacing >= 0, "elastic_spacing must be >= 0"),
             (0 <= self.elastic_p <= 1, "elastic_p must be in [0, 1]"),
             (0 <= self.rotate <= 180, "rotate must be in [0, 180] degrees"),
             (0 < self.scale[0] <= self.scale[1], "scale must be 0 < low <= high"),

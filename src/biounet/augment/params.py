@@ -26,6 +26,7 @@ class AugmentParams:
         matrix: ``(N, dims, dims)`` flip, rotation and zoom, in pixels.
         offset: ``(N, dims)`` translation in pixels.
         control: ``(N, dims, *grid)`` elastic control vectors in pixels (see :mod:`biounet.augment.elastic`).
+        control_spacing: their B-spline grid spacing in pixels, or 0 for a grid spanning the patch.
         gamma: ``(N,)`` gamma exponents.
         contrast: ``(N,)`` contrast factors.
         brightness: ``(N,)`` additive offsets.
@@ -37,6 +38,7 @@ class AugmentParams:
     matrix: torch.Tensor | None = None
     offset: torch.Tensor | None = None
     control: torch.Tensor | None = None
+    control_spacing: float = 0.0
     gamma: torch.Tensor | None = None
     contrast: torch.Tensor | None = None
     brightness: torch.Tensor | None = None
@@ -60,7 +62,8 @@ class AugmentParams:
         matrix = self.matrix if self.matrix is not None else torch.eye(dims).expand(batch, dims, dims)
         offset = self.offset if self.offset is not None else torch.zeros(batch, dims)
         control = None if self.control is None else self.control.to(device, torch.float32)
-        displacement = None if control is None else dense_displacements(control, self.spatial_shape)
+        displacement = None if control is None else dense_displacements(control, self.spatial_shape,
+                                                                               self.control_spacing)
         return sampling_grid(self.spatial_shape, matrix.to(device, torch.float32), offset.to(device, torch.float32),
                              displacement)
 

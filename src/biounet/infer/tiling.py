@@ -122,7 +122,8 @@ def plan_tiles(config: UNetConfig, image_shape: Shape, tile: Shape, overlap: flo
     if config.padding == "valid":
         # The tile's output must span at least one pooling stride, and need not exceed the image.
         wanted = config.valid_input_shape(tile, min_output=align)
-        enough = config.input_shape_for_output(tuple(math.ceil(n / align) * align for n in image_shape))
+        enough = config.input_shape_for_output(tuple(math.ceil(n / a) * a for n, a in zip(image_shape, align,
+                                                                                          strict=True)))
         input_tile = tuple(min(w, e) for w, e in zip(wanted, enough, strict=True))
     else:
         input_tile = config.valid_input_shape(tuple(min(t, n) for t, n in zip(tile, image_shape, strict=True)))
@@ -130,9 +131,9 @@ def plan_tiles(config: UNetConfig, image_shape: Shape, tile: Shape, overlap: flo
         input_tile = (max(input_tile),) * len(input_tile)
     output_tile = config.output_shape(input_tile)
     starts = []
-    for n, o in zip(image_shape, output_tile, strict=True):
+    for n, o, a in zip(image_shape, output_tile, align, strict=True):
         if config.padding == "valid":
-            step = (o // align) * align
+            step = (o // a) * a
             count = 1 + math.ceil(max(n - o, 0) / step)
             starts.append(tuple(k * step for k in range(count)))
         else:

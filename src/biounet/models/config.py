@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from biounet.errors import BiounetError
 Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "instance", "group"]
 Upsample = Literal["deconv", "interp"]
+Widen = Literal["after_pool", "before_pool"]
 
 Shape = tuple[int, ...]
 
@@ -20,20 +22,30 @@ class UNetConfig:
     """Architecture of a U-Net (Ronneberger et al. 2015; Cicek et al. 2016 for ``spatial_dims=3``).
 
     Every level of the contracting path has two 3x3(x3) convolutions followed by a 2x2(x2) max-pool; the
-    expanding path mirrors it with an up-sampling step that halves the channels, concatenation with the
-    (cropped) skip, and two convolutions. A final 1x1 convolution maps to ``out_channels`` logits.
+    expanding path mirrors it with an up-sampling step, concatenation with the (cropped) skip, and two
+    convolutions. A final 1x1 convolution maps to ``out_channels`` logits.
 
     Args:
         spatial_dims: 2 for images, 3 for volumes.
         in_channels: image channels.
         out_channels: classes (logits per pixel); 1 means a single sigmoid output.
-        base_channels: feature channels at the first level; doubled at each pooling.
-        depth: number of poolings (4 in the paper).
+        base_channels: feature channels of the first convolution.
+        depth: number of poolings (4 in the paper, 3 in the 3D U-Net paper).
         padding: ``"valid"`` convolutions (the paper: output smaller than input) or ``"same"``.
         norm: normalisation after each convolution: none (the paper), batch (3D U-Net), instance, group.
         dropout: drop probability at the end of the contracting path (the paper uses 0.5); 0 disables.
-        upsample: ``"deconv"`` (2x2 up-convolution, the paper) or ``"interp"`` (interpolation + 1x1 conv;
-            nearest-neighbour for valid models so that tiles stay exact, (tri)linear for same models).
+        upsample: ``"deconv"`` (up-convolution with kernel = stride = pooling size, the paper) or
+            ``"interp"`` (interpolation + 1x1 conv; nearest-neighbour for valid models so that tiles stay
+            exact, (tri)linear for same models).
+        widen: where channels double. ``"after_pool"`` (U-Net): the first convolution after each pooling
+            doubles them and the up-sampling step halves them. ``"before_pool"`` (3D U-Net): the second
+            convolution of each level doubles them, "to avoid bottlenecks", and the up-sampling step
+            keeps them.
+        pool_sizes: pooling factor per level and axis (``depth`` entries of ``spatial_dims`` ints); the
+            default pools by 2 everywhere. Anisotropic stacks (e.g. EM with 10x coarser z) use 1 along z
+            on the first levels. Up-sampling mirrors it.
+        kernel_sizes: convolution kernel per level and axis (``depth + 1`` entries, the last for the
+            bottom; odd ints); default 3 everywhere. The expanding path reuses its level's kernel.
     """
 
     spatial_dims: int = 2
@@ -45,6 +57,9 @@ class UNetConfig:
     norm: Norm = "none"
     dropout: float = 0.0
     upsample: Upsample = "deconv"
+    widen: Widen = "after_pool"
+    pool_sizes: tuple[Shape, ...] | None = None
+    kernel_sizes: tuple[Shape, ...] | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -57,12 +72,28 @@ class UNetConfig:
             (self.norm in ("none", "batch", "instance", "group"), "norm must be none|batch|instance|group"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.upsample in ("deconv", "interp"), "upsample must be 'deconv' or 'interp'"),
+            (self.widen in ("after_pool", "before_pool"), "widen must be 'after_pool' or 'before_pool'"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BiounetError(f"invalid model config: {message}")
         if self.norm == "group" and self.base_channels % 8:
             raise BiounetError("invalid model config: group norm needs base_channels divisible by 8")
+        for name, levels, odd in (("pool_sizes", self.depth, False), ("kernel_sizes", self.depth + 1, True)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                value = tuple(tuple(int(v) for v in level) for level in value)
+            except (TypeError, ValueError):
+                raise BiounetError(f"invalid model config: {name} must be a list of lists of ints") from None
+            sizes = [v for level in value for v in level]
+            if (len(value) != levels or any(len(level) != self.spatial_dims for level in value)
+                    or min(sizes, default=1) < 1 or (odd and any(v % 2 == 0 for v in sizes))):
+                kind = "odd positive" if odd else "positive"
+                raise BiounetError(f"invalid model config: {name} must have {levels} entries of "
+                                   f"{self.spatial_dims} {kind} ints, got {value}")
+            object.__setattr__(self, name, value)
 
     @classmethod
     def paper(cls) -> UNetConfig:
@@ -70,37 +101,65 @@ class UNetConfig:
         return cls(dropout=0.5)
 
     @classmethod
+    def paper_3d(cls) -> UNetConfig:
+        """The configuration of Cicek et al. (2016): 132x132x116 -> 44x44x28, batch norm, 3 classes."""
+        return cls(spatial_dims=3, out_channels=3, base_channels=32, depth=3, norm="batch", widen="before_pool")
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
         """Builds a config from a plain dict (YAML), rejecting unknown keys by name."""
         return from_dict(cls, data, "model config")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values only (nested lists), ready for ``yaml.safe_dump``."""
+        data = asdict(self)
+        for name in ("pool_sizes", "kernel_sizes"):
+            if data[name] is not None:
+                data[name] = [list(level) for level in data[name]]
+        return data
+
+    # -- widths and sizes per level ----------------------------------------------------------------------
+
+    @property
+    def pools(self) -> tuple[Shape, ...]:
+        """Pooling factor per level and axis, defaults filled in."""
+        return self.pool_sizes or ((2,) * self.spatial_dims,) * self.depth
+
+    @property
+    def kernels(self) -> tuple[Shape, ...]:
+        """Convolution kernel per level (the last: the bottom) and axis, defaults filled in."""
+        return self.kernel_sizes or ((3,) * self.spatial_dims,) * (self.depth + 1)
+
+    def encoder_channels(self, level: int) -> tuple[int, int]:
+        """Output channels of the two convolutions of contracting level ``level`` (``depth``: the bottom)."""
+        first = self.base_channels << level
+        return (first, 2 * first) if self.widen == "before_pool" else (first, first)
+
+    def up_channels(self, level: int) -> int:
+        """Channels the up-sampling step hands to expanding level ``level``."""
+        below = self.encoder_channels(level + 1)[1]
+        return below if self.widen == "before_pool" else below // 2
+
+    def channels(self, level: int) -> int:
+        """Feature channels that contracting level ``level`` passes on (its skip connection)."""
+        return self.encoder_channels(level)[1]
 
     # -- shape arithmetic ------------------------------------------------------------------------------
 
     @property
-    def shrink_per_conv(self) -> int:
-        """Pixels lost per axis by one 3x3 convolution."""
-        return 2 if self.padding == "valid" else 0
-
-    @property
-    def alignment(self) -> int:
-        """Product of the pooling factors: the stride of the network's pooling grid."""
-        return 1 << self.depth
-
-    def channels(self, level: int) -> int:
-        return self.base_channels << level
+    def alignment(self) -> Shape:
+        """Product of the pooling factors per axis: the stride of the network's pooling grid."""
+        return tuple(math.prod(level[axis] for level in self.pools) for axis in range(self.spatial_dims))
 
     def output_shape(self, input_shape: Shape) -> Shape:
         """The logits' spatial shape for an input of spatial shape ``input_shape``.
 
         Raises:
-            BiounetError: if the input is not valid (a pooling would see an odd size, or a size drops
-                to zero); ``valid_input_shape`` gives the nearest valid one.
+            BiounetError: if the input is not valid (a pooling would see a size it does not divide, or a
+                size drops to zero); ``valid_input_shape`` gives the nearest valid one.
         """
         shape = self._check_dims(input_shape)
-        return tuple(self._output_size(s) for s in shape)
+        return tuple(self._output_size(s, axis) for axis, s in enumerate(shape))
 
     def is_valid_input(self, input_shape: Shape) -> bool:
         try:
@@ -109,20 +168,32 @@ class UNetConfig:
             return False
         return True
 
-    def valid_input_shape(self, wanted: Shape, min_output: int = 1) -> Shape:
-        """The smallest valid input shape >= ``wanted`` (per axis) whose output has >= ``min_output`` px."""
+    def valid_input_shape(self, wanted: Shape, min_output: int | Shape = 1) -> Shape:
+        """The smallest valid input shape >= ``wanted`` (per axis) whose output has >= ``min_output`` px
+        (one number for all axes, or one per axis)."""
         shape = self._check_dims(wanted)
-        return tuple(self._valid_size(max(int(s), 1), min_output) for s in shape)
+        least = self._per_axis(min_output)
+        pairs = enumerate(zip(shape, least, strict=True))
+        return tuple(self._valid_size(max(int(s), 1), m, axis) for axis, (s, m) in pairs)
 
     def input_shape_for_output(self, output_shape: Shape) -> Shape:
         """The smallest valid input shape whose output covers at least ``output_shape``."""
         shape = self._check_dims(output_shape)
-        return tuple(self._valid_size(max(int(s), 1) + self.halo_size(), int(s)) for s in shape)
+        return tuple(self._valid_size(max(int(s), 1) + h, int(s), axis)
+                     for axis, (s, h) in enumerate(zip(shape, self.halo_size(), strict=True)))
 
-    def halo_size(self) -> int:
+    def halo_size(self) -> Shape:
         """Input pixels per axis that the network consumes beyond its output (184 for the paper, 0 for same)."""
-        size = self._valid_size(1, 1)
-        return size - self._output_size(size)
+        halo = []
+        for axis in range(self.spatial_dims):
+            size = self._valid_size(1, 1, axis)
+            halo.append(size - self._output_size(size, axis))
+        return tuple(halo)
+
+    def _per_axis(self, value: int | Shape) -> Shape:
+        if isinstance(value, int):
+            return (value,) * self.spatial_dims
+        return self._check_dims(value)
 
     def _check_dims(self, shape: Shape) -> Shape:
         shape = tuple(int(s) for s in shape)
@@ -130,37 +201,40 @@ class UNetConfig:
             raise BiounetError(f"expected a {self.spatial_dims}D spatial shape, got {shape}")
         return shape
 
-    def _output_size(self, size: int) -> int:
-        out = self._output_size_or_none(size)
+    def _output_size(self, size: int, axis: int) -> int:
+        out = self._output_size_or_none(size, axis)
         if out is None:
-            nearest = self._valid_size(max(size, 1), 1)
+            nearest = self._valid_size(max(size, 1), 1, axis)
             raise BiounetError(
-                f"input size {size} is not valid for this U-Net ({self.padding} padding, depth {self.depth}); "
-                f"the nearest valid size above is {nearest}"
+                f"input size {size} is not valid along axis {axis} for this U-Net ({self.padding} padding, "
+                f"depth {self.depth}); the nearest valid size above is {nearest}"
             )
         return out
 
-    def _output_size_or_none(self, size: int) -> int | None:
-        shrink = 2 * self.shrink_per_conv
-        for _ in range(self.depth):
-            size -= shrink
-            if size < 2 or size % 2:
+    def _output_size_or_none(self, size: int, axis: int) -> int | None:
+        valid = self.padding == "valid"
+        # Two convolutions per level, each losing kernel - 1 pixels when valid.
+        shrink = [2 * (k[axis] - 1) if valid else 0 for k in self.kernels]
+        pools = [p[axis] for p in self.pools]
+        for level in range(self.depth):
+            size -= shrink[level]
+            if size < pools[level] or size % pools[level]:
                 return None
-            size //= 2
-        size -= shrink
+            size //= pools[level]
+        size -= shrink[self.depth]
         if size < 1:
             return None
-        for _ in range(self.depth):
-            size = size * 2 - shrink
+        for level in reversed(range(self.depth)):
+            size = size * pools[level] - shrink[level]
             if size < 1:
                 return None
         return size
 
-    def _valid_size(self, wanted: int, min_output: int) -> int:
+    def _valid_size(self, wanted: int, min_output: int, axis: int) -> int:
         # Valid sizes recur every `alignment` pixels and outputs grow with the input, so this ends.
         size = wanted
         while True:
-            out = self._output_size_or_none(size)
+            out = self._output_size_or_none(size, axis)
             if out is not None and out >= min_output:
                 return size
             size += 1

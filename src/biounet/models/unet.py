@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,9 +12,9 @@ from torch.nn import functional as F
 from biounet.models.config import Shape, UNetConfig
 
 
-def _conv(config: UNetConfig, in_ch: int, out_ch: int, kernel: int) -> nn.Module:
-    conv_cls = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
-    pad = kernel // 2 if config.padding == "same" else 0
+def _conv(config: UNetConfig, in_ch: int, out_ch: int, kernel: Shape) -> nn.Module:
+    conv_cls: Any = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
+    pad = tuple(k // 2 for k in kernel) if config.padding == "same" else 0
     # A bias before a normalisation layer is redundant: the normalisation subtracts it again.
     return conv_cls(in_ch, out_ch, kernel, padding=pad, bias=config.norm == "none")
 
@@ -32,25 +33,26 @@ def _norm(config: UNetConfig, channels: int) -> nn.Module:
 class ConvBlock(nn.Sequential):
     """Two (conv -> norm -> ReLU) layers, the unit of every U-Net level."""
 
-    def __init__(self, config: UNetConfig, in_ch: int, out_ch: int) -> None:
+    def __init__(self, config: UNetConfig, in_ch: int, widths: tuple[int, int], kernel: Shape) -> None:
         layers: list[nn.Module] = []
-        for ch in (in_ch, out_ch):
-            layers += [_conv(config, ch, out_ch, 3), _norm(config, out_ch), nn.ReLU(inplace=True)]
+        for ch_in, ch_out in ((in_ch, widths[0]), (widths[0], widths[1])):
+            layers += [_conv(config, ch_in, ch_out, kernel), _norm(config, ch_out), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
 class Up(nn.Module):
-    """Doubles the resolution and halves the channels: 2x2 up-convolution, or interpolation + 1x1 conv."""
+    """Undoes one pooling: up-convolution (kernel = stride = pooling size), or interpolation + 1x1 conv."""
 
-    def __init__(self, config: UNetConfig, in_ch: int) -> None:
+    def __init__(self, config: UNetConfig, in_ch: int, out_ch: int, factor: Shape) -> None:
         super().__init__()
         dims = config.spatial_dims
         self.mode = config.upsample
+        self.factor = tuple(float(f) for f in factor)
         if self.mode == "deconv":
-            transpose_cls = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
-            self.conv: nn.Module = transpose_cls(in_ch, in_ch // 2, kernel_size=2, stride=2)
+            transpose_cls: Any = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+            self.conv: nn.Module = transpose_cls(in_ch, out_ch, kernel_size=factor, stride=factor)
         else:
-            self.conv = _conv(config, in_ch, in_ch // 2, 1)
+            self.conv = _conv(config, in_ch, out_ch, (1,) * dims)
         # (Bi/tri)linear interpolation clamps at the map's edge, so in a valid network tile borders would
         # differ from the whole-image pass; nearest-neighbour keeps every output exact.
         self.interp = "nearest" if config.padding == "valid" else ("bilinear" if dims == 2 else "trilinear")
@@ -60,7 +62,7 @@ class Up(nn.Module):
             out: torch.Tensor = self.conv(x)
             return out
         align = None if self.interp == "nearest" else False
-        x = F.interpolate(x, scale_factor=2.0, mode=self.interp, align_corners=align)
+        x = F.interpolate(x, scale_factor=self.factor, mode=self.interp, align_corners=align)
         out = self.conv(x)
         return out
 
@@ -88,21 +90,22 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         pool_cls = nn.MaxPool2d if config.spatial_dims == 2 else nn.MaxPool3d
-        self.pool = pool_cls(2)
+        self.pools = nn.ModuleList(pool_cls(p) for p in config.pools)
         self.down = nn.ModuleList()
         in_ch = config.in_channels
         for level in range(config.depth):
-            self.down.append(ConvBlock(config, in_ch, config.channels(level)))
+            self.down.append(ConvBlock(config, in_ch, config.encoder_channels(level), config.kernels[level]))
             in_ch = config.channels(level)
-        self.bottom = ConvBlock(config, in_ch, config.channels(config.depth))
+        self.bottom = ConvBlock(config, in_ch, config.encoder_channels(config.depth), config.kernels[config.depth])
         drop_cls = nn.Dropout2d if config.spatial_dims == 2 else nn.Dropout3d
         # The paper's "drop-out layers at the end of the contracting path": after the deepest two blocks.
         self.dropout = drop_cls(config.dropout) if config.dropout > 0 else nn.Identity()
         self.ups = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for level in reversed(range(config.depth)):
-            self.ups.append(Up(config, config.channels(level + 1)))
-            self.up_blocks.append(ConvBlock(config, 2 * config.channels(level), config.channels(level)))
+            up_ch, skip_ch = config.up_channels(level), config.channels(level)
+            self.ups.append(Up(config, config.channels(level + 1), up_ch, config.pools[level]))
+            self.up_blocks.append(ConvBlock(config, up_ch + skip_ch, (skip_ch, skip_ch), config.kernels[level]))
         head_cls = nn.Conv2d if config.spatial_dims == 2 else nn.Conv3d
         self.head = head_cls(config.channels(0), config.out_channels, kernel_size=1)
         self.reset_parameters()
@@ -132,12 +135,12 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips: list[torch.Tensor] = []
         last = self.config.depth - 1
-        for level, block in enumerate(self.down):
+        for level, (block, pool) in enumerate(zip(self.down, self.pools, strict=True)):
             x = block(x)
             if level == last:
                 x = self.dropout(x)
             skips.append(x)
-            x = self.pool(x)
+            x = pool(x)
         x = self.dropout(self.bottom(x))
         for up, block, skip in zip(self.ups, self.up_blocks, reversed(skips), strict=True):
             x = up(x)

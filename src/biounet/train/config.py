@@ -86,7 +86,8 @@ class TrainConfig:
         optim: optimizer and schedule.
         data: training/validation files.
         class_names: one name per class (default background/foreground).
-        tile: network input tile side in pixels (rounded up to a valid size).
+        tile: network input tile in pixels, one side for all axes or one per axis (rounded up to a valid
+            size).
         batch_size: patches per step.
         samples_per_epoch: patches per epoch.
         epochs: epoch budget.
@@ -109,7 +110,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     class_names: tuple[str, ...] = ()
-    tile: int = 572
+    tile: int | tuple[int, ...] = 572
     batch_size: int = 1
     samples_per_epoch: int = 100
     epochs: int = 50
@@ -123,7 +124,8 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        positive = {"tile": self.tile, "batch_size": self.batch_size, "samples_per_epoch": self.samples_per_epoch,
+        positive = {"tile": min(self.tile_shape), "batch_size": self.batch_size,
+                    "samples_per_epoch": self.samples_per_epoch,
                     "epochs": self.epochs, "val_every": self.val_every}
         for name, value in positive.items():
             if value < 1:
@@ -134,6 +136,16 @@ class TrainConfig:
             raise BiounetError("monitor rand_error needs a two-class (membrane/cell) task")
         if self.loss.name == "bce_dice" and self.model.out_channels != 1:
             raise BiounetError("loss bce_dice needs model.out_channels = 1 (a single sigmoid output)")
+
+    @property
+    def tile_shape(self) -> tuple[int, ...]:
+        """The wanted network input tile per spatial axis."""
+        dims = self.model.spatial_dims
+        if isinstance(self.tile, int):
+            return (self.tile,) * dims
+        if len(self.tile) != dims:
+            raise BiounetError(f"invalid training config: tile needs 1 or {dims} sizes, got {list(self.tile)}")
+        return tuple(int(t) for t in self.tile)
 
     @property
     def num_classes(self) -> int:

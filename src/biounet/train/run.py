@@ -33,7 +33,8 @@ def load_examples(config: TrainConfig, progress: bool = True) -> tuple[list[Exam
         train_pairs, val_pairs = pairs, pair_files(Path(data.val_images), Path(data.val_labels))
     else:
         train_pairs, val_pairs = split_validation(pairs, data.val_fraction, config.seed)
-    kwargs = dict(in_channels=config.model.in_channels, num_classes=config.num_classes,
+    kwargs = dict(spatial_dims=config.model.spatial_dims, in_channels=config.model.in_channels,
+                  num_classes=config.num_classes,
                   normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
     loaded = [load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
               for i, lbl in tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
@@ -60,9 +61,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         torch.use_deterministic_algorithms(True)
     train_examples, val_examples = load_examples(config, progress)
     model = UNet(config.model)
-    dims = config.model.spatial_dims
-    input_shape = config.model.valid_input_shape((config.tile,) * dims,
-                                                 min_output=config.model.alignment)
+    input_shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
     from biounet.data.sampling import PatchSampler
 
     sampler = PatchSampler(train_examples, input_shape, config.model.output_shape(input_shape),
