@@ -18,7 +18,7 @@ def slice_positions(size: int, count: int) -> list[int]:
     if count >= size:
         return list(range(size))
     # Interior points of an even split, so no slice sits on the (often empty) border of a crop.
-    return sorted({int(round(p)) for p in np.linspace(0, size - 1, count + 2)[1:-1]})
+    return sorted({round(float(p)) for p in np.linspace(0, size - 1, count + 2)[1:-1]})
 
 
 def sparsify(label: np.ndarray, slices_per_axis: int | Sequence[int] = 3, ignore: int = 255) -> np.ndarray:
