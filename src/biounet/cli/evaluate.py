@@ -7,70 +7,100 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from biounet.atomic import atomic_path
 from biounet.cli.inputs import expand_inputs
-from biounet.data.readers import read_image
+from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image, read_image_meta
 from biounet.errors import BiounetError
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
 
 # Suffixes that `biounet predict` (and common tools) append to an input's stem.
 _SUFFIXES = ("_prob", "_mask", "_pred", "_seg")
+# ISBI's pixel and Rand errors are for 2D membrane maps; volumes are usually scored by overlap and distance.
+VOLUME_METRICS = ("dice", "iou", "hd95")
+# Per-class surface scores: metric name -> field of SurfaceScores.
+_SURFACE_FIELDS = {"hd95": "hd95", "asd": "average_surface_distance", "surface_dice": "surface_dice"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "evaluate", help="score predictions against ground truth",
-        description="Pair predictions with ground-truth label images by file stem (ignoring the suffixes "
-                    f"{', '.join(_SUFFIXES)}; a probability map is preferred over a mask of the same stem), "
-                    "print a table per image and the mean, and optionally write JSON/CSV. Predictions may "
-                    "be probability maps (float TIFF, classes first) or label images.")
-    parser.add_argument("--pred", nargs="+", required=True, metavar="PATH", help="prediction files/folders/globs")
-    parser.add_argument("--truth", nargs="+", required=True, metavar="PATH", help="ground-truth files/folders/globs")
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                        help=f"comma-separated, from: {', '.join(METRICS)} (default: %(default)s)")
+        description="Pair predictions with ground-truth label images or volumes by file stem (ignoring the "
+                    f"suffixes {', '.join(_SUFFIXES)} and .nii.gz; a probability map is preferred over a mask "
+                    "of the same stem), print a table per image and the mean, and optionally write JSON/CSV. "
+                    "Predictions may be probability maps (float TIFF or NIfTI, classes first in TIFF and on "
+                    "the 4th axis in NIfTI) or label images. With more than two classes, Dice, IoU and "
+                    "surface distances are also reported per class (dice_1, dice_2, ...). Distances are in "
+                    "the truth file's units (NIfTI zooms, ImageJ calibration, HDF5/zarr element_size_um) "
+                    "unless --spacing is given.")
+    parser.add_argument("--pred", nargs="+", required=True, metavar="PATH",
+                        help="prediction files/folders/globs, or FILE.h5:DATASET / STORE.zarr:ARRAY")
+    parser.add_argument("--truth", nargs="+", required=True, metavar="PATH",
+                        help="ground-truth files/folders/globs, or FILE.h5:DATASET / STORE.zarr:ARRAY")
+    parser.add_argument("--metrics", default=None,
+                        help=f"comma-separated, from: {', '.join(METRICS)} (default: {','.join(DEFAULT_METRICS)} "
+                             f"for 2D images, {','.join(VOLUME_METRICS)} for volumes)")
     parser.add_argument("--truth-kind", choices=["auto", "binary", "classes", "instances"], default="auto",
                         help="how to read the truth: binary (0 / one foreground value, e.g. ISBI's 255), "
                              "class indices, or instance ids; auto decides from the values")
-    parser.add_argument("--spacing", type=float, nargs="+", metavar="S", help="pixel size per axis (distances)")
+    parser.add_argument("--spatial-dims", type=int, choices=[2, 3], default=None,
+                        help="read the files as 2D images or 3D volumes (default: from each truth file: NIfTI, "
+                             "TIFF with a Z axis and 3+-dimensional HDF5/zarr arrays are volumes)")
+    parser.add_argument("--spacing", type=float, nargs="+", metavar="S",
+                        help="pixel/voxel size per spatial axis for distances (default: the truth file's)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write all scores as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write all scores as CSV")
     parser.set_defaults(run=run)
 
 
 def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
-    """``(prediction, truth)`` pairs matched by stem.
+    """``(prediction, truth)`` pairs matched by :func:`~biounet.data.readers.file_stem`.
 
     Raises:
         BiounetError: for a truth without prediction (naming it) or nothing matched at all.
     """
     by_stem: dict[str, Path] = {}
     for path in predictions:
-        stem = path.stem
+        stem = full = file_stem(path)
         for suffix in _SUFFIXES:
             if stem.endswith(suffix):
                 stem = stem[: -len(suffix)]
                 break
-        if stem not in by_stem or path.stem.endswith("_prob"):
+        if stem not in by_stem or full.endswith("_prob"):
             by_stem[stem] = path
-    missing = [t for t in truths if t.stem not in by_stem]
+    missing = [t for t in truths if file_stem(t) not in by_stem]
     if missing:
         raise BiounetError("no prediction with this stem", missing[0])
-    return [(by_stem[t.stem], t) for t in truths]
+    return [(by_stem[file_stem(t)], t) for t in truths]
 
 
-def load_pair(pred_path: Path, truth_path: Path, truth_kind: str, spacing: list[float] | None) -> Pair:
-    """Reads a prediction and its truth into a :class:`Pair`."""
-    prediction = read_image(pred_path)
-    if prediction.dtype.kind != "f":
-        prediction = prediction[0] if prediction.shape[0] == 1 else prediction
-    truth = read_image(truth_path)
-    if truth.shape[0] != 1 or truth.dtype.kind == "f":
-        raise BiounetError("a truth must be a one-channel integer label image", truth_path)
-    labels = truth[0].astype(np.int64)
+def load_pair(pred_path: Path, truth_path: Path, truth_kind: str, spacing: Sequence[float] | None,
+              spatial_dims: int | None = None) -> Pair:
+    """Reads a prediction and its truth into a :class:`Pair`.
+
+    Args:
+        pred_path: probabilities (float, classes first) or a label image.
+        truth_path: a one-channel label image.
+        truth_kind: ``auto``, ``binary``, ``classes`` or ``instances`` (see the ``--truth-kind`` help).
+        spacing: pixel/voxel size per spatial axis; ``None`` for the truth file's own.
+        spatial_dims: 2 or 3; ``None`` decides from the truth file
+            (:func:`~biounet.data.readers.guess_spatial_dims`).
+
+    Raises:
+        BiounetError: naming the file, for unreadable files, mismatched shapes or unusable values.
+    """
+    dims = spatial_dims or guess_spatial_dims(truth_path)
+    truth, meta = read_image_meta(truth_path, dims)
+    if truth.shape[0] != 1:
+        hint = " (for a volume, pass --spatial-dims 3)" if dims == 2 else ""
+        raise BiounetError(f"a truth must be a one-channel label image, this one has {truth.shape[0]} channels"
+                           f"{hint}", truth_path)
+    labels = _integer_labels(truth[0], truth_path)
+    prediction = _prediction(read_image(pred_path, dims), pred_path)
     values = np.unique(labels)
     kind = truth_kind
     if kind == "auto":
@@ -84,42 +114,124 @@ def load_pair(pred_path: Path, truth_path: Path, truth_kind: str, spacing: list[
     else:
         classes = labels
     try:
-        return pair_from_arrays(prediction, np.asarray(classes, np.int64), spacing=spacing,
+        return pair_from_arrays(prediction, np.asarray(classes, np.int64), spacing=_spacing(spacing, meta),
                                 truth_labels=labels if kind == "instances" else None,
                                 num_classes=2 if kind in ("binary", "instances") else None)
     except BiounetError as exc:
-        raise BiounetError(str(exc), pred_path) from exc
+        raise BiounetError(f"{exc} ({truth_path})", pred_path) from exc
+
+
+def per_class_scores(pair: Pair, names: Sequence[str]) -> dict[str, float]:
+    """``<metric>_<class>`` scores of each foreground class, for tasks with more than two classes.
+
+    Only the metrics that are means over classes (Dice, IoU, surface distances) have per-class values.
+
+    Raises:
+        BiounetError: if a metric does not apply to the pair.
+    """
+    if pair.num_classes <= 2:
+        return {}
+    scores: dict[str, float] = {}
+    try:
+        for name in names:
+            if name in ("dice", "iou"):
+                overlap = pair.overlap
+                values = overlap.dice if name == "dice" else overlap.iou
+                scores.update({f"{name}_{c}": float(v) for c, v in zip(overlap.classes, values, strict=True)})
+            elif name in _SURFACE_FIELDS:
+                surface = pair.surface
+                scores.update({f"{name}_{c}": float(getattr(s, _SURFACE_FIELDS[name]))
+                               for c, s in zip(surface.classes, surface.scores, strict=True)})
+    except ValueError as exc:
+        raise BiounetError(f"cannot score: {exc}") from exc
+    return scores
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    pairs = pair_by_stem(expand_inputs(args.pred, unique_stems=False), expand_inputs(args.truth))
+    dims = [args.spatial_dims or guess_spatial_dims(truth) for _, truth in pairs]
+    if args.metrics is None:
+        names = list(DEFAULT_METRICS if all(d == 2 for d in dims) else VOLUME_METRICS)
+    else:
+        names = [n.strip() for n in args.metrics.split(",") if n.strip()]
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise BiounetError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRICS)}")
-    pairs = pair_by_stem(expand_inputs(args.pred, unique_stems=False), expand_inputs(args.truth))
     rows: list[dict[str, object]] = []
-    for pred_path, truth_path in pairs:
-        pair = load_pair(pred_path, truth_path, args.truth_kind, args.spacing)
+    for (pred_path, truth_path), spatial_dims in zip(pairs, dims, strict=True):
+        pair = load_pair(pred_path, truth_path, args.truth_kind, args.spacing, spatial_dims)
         try:
-            scores = score(pair, names)
+            scores = {**score(pair, names), **per_class_scores(pair, names)}
         except BiounetError as exc:
             raise BiounetError(str(exc), pred_path) from exc
-        rows.append({"image": truth_path.stem, "prediction": str(pred_path), "truth": str(truth_path), **scores})
-    mean = {n: float(np.nanmean([float(r[n]) for r in rows])) for n in names}  # type: ignore[arg-type]
-    print(_table(rows, mean, names))
+        rows.append({"image": file_stem(truth_path), "prediction": str(pred_path), "truth": str(truth_path),
+                     **scores})
+    columns = _columns(names, rows)
+    for row in rows:
+        for column in columns:
+            row.setdefault(column, math.nan)  # a class that one image's task lacks
+    mean = {n: float(np.nanmean([float(r[n]) for r in rows])) for n in columns}  # type: ignore[arg-type]
+    print(_table(rows, mean, columns))
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"metrics": names, "images": rows, "mean": mean}, indent=2,
                                       default=_json_number))
     if args.csv:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", "prediction", "truth", *names])
+        writer = csv.DictWriter(buffer, fieldnames=["image", "prediction", "truth", *columns])
         writer.writeheader()
         writer.writerows(rows)
         writer.writerow({"image": "mean", **mean})
         with atomic_path(args.csv) as tmp:
             tmp.write_text(buffer.getvalue())
     return 0
+
+
+def _columns(names: list[str], rows: list[dict[str, object]]) -> list[str]:
+    """The requested metrics, each followed by its per-class columns (in class order) if any row has them."""
+    columns: list[str] = []
+    for name in names:
+        columns.append(name)
+        per_class = {k for r in rows for k in r if k.startswith(f"{name}_") and k[len(name) + 1:].isdigit()}
+        columns += sorted(per_class, key=lambda k: int(k[len(name) + 1:]))
+    return columns
+
+
+def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Labels as int64; float files are accepted when every value is a whole number (some datasets store
+    labels as float32)."""
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise BiounetError("a truth label image must hold whole numbers, this one has fractions", path)
+    return labels.astype(np.int64)
+
+
+def _prediction(prediction: np.ndarray, path: Path) -> np.ndarray:
+    """Probabilities ``(C, *S)`` as float, or a label image ``(*S)``.
+
+    A one-channel float file of whole values outside [0, 1] is a label image stored as float.
+    """
+    if prediction.dtype.kind == "f":
+        low, high = float(prediction.min(initial=0.0)), float(prediction.max(initial=0.0))
+        if low >= 0.0 and high <= 1.0:
+            return prediction
+        if prediction.shape[0] == 1 and np.array_equal(prediction, np.round(prediction)):
+            return prediction[0].astype(np.int64)
+        raise BiounetError(f"a float prediction must hold probabilities in [0, 1] or whole-number labels, found "
+                           f"values {low:g}..{high:g}", path)
+    return prediction[0] if prediction.shape[0] == 1 else prediction
+
+
+def _spacing(spacing: Sequence[float] | None, meta: ImageMeta) -> tuple[float, ...]:
+    if spacing is not None:
+        if len(spacing) != meta.spatial_dims:
+            raise BiounetError(f"--spacing has {len(spacing)} value(s) for {meta.spatial_dims} spatial axes")
+        values, source = tuple(spacing), "--spacing"
+    else:
+        values, source = meta.spacing, "the file's voxel size"
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise BiounetError(f"{source} {values} is not positive; give the spacing with --spacing",
+                           None if spacing is not None else meta.path)
+    return values
 
 
 def _table(rows: list[dict[str, object]], mean: dict[str, float], names: list[str]) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from biounet.cli.inputs import expand_inputs
-from biounet.data.readers import match_channels, probe_image, read_image
-from biounet.data.writers import write_mask, write_probabilities
+from biounet.data.readers import file_stem, match_channels, probe_image, read_image_meta
+from biounet.data.writers import write_prediction
 from biounet.errors import BiounetError
 from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import load_checkpoint
@@ -19,15 +19,22 @@ from biounet.pretrained import resolve_model
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "predict", help="segment images with a trained model",
-        description="Segment images of any size by overlap-tile prediction. Writes <stem>_prob.tif "
-                    "(float32 class probabilities, CYX) and <stem>_mask.png (class indices) per input.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, directories or globs")
+        description="Segment images or volumes of any size by overlap-tile prediction; a 3D model reads "
+                    "volumes. Per input: 2D images give <stem>_prob.tif (float32 class probabilities, CYX) "
+                    "and <stem>_mask.png (class indices); NIfTI volumes give <stem>_prob.nii.gz (classes on "
+                    "the 4th axis) and <stem>_mask.nii.gz with the input's header and affine; other volumes "
+                    "(TIFF stacks, HDF5, zarr) give <stem>_prob.tif (CZYX) and <stem>_mask.tif (ZYX).")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files (.png .tif .jpg .nii .nii.gz .h5 .zarr), directories, globs, or "
+                             "FILE.h5:DATASET / STORE.zarr:ARRAY for an array inside a file")
     parser.add_argument("--model", required=True, metavar="CKPT",
                         help="a biounet checkpoint (.pt) or a shipped model's name (isbi2012-membranes)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    parser.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    parser.add_argument("--tta", action="store_true",
+                        help="average over the 8 rotations/flips (in 3D: the flips of all axes)")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
-                        help="network input tile size in pixels (default 700 in 2D; the paper used 572)")
+                        help="network input tile size per axis in pixels/voxels (default 700 in 2D, the "
+                             "paper used 572; 132 in 3D)")
     parser.add_argument("--batch-size", type=_positive, default=None, metavar="N",
                         help="tiles per forward pass (default: 1 on cpu, 4 on cuda)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"],
@@ -46,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
         match_channels_shape_check(info.channels, config.in_channels, path)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
-        image = match_channels(read_image(path, config.spatial_dims), config.in_channels, path)
+        image, meta = read_image_meta(path, config.spatial_dims)
+        image = match_channels(image, config.in_channels, path)
         try:
             probs = predict(checkpoint.model, image, tile=args.tile, batch_size=args.batch_size, tta=args.tta,
                             normalization=checkpoint.normalization, device=device, progress=True)
         except BiounetError as exc:
             raise BiounetError(str(exc), path) from exc
-        write_probabilities(args.out / f"{path.stem}_prob.tif", probs)
-        mask_path = write_mask(args.out / f"{path.stem}_mask.png", probabilities_to_mask(probs))
-        tqdm.write(f"{path} -> {args.out / (path.stem + '_prob.tif')}, {mask_path}")
+        written = write_prediction(args.out, file_stem(path), probs, probabilities_to_mask(probs), meta)
+        tqdm.write(f"{path} -> {', '.join(str(w) for w in written)}")
     return 0
 
 

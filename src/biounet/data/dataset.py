@@ -11,7 +11,7 @@ import torch
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
 from biounet.data.normalize import Normalization
-from biounet.data.readers import is_image_file, match_channels, read_image
+from biounet.data.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.errors import BiounetError
 
 
@@ -40,6 +40,9 @@ class Example:
 def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
     """Image/label pairs: two folders matched by file stem, or two equally long lists in order.
 
+    Stems are :func:`~biounet.data.readers.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
+    ``.zarr`` stores in a folder are files, and HDF5 files must hold one dataset each.
+
     Raises:
         BiounetError: naming the file, for a missing folder, an image without a label or vice versa.
     """
@@ -50,7 +53,7 @@ def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> 
         for folder in (images, labels):
             if not folder.is_dir():
                 raise BiounetError("folder not found", folder)
-            files = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)}
+            files = {file_stem(p): p for p in list_image_files(folder)}
             if not files:
                 raise BiounetError("folder holds no image files", folder)
             found.append(files)

@@ -1,96 +1,199 @@
-"""Reading images into ``(C, *spatial)`` arrays, with one-line errors that name the file."""
+"""Reading images and volumes into ``(C, *spatial)`` arrays, with one-line errors that name the file.
+
+Formats: PNG and JPEG (2D), TIFF images and stacks, NIfTI (``.nii``, ``.nii.gz``), HDF5 datasets
+(``file.h5:dataset``) and zarr arrays (``store.zarr`` or ``store.zarr:array``). Whether a file is read as a 2D
+image or a 3D volume is the caller's choice (the model's ``spatial_dims``); a file that does not fit it is an
+error, never reinterpreted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from biounet.data.containers import (
+    HDF5_SUFFIXES,
+    ZARR_SUFFIX,
+    container_spatial_dims,
+    probe_container,
+    read_container,
+    split_spec,
+)
+from biounet.data.layout import Layout, check_spatial_dims, checked_layout, reason
+from biounet.data.nifti import NIFTI_SUFFIXES, nifti_spatial_dims, probe_nifti, read_nifti
+from biounet.data.tiff import probe_tiff, read_tiff, tiff_spatial_dims
 from biounet.errors import BiounetError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-_CHANNEL_AXES = "CSQI"  # tifffile's names for channel/sample axes and for unnamed leading axes
+"""2D formats (TIFF also holds stacks)."""
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *HDF5_SUFFIXES, ZARR_SUFFIX)
+"""Formats that usually hold volumes; NIfTI needs the ``nifti`` extra, HDF5 ``hdf5``, zarr ``zarr``."""
+SUPPORTED_SUFFIXES = (*IMAGE_SUFFIXES, *VOLUME_SUFFIXES)
 
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a file holds, read from its header: shape ``(C, *spatial)`` and dtype."""
+    """What a file holds, read from its header: shape ``(C, *spatial)``, dtype and pixel/voxel size."""
 
     path: Path
     shape: tuple[int, ...]
     dtype: np.dtype
+    spacing: tuple[float, ...] = ()
 
     @property
     def channels(self) -> int:
         return self.shape[0]
 
 
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a file says about its pixels besides their values, to measure in its units and write back alike.
+
+    Attributes:
+        path: the file (or ``file.h5:dataset`` spec) it was read from.
+        format: ``"png"``, ``"jpeg"``, ``"tiff"``, ``"nifti"``, ``"hdf5"`` or ``"zarr"``.
+        spacing: pixel/voxel size per spatial axis, in the order of the array's spatial axes: NIfTI zooms,
+            ImageJ calibration for TIFF, an ``element_size_um``/``spacing``/``resolution`` attribute for
+            HDF5/zarr; 1.0 where the file does not say.
+        header: the format's header, opaque; for NIfTI nibabel's header (affine, sform/qform, units), which
+            :func:`biounet.data.writers.write_prediction` copies into its outputs. ``None`` otherwise.
+    """
+
+    path: Path
+    format: str
+    spacing: tuple[float, ...]
+    header: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.spacing)
+
+
+def image_format(path: str | Path) -> str | None:
+    """The format a path names, from its suffix: see :attr:`ImageMeta.format`; ``None`` if unsupported."""
+    spec = split_spec(path)
+    if spec is not None:
+        return "zarr" if spec[0].suffix.lower() == ZARR_SUFFIX else "hdf5"
+    name = str(path).lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    suffix = Path(name).suffix
+    return {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(suffix)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether the name has a supported suffix (``file.h5:dataset`` specs and ``.zarr`` stores included)."""
+    return image_format(path) is not None
+
+
+def file_stem(path: str | Path) -> str:
+    """The name outputs and pairings use: ``case_001.nii.gz`` -> ``case_001``, ``a.h5:raw`` -> ``a``.
+
+    Args:
+        path: a file, or an HDF5/zarr spec with ``:array`` after the file name.
+    """
+    spec = split_spec(path)
+    name = spec[0].name if spec is not None else Path(path).name
+    for compound in NIFTI_SUFFIXES[1:]:
+        if name.lower().endswith(compound):
+            return name[: -len(compound)]
+    return Path(name).stem
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """A folder's image files, sorted; ``.zarr`` stores (directories) count as files.
+
+    HDF5 files are listed too: each must then hold exactly one dataset, since a listing names none.
+    """
+    return sorted(p for p in folder.iterdir()
+                  if is_image_file(p) and (p.is_file() or (p.is_dir() and p.suffix.lower() == ZARR_SUFFIX)))
 
 
 def probe_image(path: str | Path, spatial_dims: int = 2) -> ImageInfo:
-    """Reads only the header of an image file and checks that it is usable.
+    """Reads only the header of an image file (where the format allows) and checks that it is usable.
+
+    Args:
+        path: the file, or an HDF5/zarr spec.
+        spatial_dims: 2 for images, 3 for volumes.
 
     Raises:
         BiounetError: if the file is missing, not an image, corrupt, or has an unusable shape or dtype.
     """
-    path = _existing(path)
-    try:
-        if _is_tiff(path):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                shape, axes, dtype = tuple(series.shape), series.axes, np.dtype(series.dtype)
-        else:
-            import imageio.v3 as iio
-
-            props = iio.improps(path, plugin="pillow")
-            shape, axes, dtype = tuple(props.shape), "", np.dtype(props.dtype)
-    except BiounetError:
-        raise
-    except Exception as exc:
-        raise BiounetError(f"cannot read image ({_reason(exc)})", path) from exc
-    _check_dtype(dtype, path)
-    return ImageInfo(path, _channels_first_shape(shape, axes, spatial_dims, path), dtype)
+    path, fmt = _existing(path)
+    layout = _call(_PROBES[fmt], path, spatial_dims)
+    return ImageInfo(path, layout.output_shape, layout.dtype, layout.spacing)
 
 
 def read_image(path: str | Path, spatial_dims: int = 2) -> np.ndarray:
-    """Reads a PNG, JPEG or TIFF image as a ``(C, *spatial)`` array in its own dtype.
+    """Reads an image as a ``(C, *spatial)`` array in its own dtype (bool becomes uint8).
 
-    Grayscale gives one channel, RGB(A) three (four); TIFF channel axes are found from the file's axes
-    metadata. Floating-point images must be finite.
+    2D: grayscale gives one channel, RGB(A) three (four); TIFF channel axes are found from the file's axes
+    metadata. 3D: TIFF stacks by their axes (``ZYX``, ``ZCYX``, ``CZYX``, ImageJ hyperstacks; a plain
+    multi-page TIFF is a ``ZYX`` stack), NIfTI in nibabel's axis order with a 4th axis as channels,
+    HDF5/zarr arrays as ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Floating-point images must be finite.
 
     Args:
-        path: the file.
-        spatial_dims: 2 for images (3D readers come with volumes).
+        path: the file, or an HDF5/zarr spec (``file.h5:dataset``, ``store.zarr:array``).
+        spatial_dims: 2 for images, 3 for volumes (the model's ``spatial_dims``).
 
     Raises:
-        BiounetError: naming the file, for anything that makes it unusable.
+        BiounetError: naming the file, for anything that makes it unusable, including a 2D file for a 3D
+            model and a volume for a 2D model.
     """
-    path = _existing(path)
-    try:
-        if _is_tiff(path):
-            import tifffile
+    return read_image_meta(path, spatial_dims)[0]
 
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                array, axes = series.asarray(), series.axes
-        else:
-            import imageio.v3 as iio
 
-            array, axes = np.asarray(iio.imread(path, plugin="pillow")), ""
-    except Exception as exc:
-        raise BiounetError(f"cannot read image ({_reason(exc)})", path) from exc
-    _check_dtype(array.dtype, path)
-    array = _to_channels_first(array, axes, spatial_dims, path)
+def read_image_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray, ImageMeta]:
+    """:func:`read_image`, plus the file's spacing and header.
+
+    Args:
+        path: the file, or an HDF5/zarr spec.
+        spatial_dims: 2 for images, 3 for volumes.
+
+    Returns:
+        The ``(C, *spatial)`` array and its :class:`ImageMeta`.
+
+    Raises:
+        BiounetError: naming the file, as :func:`read_image`.
+    """
+    path, fmt = _existing(path)
+    array, layout = _call(_READERS[fmt], path, spatial_dims)
+    if array.dtype.kind not in "biuf":
+        raise BiounetError(f"unsupported pixel type {array.dtype}", path)
+    array = layout.apply(array)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BiounetError("image contains NaN or infinite values", path)
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    return array
+    return array, ImageMeta(path, fmt, layout.spacing, layout.header)
+
+
+def guess_spatial_dims(path: str | Path) -> int:
+    """2 or 3, from the file, for a one-channel label image or a prediction of it (as ``evaluate`` needs).
+
+    NIfTI: 3 (2 if it has only two axes). TIFF: 3 if its axes include Z (ImageJ ``slices`` or axes
+    metadata), else 2; a plain multi-page TIFF reads as 2D channels, so stacks need ``Z`` in their metadata
+    (or an explicit choice). HDF5/zarr: 2 for a 2-dimensional array, else 3. PNG/JPEG: 2.
+
+    Raises:
+        BiounetError: naming the file, if it cannot be read.
+    """
+    path, fmt = _existing(path)
+    guess: Callable[[Path], int] | None = {"nifti": nifti_spatial_dims, "tiff": tiff_spatial_dims,
+                                           "hdf5": container_spatial_dims, "zarr": container_spatial_dims
+                                           }.get(fmt)
+    if guess is None:
+        return 2
+    try:
+        return guess(path)
+    except BiounetError:
+        raise
+    except Exception as exc:
+        raise BiounetError(f"cannot read image ({reason(exc)})", path) from exc
 
 
 def match_channels(image: np.ndarray, channels: int, path: str | Path | None = None) -> np.ndarray:
@@ -110,65 +213,62 @@ def match_channels(image: np.ndarray, channels: int, path: str | Path | None = N
     raise BiounetError(f"image has {have} channel(s) but the model expects {channels}", path)
 
 
-def _existing(path: str | Path) -> Path:
+def _existing(path: str | Path) -> tuple[Path, str]:
+    fmt = image_format(path)
     path = Path(path)
+    if fmt in ("hdf5", "zarr"):
+        return path, fmt  # the container module checks the file and the array name together
     if not path.exists():
         raise BiounetError("file not found", path)
     if path.is_dir():
         raise BiounetError("is a directory, expected an image file", path)
-    if not is_image_file(path):
-        raise BiounetError(f"unsupported file type {path.suffix!r}; use {', '.join(IMAGE_SUFFIXES)}", path)
-    return path
+    if fmt is None:
+        raise BiounetError(f"unsupported file type {path.suffix!r}; use {', '.join(SUPPORTED_SUFFIXES)}", path)
+    return path, fmt
 
 
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in (".tif", ".tiff")
+def _call(function: Callable[[Path, int], Any], path: Path, spatial_dims: int) -> Any:
+    """Runs a format's probe or reader; library errors become one line naming the file."""
+    try:
+        return function(path, spatial_dims)
+    except BiounetError:
+        raise
+    except Exception as exc:
+        raise BiounetError(f"cannot read image ({reason(exc)})", path) from exc
 
 
-def _check_dtype(dtype: np.dtype, path: Path) -> None:
-    if dtype.kind not in "biuf":
-        raise BiounetError(f"unsupported pixel type {dtype}", path)
+def _probe_pillow(path: Path, spatial_dims: int) -> Layout:
+    import imageio.v3 as iio
+
+    props = iio.improps(path, plugin="pillow")
+    return _pillow_layout(tuple(props.shape), np.dtype(props.dtype), spatial_dims, path)
 
 
-def _channels_first_shape(shape: tuple[int, ...], axes: str, spatial_dims: int,
-                          path: Path) -> tuple[int, ...]:
-    order, size = _layout(shape, axes, spatial_dims, path)
-    return (size, *(shape[i] for i in order))
+def _read_pillow(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
+    import imageio.v3 as iio
+
+    array = np.asarray(iio.imread(path, plugin="pillow"))
+    return array, _pillow_layout(array.shape, array.dtype, spatial_dims, path)
 
 
-def _to_channels_first(array: np.ndarray, axes: str, spatial_dims: int, path: Path) -> np.ndarray:
-    order, channels = _layout(array.shape, axes, spatial_dims, path)
-    channel_axes = [i for i in range(array.ndim) if i not in order]
-    moved = np.transpose(array, (*channel_axes, *order))
-    return moved.reshape(channels, *moved.shape[len(channel_axes):])
-
-
-def _layout(shape: tuple[int, ...], axes: str, spatial_dims: int, path: Path) -> tuple[list[int], int]:
-    """Which axes are spatial (in order) and how many channels the rest make."""
-    shape = tuple(shape)
-    if spatial_dims != 2:
-        raise BiounetError(f"{spatial_dims}D images are not supported by this reader", path)
-    if axes and len(axes) == len(shape):
-        # Drop singleton axes that are neither Y nor X (tifffile reports e.g. a 1-long 'Q').
-        spatial = [axes.index("Y"), axes.index("X")] if "Y" in axes and "X" in axes else []
-        rest = [i for i in range(len(shape)) if i not in spatial]
-        extra = [axes[i] for i in rest if shape[i] > 1 and axes[i] not in _CHANNEL_AXES]
-        if len(spatial) != 2 or extra or len([i for i in rest if shape[i] > 1]) > 1:
-            raise BiounetError(f"cannot use a TIFF with axes {axes} and shape {shape} as a 2D image", path)
-    elif len(shape) == 2:
-        spatial, rest = [0, 1], []
-    elif len(shape) == 3 and shape[-1] <= 4:
-        spatial, rest = [0, 1], [2]
+def _pillow_layout(shape: tuple[int, ...], dtype: np.dtype, spatial_dims: int, path: Path) -> Layout:
+    check_spatial_dims(spatial_dims, path)
+    if spatial_dims == 3:
+        raise BiounetError(f"a 2D image (shape {shape}) cannot be used with a 3D model", path)
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] <= 4):
+        spatial = (0, 1)
     elif len(shape) == 3:
-        spatial, rest = [1, 2], [0]
+        spatial = (1, 2)
     else:
         raise BiounetError(f"cannot use an array of shape {shape} as a 2D image", path)
-    channels = int(np.prod([shape[i] for i in rest])) if rest else 1
-    if min(shape[i] for i in spatial) < 1:
-        raise BiounetError(f"image of shape {shape} is empty", path)
-    return spatial, channels
+    return checked_layout(path, shape, dtype, spatial, (1.0, 1.0))
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+_PROBES: dict[str, Callable[[Path, int], Layout]] = {
+    "png": _probe_pillow, "jpeg": _probe_pillow, "tiff": probe_tiff, "nifti": probe_nifti,
+    "hdf5": probe_container, "zarr": probe_container,
+}
+_READERS: dict[str, Callable[[Path, int], tuple[np.ndarray, Layout]]] = {
+    "png": _read_pillow, "jpeg": _read_pillow, "tiff": read_tiff, "nifti": read_nifti,
+    "hdf5": read_container, "zarr": read_container,
+}

@@ -1,0 +1,176 @@
+"""Arrays inside HDF5 files and zarr stores, named as ``file.h5:path/to/dataset`` or ``store.zarr:array``.
+
+Neither format records which axis is which, so the layout follows from the number of dimensions: for a 3D
+model ``(Z, Y, X)`` or ``(C, Z, Y, X)``, for a 2D model ``(Y, X)`` or ``(C, Y, X)``. Without a name after the
+colon, the file must hold exactly one array (a zarr store may itself be that array).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biounet.data.layout import Layout, check_spatial_dims, checked_layout, reason
+from biounet.data.optional import optional_import
+from biounet.errors import BiounetError
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+ZARR_SUFFIX = ".zarr"
+# Attributes other tools use for the voxel size, in the array's axis order: Fiji/ilastik's element_size_um,
+# and the generic names.
+SPACING_ATTRIBUTES = ("element_size_um", "spacing", "resolution")
+
+_SPEC = re.compile(r"^(?P<file>.*?\.(?:h5|hdf5|zarr))(?::(?P<key>.*))?$", re.IGNORECASE | re.DOTALL)
+
+
+def split_spec(path: str | Path) -> tuple[Path, str | None] | None:
+    """``(file, array name or None)`` for an HDF5/zarr path or ``file:name`` spec; ``None`` for other paths."""
+    match = _SPEC.match(str(path))
+    if match is None:
+        return None
+    key = match["key"]
+    return Path(match["file"]), (key.strip("/") or None) if key is not None else None
+
+
+def is_zarr(path: str | Path) -> bool:
+    spec = split_spec(path)
+    return spec is not None and spec[0].suffix.lower() == ZARR_SUFFIX
+
+
+def check_container(path: str | Path) -> None:
+    """Checks that the file exists and the named array (or the only one) is in it, without reading data.
+
+    Raises:
+        BiounetError: naming the spec, for a missing file, a missing array or an ambiguous one.
+    """
+    with _opened(path):
+        pass
+
+
+def probe_container(path: str | Path, spatial_dims: int) -> Layout:
+    """The layout of an HDF5 dataset or zarr array (see the module docstring), from its metadata."""
+    with _opened(path) as array:
+        return _layout(array, spatial_dims, path)
+
+
+def read_container(path: str | Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
+    """An HDF5 dataset or zarr array, read whole, and its layout."""
+    with _opened(path) as array:
+        layout = _layout(array, spatial_dims, path)
+        try:
+            data = np.asarray(array[...])
+        except Exception as exc:
+            raise BiounetError(f"cannot read array data ({reason(exc)})", path) from exc
+    return data, layout
+
+
+def container_spatial_dims(path: str | Path) -> int:
+    """2 for a 2-dimensional array, else 3 (as a one-channel label array is read)."""
+    with _opened(path) as array:
+        return 2 if len(array.shape) == 2 else 3
+
+
+@contextmanager
+def _opened(path: str | Path) -> Iterator[Any]:
+    spec = split_spec(path)
+    if spec is None:
+        raise BiounetError("not an HDF5 or zarr path", path)
+    file, key = spec
+    if not file.exists():
+        raise BiounetError("file not found", file)
+    if file.suffix.lower() == ZARR_SUFFIX:
+        yield _zarr_array(file, key, path)
+        return
+    h5py = optional_import("h5py", f"reading {file.suffix.lower()}", path)
+    try:
+        handle = h5py.File(file, "r")
+    except Exception as exc:
+        raise BiounetError(f"cannot read HDF5 file ({reason(exc)})", path) from exc
+    with handle:
+        if key is None:
+            names: list[str] = []
+            handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+            yield handle[_only(names, file, "dataset")]
+            return
+        found = handle.get(key)
+        if not isinstance(found, h5py.Dataset):
+            what = f"{key!r} is a group, not a dataset" if found is not None else f"no dataset {key!r} in the file"
+            raise BiounetError(what, path)
+        yield found
+
+
+def _zarr_array(file: Path, key: str | None, path: str | Path) -> Any:
+    zarr = optional_import("zarr", "reading .zarr", path)
+    try:
+        root = zarr.open(str(file), mode="r")
+    except Exception as exc:
+        raise BiounetError(f"cannot open zarr store ({reason(exc)})", path) from exc
+    if key is None:
+        if isinstance(root, zarr.Array):
+            return root
+        return root[_only(list(_zarr_arrays(root)), file, "array")]
+    if not isinstance(root, zarr.Group):
+        raise BiounetError(f"the store is a single array; name it without :{key}", path)
+    try:
+        found = root[key]
+    except KeyError:
+        found = None
+    if not isinstance(found, zarr.Array):
+        what = f"{key!r} is a group, not an array" if found is not None else f"no array {key!r} in the store"
+        raise BiounetError(what, path)
+    return found
+
+
+def _zarr_arrays(group: Any, prefix: str = "") -> Iterator[str]:
+    # array_keys/group_keys exist in zarr 2 and 3 alike (zarr 3's members() does not in 2).
+    for name in sorted(group.array_keys()):
+        yield prefix + name
+    for name in sorted(group.group_keys()):
+        yield from _zarr_arrays(group[name], f"{prefix}{name}/")
+
+
+def _only(names: list[str], file: Path, kind: str) -> str:
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise BiounetError(f"holds no {kind}", file)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise BiounetError(f"holds {len(names)} {kind}s ({shown}); name one as {file.name}:NAME", file)
+
+
+def _layout(array: Any, spatial_dims: int, path: str | Path) -> Layout:
+    check_spatial_dims(spatial_dims, path)
+    shape = tuple(int(s) for s in array.shape)
+    if len(shape) == spatial_dims - 1:
+        raise BiounetError(f"a {len(shape)}D array (shape {shape}) cannot be used with a {spatial_dims}D model",
+                           path)
+    if len(shape) not in (spatial_dims, spatial_dims + 1):
+        axes = "ZYX" if spatial_dims == 3 else "YX"
+        raise BiounetError(f"cannot use an array of shape {shape} as a {spatial_dims}D image "
+                           f"(expected {axes} or C{axes})", path)
+    spatial = tuple(range(len(shape) - spatial_dims, len(shape)))
+    return checked_layout(path, shape, np.dtype(array.dtype), spatial, _spacing(array, shape, spatial, path))
+
+
+def _spacing(array: Any, shape: tuple[int, ...], spatial: tuple[int, ...],
+             path: str | Path) -> tuple[float, ...]:
+    attrs = array.attrs
+    for name in SPACING_ATTRIBUTES:
+        if name not in attrs:
+            continue
+        try:
+            values = [float(v) for v in np.atleast_1d(np.asarray(attrs[name])).ravel()]
+        except (TypeError, ValueError) as exc:
+            raise BiounetError(f"attribute {name!r} is not a list of numbers", path) from exc
+        if len(values) == len(shape) and len(shape) > len(spatial):
+            values = [values[i] for i in spatial]  # given for every axis, the channel axis included
+        if len(values) != len(spatial) or not all(np.isfinite(v) and v > 0 for v in values):
+            raise BiounetError(f"attribute {name!r} = {values} is not one positive size per spatial axis "
+                               f"(shape {shape})", path)
+        return tuple(values)
+    return (1.0,) * len(spatial)
