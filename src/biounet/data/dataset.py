@@ -98,7 +98,7 @@ class WeightMapConfig:
     class_balance: bool = True
 
 
-def load_example(image_path: Path, label_path: Path, *, in_channels: int, num_classes: int,
+def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, in_channels: int, num_classes: int,
                  normalization: Normalization, labels: LabelConfig, weights: WeightMapConfig) -> Example:
     """Reads, checks, normalises one pair and computes its weight map.
 
@@ -107,8 +107,8 @@ def load_example(image_path: Path, label_path: Path, *, in_channels: int, num_cl
     """
     from biounet.losses.weight_map import border_weight_map
 
-    image = match_channels(read_image(image_path), in_channels, image_path)
-    label = read_image(label_path)
+    image = match_channels(read_image(image_path, spatial_dims), in_channels, image_path)
+    label = read_image(label_path, spatial_dims)
     if label.shape[0] != 1:
         raise BiounetError(f"a label image must have one channel, this one has {label.shape[0]}", label_path)
     label = label[0]
@@ -128,4 +128,4 @@ def load_example(image_path: Path, label_path: Path, *, in_channels: int, num_cl
         raise BiounetError("label image has no annotated pixels", label_path)
     weight = border_weight_map(np.where(ignored, 0, target), instances, w0=weights.w0, sigma=weights.sigma,
                                class_weights="balanced" if weights.class_balance else None, ignore=ignored)
-    return Example(image_path.stem, normalization(image), target, weight.astype(np.float32))
+    return Example(file_stem(image_path), normalization(image), target, weight.astype(np.float32))

@@ -45,14 +45,19 @@ def plot_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, p
     """Image, truth and prediction side by side, and the errors in colour on the image.
 
     Args:
-        image: ``(C, H, W)`` or ``(H, W)``; the first channel is shown.
-        truth: ``(H, W)`` class map (negative = unannotated).
-        prediction: ``(H, W)`` class map.
+        image: ``(C, *S)`` or ``(*S)``, ``S`` 2D or 3D; the first channel is shown. Of a volume, the slice
+            along the first axis with the most annotated foreground is shown.
+        truth: ``(*S)`` class map (negative = unannotated).
+        prediction: ``(*S)`` class map.
         path: PNG to write.
         title: figure title.
     """
     plt = _pyplot()
-    gray = image[0] if image.ndim == 3 else image
+    gray = image[0] if image.ndim == truth.ndim + 1 else image
+    if truth.ndim == 3:
+        index = int(np.argmax((truth > 0).sum(axis=(1, 2))))
+        gray, truth, prediction = gray[index], truth[index], prediction[index]
+        title = f"{title} (slice {index})"
     lo, hi = np.percentile(gray, [1, 99])
     gray = np.clip((gray - lo) / max(hi - lo, 1e-6), 0, 1)
     errors = np.stack([gray] * 3, axis=-1)
