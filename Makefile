@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench bench-3d clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_weight_map.py
 	$(BIN)/python benchmarks/bench_metrics.py
 
+# About an hour on 2 cores: two 30-minute trainings (dense and sparse labels) on MSD hippocampus.
+bench-3d: $(STAMP)
+	$(BIN)/python benchmarks/bench_hippocampus.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo_out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo_out bench_out

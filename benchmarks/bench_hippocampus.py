@@ -131,7 +131,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "hippocampus.yaml")
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
     parser.add_argument("--slices", type=int, default=3, help="annotated slices per axis for the sparse run")
-    parser.add_argument("--runs", default="dense,sparse", help="which trainings: dense, sparse or both")
+    parser.add_argument("--runs", default="dense,sparse",
+                        help="comma-separated trainings from dense, sparse; empty for the forward timing only")
     parser.add_argument("--reuse", action="store_true", help="evaluate existing runs instead of training")
     parser.add_argument("--skip-forward", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
@@ -144,12 +145,17 @@ def main() -> None:
     if not args.skip_forward:
         forward_speed(peak, args.repeats)
 
+    runs = [r for r in args.runs.split(",") if r]
+    if not set(runs) <= {"dense", "sparse"}:
+        parser.error(f"--runs takes dense and/or sparse, got {args.runs!r}")
+    if not runs:
+        return
     split = cases(args.data)
     print(f"\n{len(split['train'])} training cases, {len(split['test'])} test cases from {args.data}")
     prepare(args.data, args.out, split["train"], args.slices)
     config = load_config(args.config, [f"minutes={args.minutes}"])
     results = {}
-    for kind in args.runs.split(","):
+    for kind in runs:
         run_dir = args.out / kind / "run"
         minutes = run_training(config, args.out / kind / "images", args.out / kind / "labels", run_dir, args.reuse)
         dice = test_dice(args.data, run_dir, split["test"])

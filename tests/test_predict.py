@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,22 @@ def test_tta_is_exactly_equivariant_under_the_dihedral_group() -> None:
             moved = np.rot90(image[:, ::-1] if flip else image, k).copy()
             expected = np.rot90(base[:, :, ::-1] if flip else base, k, axes=(1, 2))
             assert np.abs(predict(model, moved, tile=100, tta=True) - expected).max() <= 1e-5
+
+
+def test_3d_flip_tta_is_exactly_equivariant() -> None:
+    config = UNetConfig(spatial_dims=3, base_channels=2, depth=2)
+    model = UNet(config)
+    image = image_whose_padded_size_is_valid(config, (50, 60, 40))
+    # One tile: flips act on each tile, and a tile grid is symmetric under flips only when it is one tile.
+    assert len(plan_tiles(config, image.shape[1:], (132, 132, 132))) == 1
+    base = predict(model, image, tta=True)
+    # The flip average equals one whole-volume pass per flip, undone and averaged.
+    whole = np.mean([np.flip(whole_image_probabilities(model, np.flip(image, axes).copy()), axes)
+                     for axes in [()] + [a for n in (1, 2, 3) for a in itertools.combinations((1, 2, 3), n)]], axis=0)
+    assert np.abs(base - whole).max() <= 1e-5
+    for axes in [(1,), (2, 3), (1, 2, 3)]:
+        moved = np.flip(image, axes).copy()
+        assert np.abs(predict(model, moved, tta=True) - np.flip(base, axes)).max() <= 1e-5
 
 
 def test_tta_changes_an_untrained_prediction_but_keeps_probabilities() -> None:
