@@ -204,3 +204,31 @@ def test_bad_inputs_are_reported() -> None:
         predict(model, bad)
     with pytest.raises(BiounetError, match="output array has shape"):
         predict(model, np.zeros((50, 50), np.float32), out=np.zeros((2, 50, 51), np.float32))
+
+
+@pytest.mark.parametrize("config", [UNetConfig(base_channels=4, depth=2, norm="batch"),
+                                    UNetConfig(spatial_dims=3, base_channels=2, depth=2, norm="batch", padding="same")])
+def test_batch_norm_folds_into_the_convolutions_for_inference(config: UNetConfig) -> None:
+    from biounet.infer.fusion import fold_batch_norm
+
+    model = UNet(config)
+    # Non-trivial running statistics and affine parameters, as after training.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    folded = fold_batch_norm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in model.modules())
+    x = torch.randn(2, 1, *config.valid_input_shape((40,) * config.spatial_dims))
+    with torch.no_grad():
+        expected, got = model(x), folded(x)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+    # predict uses the folded copy and leaves the caller's model its batch norms.
+    image = x[0].numpy()
+    probs = predict(model, image)
+    assert any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in model.modules())
+    assert probs.shape == (2, *image.shape[1:])

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
 from biounet.infer.blending import Blender
+from biounet.infer.fusion import fold_batch_norm, has_foldable_batch_norm
 from biounet.infer.tiling import plan_tiles, read_mirrored
 from biounet.infer.tta import averaged, transforms
 from biounet.models.unet import UNet
@@ -38,8 +39,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def prepare_model(model: UNet, device: torch.device) -> UNet:
-    """Moves the model to ``device`` in eval mode, channels-last (oneDNN/cuDNN's fastest layout)."""
+    """The model for inference on ``device``: eval mode, channels-last (oneDNN/cuDNN's fastest layout), and
+    batch norms folded into their convolutions (in a copy, so a model being trained keeps its layers)."""
     model.eval()
+    if has_foldable_batch_norm(model):
+        model = fold_batch_norm(model)  # type: ignore[assignment]
     memory_format = torch.channels_last if model.config.spatial_dims == 2 else torch.channels_last_3d
     model.to(device=device)
     model.to(memory_format=memory_format)  # type: ignore[call-overload]
