@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from biounet.models.normalization import Normalization
 
 
 def test_round_trip_keeps_weights_config_normalization_and_classes(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import tifffile
 
 from biounet import __version__
 from biounet.cli.main import main
-from biounet.data.normalize import Normalization
 from biounet.infer import predict
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.normalization import Normalization
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from biounet.data.normalize import Normalization
 from biounet.data.readers import match_channels, probe_image, read_image
 from biounet.data.writers import write_mask, write_probabilities
 from biounet.errors import BiounetError
+from biounet.models.normalization import Normalization
 
 
 @pytest.mark.parametrize(("name", "array", "expected_shape"), [

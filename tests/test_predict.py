@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
 from biounet.infer import predict
 from biounet.infer.tiling import plan_tiles
 from biounet.models import UNet, UNetConfig
+from biounet.models.normalization import Normalization
 
 
 def whole_image_probabilities(model: UNet, image: np.ndarray) -> np.ndarray:

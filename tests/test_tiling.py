@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biounet.geometry import read_mirrored, reflect_indices
 from biounet.infer.blending import Blender
-from biounet.infer.tiling import plan_tiles, read_mirrored, reflect_indices
+from biounet.infer.tiling import plan_tiles
 from biounet.models import UNetConfig
 
 

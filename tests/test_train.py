@@ -17,11 +17,11 @@ import yaml
 from biounet.cli.main import main
 from biounet.data.dataset import load_example, pair_files, split_validation
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
-from biounet.data.normalize import Normalization
 from biounet.data.sampling import PatchSampler
 from biounet.errors import BiounetError
 from biounet.models import UNetConfig
 from biounet.models.checkpoint import load_checkpoint
+from biounet.models.normalization import Normalization
 from biounet.train.config import TrainConfig, apply_overrides
 from biounet.train.run import train
 from biounet.train.trainer import TrainingDivergedError

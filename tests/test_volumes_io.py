@@ -17,13 +17,13 @@ from biounet.atomic import atomic_path
 from biounet.cli.inputs import expand_inputs
 from biounet.cli.main import main
 from biounet.data.dataset import pair_files
-from biounet.data.normalize import Normalization
 from biounet.data.readers import file_stem, guess_spatial_dims, probe_image, read_image, read_image_meta
 from biounet.data.writers import write_prediction
 from biounet.errors import BiounetError
 from biounet.infer import predict
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.normalization import Normalization
 
 HIPPOCAMPUS = Path(__file__).parent / "data" / "hippocampus"
 

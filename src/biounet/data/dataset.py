@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
-from biounet.data.normalize import Normalization
 from biounet.data.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.errors import BiounetError
+from biounet.models.normalization import Normalization
 
 
 @dataclass

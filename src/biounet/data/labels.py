@@ -52,7 +52,7 @@ class LabelConfig:
         Raises:
             BiounetError: if a class index is out of range for ``num_classes``.
         """
-        from biounet.losses import instances_from_classes, separate_touching
+        from biounet.data.instances import instances_from_classes, separate_touching
 
         ignored = label == self.ignore if self.ignore is not None else np.zeros(label.shape, bool)
         if self.kind == "instances":

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from biounet.data.dataset import Example
-from biounet.infer.tiling import read_mirrored
+from biounet.geometry import read_mirrored
 from biounet.models.config import Shape
 
 

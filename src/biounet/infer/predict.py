@@ -8,12 +8,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
+from biounet.geometry import read_mirrored
 from biounet.infer.blending import Blender
 from biounet.infer.fusion import fold_batch_norm, has_foldable_batch_norm
-from biounet.infer.tiling import plan_tiles, read_mirrored
+from biounet.infer.tiling import plan_tiles
 from biounet.infer.tta import averaged, transforms
+from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the

@@ -3,7 +3,6 @@
 from biounet.losses.cross_entropy import WeightedBinaryCrossEntropy, WeightedCrossEntropy
 from biounet.losses.dice import SoftDiceLoss
 from biounet.losses.factory import CombinedLoss, LossName, build_loss
-from biounet.losses.instances import instances_from_classes, separate_touching
 from biounet.losses.weight_map import balanced_class_weights, border_weight_map
 
 __all__ = [
@@ -15,6 +14,4 @@ __all__ = [
     "balanced_class_weights",
     "border_weight_map",
     "build_loss",
-    "instances_from_classes",
-    "separate_touching",
 ]

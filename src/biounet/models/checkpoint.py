@@ -18,9 +18,9 @@ import yaml
 
 from biounet import __version__
 from biounet.atomic import atomic_path
-from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
+from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
 
 FORMAT = "biounet.checkpoint"

@@ -13,9 +13,9 @@ from biounet.augment import AugmentConfig
 from biounet.configs import from_dict
 from biounet.data.dataset import WeightMapConfig
 from biounet.data.labels import LabelConfig
-from biounet.data.normalize import Normalization
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
+from biounet.models.normalization import Normalization
 
 
 @dataclass(frozen=True)
