@@ -100,6 +100,8 @@ class TrainConfig:
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
         deterministic: use deterministic algorithms only (slower on GPU).
+        init: a checkpoint (or shipped model name) whose weights the run starts from (fine-tuning); its
+            architecture must equal ``model``. Empty: He initialisation.
     """
 
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -122,6 +124,7 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     seed: int = 0
     deterministic: bool = False
+    init: str = ""
 
     def __post_init__(self) -> None:
         positive = {"tile": min(self.tile_shape), "batch_size": self.batch_size,

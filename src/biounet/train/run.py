@@ -60,7 +60,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
     train_examples, val_examples = load_examples(config, progress)
-    model = UNet(config.model)
+    model = initial_model(config)
     input_shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
     from biounet.data.sampling import PatchSampler
 
@@ -80,6 +80,26 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     trainer.run()
     write_overlays(out_dir, val_examples)
     return trainer
+
+
+def initial_model(config: TrainConfig) -> UNet:
+    """A new network for ``config.model``, with the weights of ``config.init`` when it names a checkpoint.
+
+    Raises:
+        BiounetError: naming the checkpoint, if it cannot be read or its architecture differs.
+    """
+    model = UNet(config.model)
+    if not config.init:
+        return model
+    from biounet.pretrained import resolve_model
+
+    path = resolve_model(config.init)
+    source = load_checkpoint(path)
+    if source.config != config.model:
+        raise BiounetError("init checkpoint's model differs from the config's model (set model to "
+                           f"{source.config.to_dict()})", path)
+    model.load_state_dict(source.model.state_dict())
+    return model
 
 
 def write_overlays(out_dir: Path, examples: list[Example]) -> None:
