@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from biounet.data.containers import check_container, is_zarr, split_spec
-from biounet.data.readers import SUPPORTED_SUFFIXES, file_stem, is_image_file, list_image_files
+from biounet.data.readers import SUPPORTED_SUFFIXES, file_stem, is_hidden, is_image_file, list_image_files
 from biounet.errors import BiounetError
 
 
@@ -17,7 +17,8 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
     ``file.h5:dataset`` and ``store.zarr:array`` name one array inside a file; both the file and the array
     must exist, and the file part may be a glob (``stacks/*.h5:raw``). A ``.zarr`` directory is one input,
     never a folder to list. Folders and globs list HDF5 files and zarr stores without an array name: each
-    must then hold exactly one array (reading names the arrays it holds otherwise).
+    must then hold exactly one array (reading names the arrays it holds otherwise). Folders and globs leave
+    out hidden files (names starting with ``.``), such as the temporary files of an interrupted run.
 
     Args:
         arguments: the command line's paths.
@@ -37,7 +38,7 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
             names = [str(file)]
             # A glob may name the files (``stacks/*.h5:raw``): each must hold the array.
             if any(c in str(file) for c in "*?[") and not file.exists():
-                names = sorted(glob.glob(str(file), recursive=True))
+                names = sorted(n for n in glob.glob(str(file), recursive=True) if not is_hidden(n))
                 if not names:
                     raise BiounetError("no files match this pattern", argument)
             for name in names:
@@ -45,7 +46,8 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
                 files.append(Path(f"{name}:{key}"))
         elif any(c in argument for c in "*?[") and not path.exists():
             matches = sorted(Path(m) for m in glob.glob(argument, recursive=True))
-            found = [m for m in matches if is_image_file(m) and (m.is_file() or (is_zarr(m) and m.is_dir()))]
+            found = [m for m in matches if is_image_file(m) and not is_hidden(m)
+                     and (m.is_file() or (is_zarr(m) and m.is_dir()))]
             if not found:
                 raise BiounetError("no image files match this pattern", argument)
             files += found

@@ -1,12 +1,16 @@
 """Arrays inside HDF5 files and zarr stores, named as ``file.h5:path/to/dataset`` or ``store.zarr:array``.
 
-Neither format records which axis is which, so the layout follows from the number of dimensions: for a 3D
-model ``(Z, Y, X)`` or ``(C, Z, Y, X)``, for a 2D model ``(Y, X)`` or ``(C, Y, X)``. Without a name after the
-colon, the file must hold exactly one array (a zarr store may itself be that array).
+Neither format records which axis is which by itself. Where other tools wrote it down, the axes come from
+there (:func:`probe_container_axes`): ilastik's ``axistags`` attribute, or an OME-Zarr image's
+``multiscales[0].axes``. Otherwise the layout follows from the number of dimensions: for a 3D model
+``(Z, Y, X)`` or ``(C, Z, Y, X)``, for a 2D model ``(Y, X)`` or ``(C, Y, X)``. Without a name after the colon,
+the file must hold exactly one array (a zarr store may itself be that array; an OME-Zarr image is read at its
+full resolution).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.layout import Layout, check_spatial_dims, checked_layout, reason
+from biounet.data.axes import check_axes
+from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
 from biounet.data.optional import optional_import
 from biounet.errors import BiounetError
 
@@ -69,6 +74,34 @@ def read_container(path: str | Path, spatial_dims: int) -> tuple[np.ndarray, Lay
     return data, layout
 
 
+def probe_container_axes(path: str | Path, spatial_dims: int, axes: str | None = None) -> StoredAxes:
+    """An HDF5 dataset or zarr array as :class:`StoredAxes`, from its metadata (see the module docstring).
+
+    Args:
+        path: the spec.
+        spatial_dims: the model's, for arrays whose axes no metadata names.
+        axes: the axes to use instead (``--axes``), one letter per axis of the array.
+
+    Raises:
+        BiounetError: naming the spec, for metadata or ``axes`` that do not fit the array, or an array
+            without metadata whose number of dimensions fits neither layout.
+    """
+    with _opened(path) as array:
+        return _stored_axes(array, spatial_dims, axes, path)
+
+
+def read_container_axes(path: str | Path, spatial_dims: int,
+                        axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
+    """An HDF5 dataset or zarr array, read whole, and its :class:`StoredAxes`."""
+    with _opened(path) as array:
+        stored = _stored_axes(array, spatial_dims, axes, path)
+        try:
+            data = np.asarray(array[...])
+        except Exception as exc:
+            raise BiounetError(f"cannot read array data ({reason(exc)})", path) from exc
+    return data, stored
+
+
 def container_spatial_dims(path: str | Path) -> int:
     """2 for a 2-dimensional array, else 3 (as a one-channel label array is read)."""
     with _opened(path) as array:
@@ -113,7 +146,11 @@ def _zarr_array(file: Path, key: str | None, path: str | Path) -> Any:
     if key is None:
         if isinstance(root, zarr.Array):
             return root
-        return root[_only(list(_zarr_arrays(root)), file, "array")]
+        scales = _multiscales(root.attrs)
+        if scales is not None and scales.get("datasets"):
+            key = str(scales["datasets"][0].get("path", ""))  # the full resolution of an OME-Zarr image
+        else:
+            return root[_only(list(_zarr_arrays(root)), file, "array")]
     if not isinstance(root, zarr.Group):
         raise BiounetError(f"the store is a single array; name it without :{key}", path)
     try:
@@ -132,6 +169,64 @@ def _zarr_arrays(group: Any, prefix: str = "") -> Iterator[str]:
         yield prefix + name
     for name in sorted(group.group_keys()):
         yield from _zarr_arrays(group[name], f"{prefix}{name}/")
+
+
+def _stored_axes(array: Any, spatial_dims: int, axes: str | None, path: str | Path) -> StoredAxes:
+    shape = tuple(int(s) for s in array.shape)
+    if axes is not None:
+        letters = check_axes(axes, shape, path)
+    else:
+        found = _metadata_axes(array, path)
+        if found is not None:
+            letters = check_axes(found, shape, path)
+        else:
+            check_spatial_dims(spatial_dims, path)
+            if len(shape) not in (spatial_dims, spatial_dims + 1):
+                named = "ZYX" if spatial_dims == 3 else "YX"
+                raise BiounetError(f"cannot use an array of shape {shape} as a {spatial_dims}D image (expected "
+                                   f"{named} or C{named}); give its axes with --axes", path)
+            letters = ("C" + ("ZYX" if spatial_dims == 3 else "YX"))[-len(shape):]
+    spatial = tuple(i for i, a in enumerate(letters) if a in "ZYX")
+    sizes = _spacing(array, shape, spatial, path)
+    spacing = [1.0] * len(shape)
+    for i, size in zip(spatial, sizes, strict=True):
+        spacing[i] = size
+    return StoredAxes(shape, np.dtype(array.dtype), letters, tuple(spacing))
+
+
+def _metadata_axes(array: Any, path: str | Path) -> str | None:
+    """Axes from ilastik's ``axistags`` or the OME-Zarr ``multiscales`` of the array's group, if any."""
+    tags = array.attrs.get("axistags")
+    if tags is not None:
+        try:
+            keys = [str(axis["key"]) for axis in json.loads(tags if isinstance(tags, str) else bytes(tags))["axes"]]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BiounetError("attribute 'axistags' is not ilastik's JSON axis list", path) from exc
+        return "".join(keys).upper()
+    group = _parent_attrs(array)
+    scales = _multiscales(group) if group is not None else None
+    if scales is None or "axes" not in scales:
+        return None
+    names = [axis["name"] if isinstance(axis, dict) else axis for axis in scales["axes"]]
+    return "".join(str(n) for n in names).upper()
+
+
+def _parent_attrs(array: Any) -> Any:
+    """A zarr array's group's attributes (where OME-Zarr puts ``multiscales``); ``None`` for HDF5."""
+    if not hasattr(array, "store") or not hasattr(array, "basename"):
+        return None
+    zarr = optional_import("zarr", "reading .zarr", "")
+    parent = str(array.path).rpartition("/")[0]
+    try:
+        return zarr.open_group(store=array.store, path=parent, mode="r").attrs
+    except Exception:
+        return None  # a store that is itself one array has no group
+
+
+def _multiscales(attrs: Any) -> dict[str, Any] | None:
+    # NGFF 0.5 (zarr v3) nests the metadata under "ome".
+    scales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    return scales[0] if isinstance(scales, list) and scales and isinstance(scales[0], dict) else None
 
 
 def _only(names: list[str], file: Path, kind: str) -> str:

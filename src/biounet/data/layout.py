@@ -83,3 +83,22 @@ def reason(exc: BaseException) -> str:
     """The first line of an exception from a library, with its type, for a one-line message."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class StoredAxes:
+    """A file's array as stored, with a name for each axis (see :mod:`biounet.data.axes`).
+
+    Attributes:
+        shape: the array's shape as stored.
+        dtype: the dtype that reading gives.
+        axes: one letter per stored axis, from ``TZCYX``, or ``?`` where the file does not say.
+        spacing: pixel/voxel size per stored axis; 1.0 where the file does not say or the axis is not spatial.
+        header: the format's header, kept to write results back alike (NIfTI); ``None`` for other formats.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str
+    spacing: tuple[float, ...]
+    header: Any = field(default=None, compare=False, repr=False)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from biounet.atomic import atomic_path
-from biounet.data.layout import Layout, check_spatial_dims, checked_layout, reason
+from biounet.data.axes import check_axes
+from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
 from biounet.data.optional import optional_import
 from biounet.errors import BiounetError
 
@@ -45,6 +46,47 @@ def read_nifti(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
     except Exception as exc:
         raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
     return data, layout
+
+
+def probe_nifti_axes(path: Path, axes: str | None = None) -> StoredAxes:
+    """A NIfTI file as :class:`StoredAxes`, from its header only.
+
+    nibabel's axes i, j, k are ``Y``, ``X``, ``Z``: a 2D model sees the planes of the slice axis k, a 3D model
+    the volume in stored order, as :func:`read_nifti` gives it. A 4th axis is channels (as :func:`read_nifti`
+    reads it); with a 5th (NIfTI's vector axis) longer than 1, the 4th is time.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        axes: the axes to use instead (``--axes``), one letter per axis of the array.
+    """
+    return _stored_axes(_load(path), axes, path)
+
+
+def read_nifti_axes(path: Path, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
+    """A NIfTI file's voxels as stored (scaled) and its :class:`StoredAxes` (see :func:`probe_nifti_axes`)."""
+    image = _load(path)
+    stored = _stored_axes(image, axes, path)
+    try:
+        data = np.asarray(image.dataobj)
+    except Exception as exc:
+        raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
+    return data, stored
+
+
+def _stored_axes(image: Any, axes: str | None, path: Path) -> StoredAxes:
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 2:
+        raise BiounetError(f"cannot use a NIfTI array of shape {shape} as an image", path)
+    own = ("YXZ" + ("TC" if len(shape) > 4 and shape[4] > 1 else "CT"))[:len(shape)]
+    letters = check_axes(axes, shape, path) if axes is not None else own
+    dtype = np.dtype(image.get_data_dtype())
+    proxy = image.dataobj
+    if dtype.kind in "biu" and (float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0))
+                                != 0.0):
+        dtype = np.dtype(np.float64)  # what nibabel returns for scaled integers
+    zooms = tuple(float(z) for z in image.header.get_zooms())
+    spacing = tuple(zooms[i] if i < min(3, len(zooms)) else 1.0 for i in range(len(shape)))
+    return StoredAxes(shape, dtype, letters, spacing, header=image.header)
 
 
 def nifti_spatial_dims(path: Path) -> int:

@@ -15,17 +15,27 @@ from typing import Any
 
 import numpy as np
 
+from biounet.data.axes import check_axes
 from biounet.data.containers import (
     HDF5_SUFFIXES,
     ZARR_SUFFIX,
     container_spatial_dims,
     probe_container,
+    probe_container_axes,
     read_container,
+    read_container_axes,
     split_spec,
 )
-from biounet.data.layout import Layout, check_spatial_dims, checked_layout, reason
-from biounet.data.nifti import NIFTI_SUFFIXES, nifti_spatial_dims, probe_nifti, read_nifti
-from biounet.data.tiff import probe_tiff, read_tiff, tiff_spatial_dims
+from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
+from biounet.data.nifti import (
+    NIFTI_SUFFIXES,
+    nifti_spatial_dims,
+    probe_nifti,
+    probe_nifti_axes,
+    read_nifti,
+    read_nifti_axes,
+)
+from biounet.data.tiff import probe_tiff, probe_tiff_axes, read_tiff, read_tiff_axes, tiff_spatial_dims
 from biounet.errors import BiounetError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -104,13 +114,20 @@ def file_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def is_hidden(path: str | Path) -> bool:
+    """Whether a file's name starts with ``.``: hidden, like the temporary files of an interrupted write."""
+    return Path(path).name.startswith(".")
+
+
 def list_image_files(folder: Path) -> list[Path]:
     """A folder's image files, sorted; ``.zarr`` stores (directories) count as files.
 
+    Hidden files are left out: ``.00_prob.1234.tmp.tif`` is what a killed ``predict`` leaves behind.
     HDF5 files are listed too: each must then hold exactly one dataset, since a listing names none.
     """
     return sorted(p for p in folder.iterdir()
-                  if is_image_file(p) and (p.is_file() or (p.is_dir() and p.suffix.lower() == ZARR_SUFFIX)))
+                  if is_image_file(p) and not is_hidden(p)
+                  and (p.is_file() or (p.is_dir() and p.suffix.lower() == ZARR_SUFFIX)))
 
 
 def probe_image(path: str | Path, spatial_dims: int = 2) -> ImageInfo:
@@ -170,6 +187,43 @@ def read_image_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray
     if array.dtype == bool:
         array = array.astype(np.uint8)
     return array, ImageMeta(path, fmt, layout.spacing, layout.header)
+
+
+def probe_stored(path: str | Path, spatial_dims: int, axes: str | None = None) -> StoredAxes:
+    """A file's array as stored and the name of each of its axes, from the header where the format allows.
+
+    Unlike :func:`probe_image`, nothing is decided for a model yet: :func:`biounet.data.axes.plan_stack`
+    does that. Axes the file does not name are ``?`` (pages of a plain multi-page TIFF); HDF5/zarr arrays
+    without axes metadata follow the ``(C, *spatial)`` convention of ``spatial_dims``.
+
+    Args:
+        path: the file, or an HDF5/zarr spec.
+        spatial_dims: the model's (only HDF5/zarr arrays without axes metadata need it).
+        axes: the axes to use instead of the file's (``--axes``), one letter of ``TZCYX`` per stored axis.
+
+    Raises:
+        BiounetError: naming the file, if it is missing, unreadable, or ``axes`` does not fit it.
+    """
+    path, fmt = _existing(path)
+    return _call_stored(_STORED_PROBES[fmt], path, spatial_dims, axes)
+
+
+def read_stored(path: str | Path, spatial_dims: int, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
+    """The array as stored (bool becomes uint8) and its :class:`StoredAxes` (see :func:`probe_stored`).
+
+    Raises:
+        BiounetError: naming the file, as :func:`probe_stored`, and for non-finite floating-point values.
+    """
+    path, fmt = _existing(path)
+    array, stored = _call_stored(_STORED_READERS[fmt], path, spatial_dims, axes)
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise BiounetError(f"unsupported pixel type {array.dtype}", path)
+    if array.shape != stored.shape:
+        raise BiounetError(f"array of shape {array.shape} does not match its header's {stored.shape}", path)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BiounetError("image contains NaN or infinite values", path)
+    return (array.astype(np.uint8) if array.dtype == bool else array), stored
 
 
 def guess_spatial_dims(path: str | Path) -> int:
@@ -237,18 +291,68 @@ def _call(function: Callable[[Path, int], Any], path: Path, spatial_dims: int) -
         raise BiounetError(f"cannot read image ({reason(exc)})", path) from exc
 
 
-def _probe_pillow(path: Path, spatial_dims: int) -> Layout:
-    import imageio.v3 as iio
+def _call_stored(function: Callable[[Path, int, str | None], Any], path: Path, spatial_dims: int,
+                 axes: str | None) -> Any:
+    """Runs a format's stored-axes probe or reader; library errors become one line naming the file."""
+    try:
+        return function(path, spatial_dims, axes)
+    except BiounetError:
+        raise
+    except Exception as exc:
+        raise BiounetError(f"cannot read image ({reason(exc)})", path) from exc
 
-    props = iio.improps(path, plugin="pillow")
-    return _pillow_layout(tuple(props.shape), np.dtype(props.dtype), spatial_dims, path)
+
+def _probe_pillow(path: Path, spatial_dims: int) -> Layout:
+    shape, dtype = _pillow_header(path)
+    return _pillow_layout(shape, dtype, spatial_dims, path)
 
 
 def _read_pillow(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
+    array = _pillow_pixels(path)
+    return array, _pillow_layout(array.shape, array.dtype, spatial_dims, path)
+
+
+def _pillow_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     import imageio.v3 as iio
 
-    array = np.asarray(iio.imread(path, plugin="pillow"))
-    return array, _pillow_layout(array.shape, array.dtype, spatial_dims, path)
+    props = iio.improps(path, plugin="pillow")
+    shape = tuple(int(s) for s in props.shape)
+    # imageio reports a palette image as RGB, but it is read as its indices (see _pillow_pixels).
+    return (shape[:2] if _is_palette(path) else shape), np.dtype(props.dtype)
+
+
+def _pillow_pixels(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    # A palette image's pixels are indices: class labels saved with a colour map (as many annotation tools
+    # do) must be read as those indices, not as the colours that imageio applies by default.
+    if _is_palette(path):
+        return np.asarray(iio.imread(path, plugin="pillow", mode="P"))
+    return np.asarray(iio.imread(path, plugin="pillow"))
+
+
+def _is_palette(path: Path) -> bool:
+    import imageio.v3 as iio
+
+    return iio.immeta(path, plugin="pillow", exclude_applied=False).get("mode") == "P"
+
+
+def _probe_pillow_axes(path: Path, axes: str | None = None) -> StoredAxes:
+    shape, dtype = _pillow_header(path)
+    return _pillow_axes(shape, dtype, axes, path)
+
+
+def _read_pillow_axes(path: Path, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
+    array = _pillow_pixels(path)
+    return array, _pillow_axes(array.shape, array.dtype, axes, path)
+
+
+def _pillow_axes(shape: tuple[int, ...], dtype: np.dtype, axes: str | None, path: Path) -> StoredAxes:
+    own = {2: "YX", 3: "YXC" if shape[-1] <= 4 else "CYX"}.get(len(shape))
+    if own is None:
+        raise BiounetError(f"cannot use an array of shape {shape} as an image", path)
+    letters = check_axes(axes, shape, path) if axes is not None else own
+    return StoredAxes(tuple(shape), np.dtype(dtype), letters, (1.0,) * len(shape))
 
 
 def _pillow_layout(shape: tuple[int, ...], dtype: np.dtype, spatial_dims: int, path: Path) -> Layout:
@@ -271,4 +375,15 @@ _PROBES: dict[str, Callable[[Path, int], Layout]] = {
 _READERS: dict[str, Callable[[Path, int], tuple[np.ndarray, Layout]]] = {
     "png": _read_pillow, "jpeg": _read_pillow, "tiff": read_tiff, "nifti": read_nifti,
     "hdf5": read_container, "zarr": read_container,
+}
+# Only HDF5/zarr arrays without axes metadata need the model's dimension to name their axes.
+_STORED_PROBES: dict[str, Callable[[Path, int, str | None], StoredAxes]] = {
+    "png": lambda p, _, a: _probe_pillow_axes(p, a), "jpeg": lambda p, _, a: _probe_pillow_axes(p, a),
+    "tiff": lambda p, _, a: probe_tiff_axes(p, a), "nifti": lambda p, _, a: probe_nifti_axes(p, a),
+    "hdf5": probe_container_axes, "zarr": probe_container_axes,
+}
+_STORED_READERS: dict[str, Callable[[Path, int, str | None], tuple[np.ndarray, StoredAxes]]] = {
+    "png": lambda p, _, a: _read_pillow_axes(p, a), "jpeg": lambda p, _, a: _read_pillow_axes(p, a),
+    "tiff": lambda p, _, a: read_tiff_axes(p, a), "nifti": lambda p, _, a: read_nifti_axes(p, a),
+    "hdf5": read_container_axes, "zarr": read_container_axes,
 }

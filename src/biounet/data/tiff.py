@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.layout import Layout, check_spatial_dims, checked_layout
+from biounet.data.axes import UNKNOWN, check_axes
+from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout
 from biounet.errors import BiounetError
 
 # tifffile's axis names for channels/samples (C, S) and for axes it cannot name (Q: unknown, I: pages).
@@ -38,6 +39,35 @@ def read_tiff(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
     with tifffile.TiffFile(path) as tif:
         layout = _layout(tif, spatial_dims, path)
         return tif.series[0].asarray(), layout
+
+
+def probe_tiff_axes(path: Path, axes: str | None = None) -> StoredAxes:
+    """A TIFF's first series as :class:`StoredAxes`: tifffile's axes, named in ``TZCYX`` where they can be.
+
+    Samples stored with each pixel (RGB, ``YXS``) and named channels are ``C``; pages that no metadata names
+    (tifffile's ``Q``/``I``), other axis kinds, and samples stored as separate planes are ``?``: tifffile
+    writes a ``(3, Y, X)`` array without ``photometric`` as planar RGB, which is as likely to be a stack.
+
+    Args:
+        path: the file.
+        axes: the axes to use instead of the file's (``--axes``), one letter per axis of the series.
+
+    Raises:
+        BiounetError: naming the file, if ``axes`` does not fit the series.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _stored_axes(tif, axes, path)
+
+
+def read_tiff_axes(path: Path, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
+    """A TIFF's first series as stored, and its :class:`StoredAxes` (see :func:`probe_tiff_axes`)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        stored = _stored_axes(tif, axes, path)
+        return tif.series[0].asarray(), stored
 
 
 def tiff_spatial_dims(path: Path) -> int:
@@ -79,6 +109,23 @@ def _z_axis(shape: tuple[int, ...], axes: str, path: Path) -> int:
         raise BiounetError(f"cannot tell the Z axis from channels in a TIFF with axes {axes} and shape {shape}; "
                            "write it with axes metadata (e.g. ImageJ's ZCYX)", path)
     return unnamed[0]
+
+
+def _stored_axes(tif: Any, axes: str | None, path: Path) -> StoredAxes:
+    series = tif.series[0]
+    shape, own = tuple(int(s) for s in series.shape), str(series.axes)
+    if len(own) != len(shape):
+        raise BiounetError(f"cannot use a TIFF with axes {own} and shape {shape}", path)
+    planar = "S" in own and "X" in own and own.index("S") < own.index("X")
+    named = "".join(a if a in "TZCYX" else "C" if a == "S" and not planar else UNKNOWN for a in own)
+    letters = check_axes(axes, shape, path) if axes is not None else named
+    if "Y" not in letters or "X" not in letters:
+        raise BiounetError(f"cannot use a TIFF with axes {own} and shape {shape} as an image", path)
+    z, y, x = _spacing(tif, 3)
+    # Resolution tags describe the pages' plane; ImageJ's slice spacing describes Z (or the unnamed pages).
+    sizes = {"Y": y, "X": x, "Z": z}
+    spacing = tuple(sizes.get(a, z if a == UNKNOWN else 1.0) for a in letters)
+    return StoredAxes(shape, np.dtype(series.dtype), letters, spacing)
 
 
 def _spacing(tif: Any, spatial_dims: int) -> tuple[float, ...]:
