@@ -1,4 +1,9 @@
-"""The ``biounet`` command: subcommands, and turning input errors into one line and exit code 2."""
+"""The ``biounet`` command: subcommands, and turning expected failures into one line on stderr.
+
+Exit codes: 0 success; 2 a problem with the input (a :class:`BiounetError`, an unreadable or unwritable
+file, invalid YAML); 3 training diverged; 4 out of memory (CPU or GPU: try smaller tiles or batches); 130
+interrupted by Ctrl-C. None of these prints a traceback; anything else is a bug and does.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,34 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import torch
+import yaml
+
 from biounet import __version__
 from biounet.cli import evaluate, export, info, predict, train
 from biounet.errors import BiounetError
+
+EXIT_INPUT = 2
+EXIT_OUT_OF_MEMORY = 4
+EXIT_INTERRUPTED = 130
+
+# torch.OutOfMemoryError appeared in torch 2.5; torch.cuda.OutOfMemoryError is the same class there and
+# the only one before.
+_TORCH_OUT_OF_MEMORY: type[Exception] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+# How to need less memory, per command.
+_SMALLER = {
+    "train": "try a smaller tile or batch size (--set tile=N --set batch_size=N)",
+    "predict": "try a smaller --tile or --batch-size",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biounet",
-        description="U-Net segmentation for biomedical images: train, predict, evaluate, inspect, export.")
+        description="U-Net segmentation for biomedical images: train, predict, evaluate, inspect, export.",
+        epilog="Exit codes: 0 success, 2 bad input (one line on stderr), 3 training diverged, 4 out of memory, "
+               "130 interrupted.")
     parser.add_argument("--version", action="version", version=f"biounet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (train, predict, evaluate, info, export):
@@ -23,16 +47,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default: ``sys.argv[1:]``) and returns the exit code.
+
+    Args:
+        argv: arguments after the program name.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
     except BiounetError as exc:
-        print(f"biounet {args.command}: error: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        print("biounet: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args.command, str(exc), int(getattr(exc, "exit_code", EXIT_INPUT)))
+    except KeyboardInterrupt as exc:
+        # A training run says what it saved; a bare Ctrl-C has no message.
+        return _fail(args.command, str(exc), EXIT_INTERRUPTED, kind="interrupted")
+    except (_TORCH_OUT_OF_MEMORY, MemoryError):
+        hint = _SMALLER.get(args.command, "the inputs need more memory than is free")
+        return _fail(args.command, f"out of memory: {hint}", EXIT_OUT_OF_MEMORY)
+    except OSError as exc:
+        return _fail(args.command, _os_error(exc), EXIT_INPUT)
+    except yaml.YAMLError as exc:
+        return _fail(args.command, f"invalid YAML: {exc}", EXIT_INPUT)
+    return code
+
+
+def _os_error(exc: OSError) -> str:
+    """``FILE: reason`` (``FILE -> OTHER: reason`` for a rename), or the error's text without a file."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    files = str(exc.filename) if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"{files}: {reason}"
+
+
+def _fail(command: str, message: str, code: int, kind: str = "error") -> int:
+    # Messages from libraries (YAML marks) span lines; the contract is one line.
+    line = f"biounet {command}: {kind}" + (f": {' '.join(message.split())}" if message.strip() else "")
+    print(line, file=sys.stderr)
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--epochs", type=int, help="epoch budget (same as --set epochs=N)")
     parser.add_argument("--minutes", type=float, help="wall-clock budget (same as --set minutes=M)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="cpu (default), cuda, cuda:N or mps; a GPU is used only when named here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -42,16 +44,37 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    if args.resume:
-        saved = args.out / "config.yaml"
-        if not saved.exists():
-            raise BiounetError("nothing to resume: no config.yaml in the run directory", args.out)
-        config = apply_overrides(yaml.safe_load(saved.read_text()), overrides)
-    else:
-        config = load_config(args.config, overrides)
+    config = (apply_overrides(saved_config(args.out), overrides) if args.resume
+              else load_config(args.config, overrides))
     trainer = train(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     state = trainer.state
     print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
           f"{trainer.stop_reason}; best val_{config.monitor} = {state.best} at epoch {state.best_epoch}")
     print(f"model: {args.out / 'model.pt'}")
     return 0
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The training config stored in ``run_dir/config.yaml``, checked to be a valid config.
+
+    Args:
+        run_dir: a run directory written by ``biounet train``.
+
+    Raises:
+        BiounetError: naming ``config.yaml``, if it is missing, not YAML or not a valid config.
+    """
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise BiounetError("nothing to resume: no config.yaml in the run directory", run_dir)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BiounetError(f"damaged run config, not valid YAML ({type(exc).__name__})", path) from exc
+    if not isinstance(data, dict):
+        raise BiounetError("damaged run config: expected a mapping of settings", path)
+    try:
+        # Checked before --set overrides are applied, so that an error here is the file's, not the flags'.
+        apply_overrides(data, [])
+    except BiounetError as exc:
+        raise BiounetError(f"damaged run config: {exc}", path) from exc
+    return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,17 @@ from tqdm import tqdm
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
 from biounet.infer.blending import Blender
-from biounet.infer.fusion import fold_batch_norm, has_foldable_batch_norm
-from biounet.infer.tiling import plan_tiles
+from biounet.infer.channel_axis import WithChannelAxis
+from biounet.infer.devices import parameter_device, prepare_model, resolve_device
+from biounet.infer.tiling import Tile, plan_tiles
 from biounet.infer.tta import averaged, transforms
+from biounet.models.checkpoint import Checkpoint
+from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
+
+__all__ = ["DEFAULT_TILE", "logits_to_probabilities", "predict", "prepare_model", "probabilities_to_mask",
+           "resolve_device"]
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the
 # paper's tile, 516^2 of 700^2 at ours), but beyond ~700 px the feature maps outgrow the CPU caches and the
@@ -29,30 +36,8 @@ def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks CUDA when it is available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BiounetError("--device cuda was asked for, but no CUDA device is available")
-    return resolved
-
-
-def prepare_model(model: UNet, device: torch.device) -> UNet:
-    """The model for inference on ``device``: eval mode, channels-last (oneDNN/cuDNN's fastest layout), and
-    batch norms folded into their convolutions (in a copy, so a model being trained keeps its layers)."""
-    model.eval()
-    if has_foldable_batch_norm(model):
-        model = fold_batch_norm(model)  # type: ignore[assignment]
-    memory_format = torch.channels_last if model.config.spatial_dims == 2 else torch.channels_last_3d
-    model.to(device=device)
-    model.to(memory_format=memory_format)  # type: ignore[call-overload]
-    return model
-
-
 def predict(
-    model: UNet,
+    model: UNet | Checkpoint,
     image: Any,
     *,
     tile: int | tuple[int, ...] | None = None,
@@ -67,7 +52,9 @@ def predict(
     """Per-class probabilities for an image of any size, by overlap-tile prediction.
 
     Args:
-        model: a :class:`UNet`; it is put in eval mode on ``device``.
+        model: a :class:`UNet`, or a :class:`Checkpoint` (whose normalisation is then the default). It is
+            left as it is: inference runs on a prepared copy, so a model in training keeps its mode,
+            device, memory layout and layers.
         image: array-like ``(C, *spatial)``, or ``(*spatial)`` for one channel; NumPy, zarr, h5py and
             memory maps work. Only one tile's worth is read at a time.
         tile: network input size per axis (an int for all axes); rounded to a valid size and shrunk
@@ -78,9 +65,10 @@ def predict(
             importance map. ``valid`` models need no overlap: their tiles abut and the result equals one
             pass over the whole mirror-padded image.
         tta: average over the 8 rotations/flips in 2D (the flips of all axes in 3D), each undone first.
-        normalization: applied tile by tile with statistics of the whole image; ``None`` feeds the
-            image as it is (it must then already be normalised).
-        device: ``"cpu"``, ``"cuda"``, a torch device, or ``None`` for CUDA when available.
+        normalization: applied tile by tile with statistics of the whole image; ``None`` uses the
+            checkpoint's when ``model`` is one, else feeds the image as it is (already normalised).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, a torch device, or ``None`` for the device
+            the model's parameters are on.
         out: where to write, any array-like of shape ``(classes, *spatial)`` and float dtype; by default a
             new float32 NumPy array. With blending it is zeroed first and accumulated into.
         progress: show a progress bar over tiles.
@@ -88,72 +76,101 @@ def predict(
     Returns:
         ``out``, holding probabilities (softmax over classes; sigmoid for one output channel).
     """
+    if isinstance(model, Checkpoint):
+        normalization = normalization or model.normalization
+        model = model.model
     config = model.config
+    image = _checked_input(image, config)
+    spatial = tuple(int(s) for s in image.shape[1:])
+    plan = plan_tiles(config, spatial, _tile_shape(tile, config.spatial_dims), overlap,
+                      square=tta and config.spatial_dims == 2)
+    out = _checked_output(out, (config.out_channels, *spatial), zeroed=plan.blend)
+    torch_device = parameter_device(model) if device is None else resolve_device(device)
+    forward = _forward(prepare_model(model, torch_device), tta)
+    blender = Blender(plan) if plan.blend else None
+    tiles = list(plan)
+    batches = _tile_batches(image, tiles, batch_size or (1 if torch_device.type == "cpu" else 4),
+                            normalization or Normalization("none"))
+    with torch.inference_mode(), tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress,
+                                      leave=False) as bar:
+        for chunk, inputs in batches:
+            probabilities = forward(torch.from_numpy(inputs).to(torch_device, non_blocking=True))
+            for t, p in zip(chunk, probabilities.float().cpu().numpy(), strict=True):
+                _write_tile(out, t, p, blender)
+            bar.update(len(chunk))
+    return out
+
+
+def _checked_input(image: Any, config: UNetConfig) -> Any:
+    """``image`` as ``(C, *spatial)``, checked against the model; a missing channel axis is added per read."""
     dims = config.spatial_dims
     if image.ndim == dims:
-        image = image[None]
+        image = WithChannelAxis(image)
     if image.ndim != dims + 1 or image.shape[0] != config.in_channels:
         raise BiounetError(
             f"image of shape {tuple(image.shape)} does not fit a model with {config.in_channels} channel(s) "
             f"and {dims} spatial dimensions; expected (C={config.in_channels}, {', '.join('*' * dims)})"
         )
-    spatial = tuple(int(s) for s in image.shape[1:])
-    if min(spatial) < 1:
+    if min(int(s) for s in image.shape[1:]) < 1:
         raise BiounetError(f"image of shape {tuple(image.shape)} is empty")
+    return image
+
+
+def _tile_shape(tile: int | tuple[int, ...] | None, dims: int) -> tuple[int, ...]:
     if tile is None:
         tile = DEFAULT_TILE[dims]
-    tile_shape = tile if isinstance(tile, tuple) else (tile,) * dims
-    plan = plan_tiles(config, spatial, tile_shape, overlap, square=tta and dims == 2)
-    if out is None:
-        out = np.zeros((config.out_channels, *spatial), np.float32)
-    elif tuple(out.shape) != (config.out_channels, *spatial):
-        raise BiounetError(f"output array has shape {tuple(out.shape)}, expected "
-                           f"{(config.out_channels, *spatial)}")
-    elif plan.blend:
-        out[...] = 0
+    return tile if isinstance(tile, tuple) else (tile,) * dims
 
-    torch_device = resolve_device(device)
-    if batch_size is None:
-        batch_size = 1 if torch_device.type == "cpu" else 4
-    model = prepare_model(model, torch_device)
-    norm = normalization or Normalization("none")
-    stats = norm.fit(image)
-    group = transforms(dims, rotations=True) if tta else []
-    blender = Blender(plan) if plan.blend else None
+
+def _checked_output(out: Any, shape: tuple[int, ...], zeroed: bool) -> Any:
+    """A new float32 array of ``shape``, or ``out`` checked to have it (and zeroed to accumulate into)."""
+    if out is None:
+        return np.zeros(shape, np.float32)
+    if tuple(out.shape) != shape:
+        raise BiounetError(f"output array has shape {tuple(out.shape)}, expected {shape}")
+    if zeroed:
+        out[...] = 0
+    return out
+
+
+def _forward(model: UNet, tta: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Probabilities for a batch of input tiles, averaged over the test-time transforms with ``tta``."""
+    dims = model.config.spatial_dims
     memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         return logits_to_probabilities(model(batch.contiguous(memory_format=memory_format)))
 
-    tiles = list(plan)
-    bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress, leave=False)
-    with torch.inference_mode():
-        for first in range(0, len(tiles), batch_size):
-            chunk = tiles[first:first + batch_size]
-            inputs = np.stack([
-                norm.apply(read_mirrored(image, list(zip(t.input_start, t.input_stop, strict=True))), *stats)
-                for t in chunk
-            ])
-            _check_finite(inputs)
-            batch = torch.from_numpy(inputs).to(torch_device, non_blocking=True)
-            probs = averaged(run, batch, group) if group else run(batch)
-            probs_np = probs.float().cpu().numpy()
-            for t, p in zip(chunk, probs_np, strict=True):
-                region = (slice(None), *t.output_slices())
-                extent = tuple(slice(0, b - a) for a, b in zip(t.output_start, t.output_stop, strict=True))
-                crop = p[(slice(None),) + extent]
-                if blender is None:
-                    out[region] = crop
-                else:
-                    out[region] = out[region] + crop * blender.weights(t)
-            bar.update(len(chunk))
-    bar.close()
-    return out
+    if not tta:
+        return run
+    group = transforms(dims, rotations=True)
+    return lambda batch: averaged(run, batch, group)
 
 
-def _check_finite(inputs: np.ndarray) -> None:
-    if not np.isfinite(inputs).all():
-        raise BiounetError("image contains NaN or infinite values")
+def _tile_batches(image: Any, tiles: list[Tile], batch_size: int,
+                  normalization: Normalization) -> Iterator[tuple[list[Tile], np.ndarray]]:
+    """Batches of tiles with their normalised, mirror-padded input regions, read one batch at a time."""
+    stats = normalization.fit(image)
+    for first in range(0, len(tiles), batch_size):
+        chunk = tiles[first:first + batch_size]
+        inputs = np.stack([
+            normalization.apply(read_mirrored(image, list(zip(t.input_start, t.input_stop, strict=True))), *stats)
+            for t in chunk
+        ])
+        if not np.isfinite(inputs).all():
+            raise BiounetError("image contains NaN or infinite values")
+        yield chunk, inputs
+
+
+def _write_tile(out: Any, tile: Tile, probabilities: np.ndarray, blender: Blender | None) -> None:
+    """Writes a tile's output (cropped to the image) into ``out``, or adds it weighted when blending."""
+    region = (slice(None), *tile.output_slices())
+    extent = tuple(slice(0, b - a) for a, b in zip(tile.output_start, tile.output_stop, strict=True))
+    crop = probabilities[(slice(None),) + extent]
+    if blender is None:
+        out[region] = crop
+    else:
+        out[region] = out[region] + crop * blender.weights(tile)
 
 
 def probabilities_to_mask(probabilities: np.ndarray) -> np.ndarray:

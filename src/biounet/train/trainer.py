@@ -3,7 +3,8 @@
 The trainer owns the step loop, the budget (epochs or minutes), validation scheduling, early stopping and
 atomic checkpoints that hold the model, optimizer, scheduler, random-generator states and counters, so
 that ``resume`` continues the same run and a killed run loses at most ``checkpoint_seconds`` of work.
-Logging, plots and progress reporting are callbacks.
+Logging, plots and progress reporting are callbacks. Ctrl-C takes effect between steps (see
+``interrupts.py``) and saves ``last.pt`` before the run stops.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from biounet.losses import build_loss
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.unet import UNet, center_crop
 from biounet.train.config import TrainConfig
+from biounet.train.interrupts import deferred_interrupt
 
 Callback = Callable[["Trainer"], None]
 MINIMISED = {"rand_error"}
@@ -38,6 +40,10 @@ class TrainingDivergedError(BiounetError):
     exit_code = 3
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; the message says what was saved (the CLI exits with 130)."""
+
+
 @dataclass
 class TrainState:
     """Counters that a checkpoint restores (besides weights, optimizer and generators)."""
@@ -46,6 +52,7 @@ class TrainState:
     epoch: int = 0
     epoch_step: int = 0
     seconds: float = 0.0
+    epoch_loss: float = 0.0
     best: float | None = None
     best_epoch: int = 0
     stale_validations: int = 0
@@ -53,7 +60,7 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "seconds": self.seconds,
-                "best": self.best,
+                "epoch_loss": self.epoch_loss, "best": self.best,
                 "best_epoch": self.best_epoch, "stale_validations": self.stale_validations,
                 "history": [dict(row) for row in self.history]}
 
@@ -98,6 +105,8 @@ class Trainer:
         self.last_loss = math.nan
         self.row: dict[str, float] = {}
         self.stop_reason = ""
+        # False while a step or an epoch's bookkeeping is half done: such a state is not worth saving.
+        self._consistent = True
 
     @property
     def last_path(self) -> Path:
@@ -118,7 +127,7 @@ class Trainer:
 
     def save(self, path: Path, with_state: bool) -> None:
         # Never overwrite a good checkpoint with weights that have already blown up.
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        if not self._weights_finite():
             raise TrainingDivergedError(f"weights became non-finite at step {self.state.step}; training stopped. The "
                                    f"last good checkpoint is {self.last_path} (try a lower optim.lr)")
         extra: dict[str, Any] = {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
@@ -131,7 +140,13 @@ class Trainer:
                 "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state(),
                         "augment": self.augment_rng.get_state().cpu()},
             }
+            if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+                # cuDNN and CUDA kernels (dropout, random init of buffers) draw from the per-device generators.
+                extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra)
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -157,6 +172,10 @@ class Trainer:
         torch.set_rng_state(saved["rng"]["torch"])
         self.sample_rng.set_state(saved["rng"]["sample"])
         self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.get_state().device))
+        cuda_states = saved["rng"].get("cuda")
+        if cuda_states and torch.cuda.is_available():
+            # A machine with fewer GPUs than the one that saved the run restores the devices it has.
+            torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
         self.state = TrainState.from_dict(saved["counters"])
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -183,7 +202,20 @@ class Trainer:
         return float(loss.detach())
 
     def run(self) -> TrainState:
-        """Trains until the epoch or minute budget is spent or early stopping triggers."""
+        """Trains until the epoch or minute budget is spent or early stopping triggers.
+
+        Raises:
+            TrainingInterrupted: on Ctrl-C, after saving ``last.pt`` so that ``resume`` continues from the
+                last finished step.
+        """
+        try:
+            self._run_epochs()
+        except KeyboardInterrupt as exc:
+            raise self._interrupted() from exc
+        self.trigger("on_run_end")
+        return self.state
+
+    def _run_epochs(self) -> None:
         config = self.config
         steps_per_epoch = math.ceil(config.samples_per_epoch / config.batch_size)
         budget_seconds = config.minutes * 60 if config.minutes > 0 else math.inf
@@ -191,51 +223,65 @@ class Trainer:
         last_save = time.monotonic()
         while self.state.epoch < config.epochs:
             self.model.train()
-            losses: list[float] = []
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
-                if config.optim.scheduler == "poly":
-                    done = max(self.state.step / (config.epochs * steps_per_epoch), self.state.seconds / budget_seconds)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = config.optim.lr * max(1.0 - done, 0.0) ** 0.9
-                self.last_loss = self.train_step()
-                losses.append(self.last_loss)
-                self.state.step += 1
-                self.state.epoch_step += 1
-                self.state.seconds = time.monotonic() - started
+                with deferred_interrupt():
+                    self._consistent = False
+                    self._step(steps_per_epoch, budget_seconds, started)
+                    self._consistent = True
                 self.trigger("on_step_end")
                 if time.monotonic() - last_save >= config.checkpoint_seconds:
                     self.save(self.last_path, with_state=True)
                     last_save = time.monotonic()
                 if self.state.seconds >= budget_seconds:
                     break
-            self.scheduler.step()
-            self.state.epoch += 1
-            self.state.epoch_step = 0
-            self.row = {"epoch": self.state.epoch, "step": self.state.step, "seconds": round(self.state.seconds, 2),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "train_loss": sum(losses) / len(losses) if losses else math.nan}
-            finished = self.state.epoch >= config.epochs or self.state.seconds >= budget_seconds
-            if self.state.epoch % config.val_every == 0 or finished:
-                self._validate()
-            self.state.history.append(dict(self.row))
-            self.save(self.last_path, with_state=True)
+            finished = self.state.epoch + 1 >= config.epochs or self.state.seconds >= budget_seconds
+            # Validation changes no state, so a Ctrl-C during it (the longest part of an epoch's end) stops
+            # at once and still saves the finished steps.
+            validating = (self.state.epoch + 1) % config.val_every == 0 or finished
+            metrics = self.validate(self.model) if validating else None
+            with deferred_interrupt():
+                self._consistent = False
+                self._end_epoch(metrics)
+                self._consistent = True
             last_save = time.monotonic()
             self.trigger("on_epoch_end")
             if finished:
                 self.stop_reason = "budget spent"
-                break
+                return
             if config.patience and self.state.stale_validations >= config.patience:
                 self.stop_reason = f"no improvement in {config.patience} validations"
-                break
-        else:
-            self.stop_reason = "budget spent"
-        self.trigger("on_run_end")
-        return self.state
+                return
+        self.stop_reason = "budget spent"
 
-    def _validate(self) -> None:
-        metrics = self.validate(self.model)
-        self.model.train()
+    def _step(self, steps_per_epoch: int, budget_seconds: float, started: float) -> None:
+        """One optimisation step and the counters that go with it."""
+        config = self.config
+        if config.optim.scheduler == "poly":
+            done = max(self.state.step / (config.epochs * steps_per_epoch), self.state.seconds / budget_seconds)
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.optim.lr * max(1.0 - done, 0.0) ** 0.9
+        self.last_loss = self.train_step()
+        self.state.epoch_loss += self.last_loss
+        self.state.step += 1
+        self.state.epoch_step += 1
+        self.state.seconds = time.monotonic() - started
+
+    def _end_epoch(self, metrics: dict[str, float] | None) -> None:
+        """The epoch's log row, its validation scores (saving ``model.pt`` when best) and ``last.pt``."""
+        self.scheduler.step()
+        steps = self.state.epoch_step
+        self.state.epoch += 1
+        self.row = {"epoch": self.state.epoch, "step": self.state.step, "seconds": round(self.state.seconds, 2),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "train_loss": self.state.epoch_loss / steps if steps else math.nan}
+        self.state.epoch_step, self.state.epoch_loss = 0, 0.0
+        if metrics is not None:
+            self._record_validation(metrics)
+        self.state.history.append(dict(self.row))
+        self.save(self.last_path, with_state=True)
+
+    def _record_validation(self, metrics: dict[str, float]) -> None:
         self.row.update({f"val_{k}": v for k, v in metrics.items()})
         monitor = self.config.monitor
         if monitor not in metrics:
@@ -248,6 +294,16 @@ class Trainer:
             self.save(self.best_path, with_state=False)
         else:
             self.state.stale_validations += 1
+
+    def _interrupted(self) -> TrainingInterrupted:
+        """Saves ``last.pt`` if the state is whole and the weights finite; the error says what was kept."""
+        self.trigger("on_run_end")
+        if self._consistent and self._weights_finite():
+            self.save(self.last_path, with_state=True)
+            return TrainingInterrupted(f"saved {self.last_path} at step {self.state.step}; resume the run "
+                                       "to continue")
+        kept = f"the last checkpoint is {self.last_path}" if self.last_path.exists() else "no checkpoint written"
+        return TrainingInterrupted(f"stopped in the middle of a step; {kept}")
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

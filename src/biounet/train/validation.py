@@ -14,7 +14,14 @@ from biounet.models.unet import UNet
 
 
 def predict_example(model: UNet, example: Example, tta: bool = False) -> np.ndarray:
-    """Class probabilities for a (normalised) example image."""
+    """Class probabilities for a (normalised) example image, on the device the model is on.
+
+    Args:
+        model: the network; it is left in its mode and on its device (prediction uses a copy).
+        example: the image (already normalised) and its target.
+        tta: average over the test-time transforms.
+    """
+    # No device: prediction then runs where the model's parameters are, i.e. on the training device.
     return predict(model, example.image, tta=tta)
 
 
