@@ -95,9 +95,10 @@ def test_bad_input_one_line_exit_2_and_no_outputs(case: str, checkpoint: Path, t
         (tmp_path / "foreign.pt").write_bytes(b"PK\x03\x04 not really")
         model, named = str(tmp_path / "foreign.pt"), "foreign.pt"
     elif case == "wrong channels":
-        tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 30, 30), np.uint8), photometric="minisblack")
-        inputs.append(str(tmp_path / "two.tif"))
-        named = "two.tif"
+        # Grey + alpha: two channels for a one-channel model (a 2-page TIFF would be a stack of 2D planes).
+        iio.imwrite(tmp_path / "two.png", np.zeros((30, 30, 2), np.uint8))
+        inputs.append(str(tmp_path / "two.png"))
+        named = "two.png"
     else:
         data = np.ones((30, 30), np.float32)
         data[0, 0] = np.nan
