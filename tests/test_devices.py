@@ -80,6 +80,20 @@ def test_predict_leaves_the_callers_model_as_it_is(monkeypatch: pytest.MonkeyPat
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_a_channels_last_model_keeps_its_own_tensors() -> None:
+    """The prepared model may view the caller's weights, but never replaces or rewrites them."""
+    model = UNet(UNetConfig(base_channels=4, depth=2, norm="batch")).to(memory_format=torch.channels_last)
+    model.eval()
+    tensors = {k: (v, v.data_ptr(), v.clone()) for k, v in model.state_dict(keep_vars=True).items()}
+    predict(model, np.random.rand(1, 60, 70).astype(np.float32), tile=60)
+    for key, value in model.state_dict(keep_vars=True).items():
+        tensor, pointer, copied = tensors[key]
+        assert value is tensor and value.data_ptr() == pointer and torch.equal(value, copied), key
+        if value.ndim == 4:
+            assert value.is_contiguous(memory_format=torch.channels_last), key
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 def test_predict_runs_on_the_models_device_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend_cuda(monkeypatch)
     seen: list[torch.device] = []

@@ -232,3 +232,5 @@ def test_batch_norm_folds_into_the_convolutions_for_inference(config: UNetConfig
     probs = predict(model, image)
     assert any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d) for m in model.modules())
     assert probs.shape == (2, *image.shape[1:])
+    if config.padding == "valid":
+        assert np.abs(probs - whole_image_probabilities(model, image)).max() <= 1e-4

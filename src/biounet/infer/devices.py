@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import cast
+from typing import Any
 
 import torch
+from torch import nn
 
 from biounet.errors import BiounetError
-from biounet.infer.fusion import fold_batch_norm, has_foldable_batch_norm
+from biounet.infer.fusion import fold_batch_norm_in_place
 from biounet.models.unet import UNet
 
 _DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
@@ -67,21 +68,33 @@ def parameter_device(model: torch.nn.Module) -> torch.device:
 
 
 def prepare_model(model: UNet, device: torch.device) -> UNet:
-    """A copy of ``model`` for inference on ``device``: eval mode, batch norms folded into their
-    convolutions, no gradients, channels-last (oneDNN's and cuDNN's fastest layout). ``model`` itself keeps
-    its mode, device, layout and layers.
+    """A model for inference on ``device``, built from ``model`` without changing it: eval mode, batch
+    norms folded into their convolutions, no gradients, channels-last (oneDNN's and cuDNN's fastest
+    layout). ``model`` keeps its mode, device, layout, layers and weights.
+
+    The result shares ``model``'s weight storage where a weight needs no conversion (inference never
+    writes to it), so prepare again after changing the weights.
 
     Args:
         model: the network; a model in training is fine.
-        device: where the copy runs.
+        device: where the result runs.
     """
-    # Folding already works on a copy; a second deepcopy would only cost time and memory.
-    prepared = cast(UNet, fold_batch_norm(model)) if has_foldable_batch_norm(model) else copy.deepcopy(model)
+    prepared = _copy_sharing_weights(model)
     prepared.eval()
-    for parameter in prepared.parameters():
-        parameter.grad = None
-        parameter.requires_grad_(False)
+    fold_batch_norm_in_place(prepared)
     memory_format = torch.channels_last if model.config.spatial_dims == 2 else torch.channels_last_3d
     prepared.to(device=device)
     prepared.to(memory_format=memory_format)  # type: ignore[call-overload]
     return prepared
+
+
+def _copy_sharing_weights(model: UNet) -> UNet:
+    """New modules (own mode, own layers) over new tensor objects that view ``model``'s storage.
+
+    A full ``deepcopy`` cloned every weight: 0.1-0.3 s per call for 2M parameters on 2 busy cores, paid
+    per image by validation and per plane by a stack. Fresh ``Parameter`` objects (not ``model``'s) matter:
+    ``Module.to`` replaces a parameter's ``.data``, which on a shared object would move ``model`` too.
+    """
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    memo.update({id(b): b.detach() for b in model.buffers()})
+    return copy.deepcopy(model, memo)

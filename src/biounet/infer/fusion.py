@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _CONV = (nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm2d, nn.BatchNorm3d)
@@ -29,12 +29,26 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
         model: any module; one without batch norm comes back as a plain copy.
     """
     folded = copy.deepcopy(model).eval()
-    for sequential in folded.modules():
+    fold_batch_norm_in_place(folded)
+    return folded
+
+
+def fold_batch_norm_in_place(model: nn.Module) -> None:
+    """Folds ``model``'s batch norms as :func:`fold_batch_norm` does, replacing layers of ``model`` itself.
+
+    The folded convolutions get new weight tensors; the old ones are not written to, so ``model`` may
+    share them with another module.
+
+    Args:
+        model: a module in eval mode (folding uses the running statistics).
+    """
+    for sequential in model.modules():
         if not isinstance(sequential, nn.Sequential):
             continue
         for i in range(len(sequential) - 1):
             conv, norm = sequential[i], sequential[i + 1]
             if isinstance(conv, _CONV) and isinstance(norm, _NORM) and norm.track_running_stats:
-                sequential[i] = fuse_conv_bn_eval(conv, norm)
+                assert norm.running_mean is not None and norm.running_var is not None
+                conv.weight, conv.bias = fuse_conv_bn_weights(
+                    conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias)
                 sequential[i + 1] = nn.Identity()
-    return folded

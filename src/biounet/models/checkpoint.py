@@ -32,7 +32,7 @@ class Checkpoint:
     """A model ready to use, with what it needs to be used correctly.
 
     Attributes:
-        model: the network, in eval mode, on the CPU.
+        model: the network, in eval mode, on the CPU, with channels-last weights.
         normalization: intensity normalisation the model was trained with.
         class_names: one name per output class.
         biounet_version: the version that wrote the file.
@@ -146,6 +146,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except RuntimeError as exc:
         raise BiounetError("weights do not match the model config in the checkpoint", path) from exc
     model.eval()
+    # In the layout inference uses, so that predict's prepared model shares these weights instead of
+    # converting them on every call (0.1 s per image for 2M parameters on 2 cores).
+    model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)  # type: ignore[call-overload]
     reserved = {"format", "format_version", "biounet_version", "config", "state_dict"}
     extra = {k: v for k, v in payload.items() if k not in reserved}
     return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra)
