@@ -6,6 +6,12 @@ cost nothing and only topological disagreements (splits, merges, added or delete
 Per 2D slice, both images are padded with one pixel of background; each pass collects the mismatches
 (scanning x outer, y inner), sorts them stably by descending ``|p - th|`` (most confident first) and flips
 each in turn if it is simple; passes repeat until one flips nothing.
+
+Unannotated truth pixels (``IGNORE_INDEX`` or an ``ignore`` mask) are fixed background of the truth: they
+are never mismatches, so they are never flipped and never counted, and the error is per annotated pixel.
+Flipping them would let the unknown region join or split truth objects (and make the score depend on the
+prediction there); holding them fixed keeps the annotated topology, at the price that a truth object cannot
+grow into an ignored region. The prediction inside an ignored region does not affect the score.
 """
 
 from __future__ import annotations
@@ -49,41 +55,47 @@ def _topology_tables() -> tuple[tuple[int, ...], tuple[bool, ...]]:
 _TOUCHING, SIMPLE_POINT = _topology_tables()
 
 
-def warp_truth(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5) -> np.ndarray:
+def warp_truth(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5, *,
+               ignore: npt.ArrayLike | None = None) -> np.ndarray:
     """The truth of one 2D slice warped towards ``prob > threshold`` by simple-point flips.
 
     Args:
         prob: 2D foreground probabilities (or a binary prediction).
-        truth: 2D ground-truth labels, foreground where > 0.
+        truth: 2D ground-truth labels, foreground where > 0, unannotated where ``IGNORE_INDEX``.
         threshold: binarisation threshold (strict).
+        ignore: optional boolean mask of further unannotated pixels.
 
     Returns:
-        The warped truth, a boolean image of the slice's shape, topologically equivalent to ``truth > 0``.
+        The warped truth, a boolean image of the slice's shape, topologically equivalent to the annotated
+        ``truth > 0``.
     """
-    p, fg = probabilities(prob, truth)
+    p, fg, annotated = probabilities(prob, truth, ignore)
     if p.ndim != 2:
         raise ValueError(f"warp_truth takes one 2D slice, got shape {p.shape}")
-    return _warp(p, fg, float(threshold))[1:-1, 1:-1]
+    return warp_slice(p, fg, annotated, float(threshold))[1:-1, 1:-1]
 
 
-def warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5) -> float:
-    """Classic warping error: mismatches left after warping, per pixel, averaged over slices.
+def warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5, *,
+                  ignore: npt.ArrayLike | None = None) -> float:
+    """Classic warping error: mismatches left after warping, per annotated pixel, averaged over slices.
 
     Args:
         prob: foreground probabilities (or a binary prediction), 2D or a stack of slices.
-        truth: ground-truth labels, foreground where > 0.
+        truth: ground-truth labels, foreground where > 0, unannotated where ``IGNORE_INDEX``.
         threshold: binarisation threshold (strict ``p > threshold``).
+        ignore: optional boolean mask of further unannotated pixels.
     """
-    p, fg = probabilities(prob, truth)
+    p, fg, annotated = probabilities(prob, truth, ignore)
     errors = []
-    for ps, ts in zip(as_slices(p), as_slices(fg), strict=True):
-        warped = _warp(ps, ts, float(threshold))[1:-1, 1:-1]
-        errors.append(np.count_nonzero(warped != (ps > threshold)) / ps.size)
+    for ps, ts, keep in zip(as_slices(p), as_slices(fg), as_slices(annotated), strict=True):
+        warped = warp_slice(ps, ts, keep, float(threshold))
+        errors.append(remaining_mismatches(warped, ps, keep, float(threshold)))
     return float(np.mean(errors))
 
 
 def split_merge_warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike,
-                              thresholds: npt.ArrayLike = ISBI_THRESHOLDS[:10]) -> float:
+                              thresholds: npt.ArrayLike = ISBI_THRESHOLDS[:10], *,
+                              ignore: npt.ArrayLike | None = None) -> float:
     """ISBI 2012 leaderboard warping error: only mismatches that split or merge objects count.
 
     After warping, a remaining mismatch merges when it is background in the warped truth and its
@@ -93,21 +105,59 @@ def split_merge_warping_error(prob: npt.ArrayLike, truth: npt.ArrayLike,
 
     Args:
         prob: foreground probabilities (or a binary prediction), 2D or a stack of slices.
-        truth: ground-truth labels, foreground where > 0.
+        truth: ground-truth labels, foreground where > 0, unannotated where ``IGNORE_INDEX``.
         thresholds: thresholds to sweep (strict ``p > th``); default 0.0, 0.1, ..., 0.9.
+        ignore: optional boolean mask of further unannotated pixels.
     """
-    p, fg = probabilities(prob, truth)
-    slices = list(zip(as_slices(p), as_slices(fg), strict=True))
+    p, fg, annotated = probabilities(prob, truth, ignore)
+    slices = list(zip(as_slices(p), as_slices(fg), as_slices(annotated), strict=True))
     errors = []
     for th in check_thresholds(thresholds):
-        counts = [_splits_and_merges(_warp(ps, ts, float(th)), np.pad(ps > th, 1)) / ps.size for ps, ts in slices]
+        counts = [split_merge_fraction(warp_slice(ps, ts, keep, float(th)), ps, keep, float(th))
+                  for ps, ts, keep in slices]
         errors.append(float(np.mean(counts)))
     return min(errors)
 
 
-def _warp(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
-    """The padded warped truth of one slice (see the module docstring)."""
+def remaining_mismatches(warped: np.ndarray, prob: np.ndarray, annotated: np.ndarray, threshold: float) -> float:
+    """Fraction of the annotated pixels of one slice where the padded warped truth differs from ``prob > th``.
+
+    Args:
+        warped: the padded warped truth (from :func:`warp_slice`).
+        prob: the slice's probabilities (unpadded).
+        annotated: the slice's annotated pixels (unpadded).
+        threshold: binarisation threshold (strict).
+    """
+    total = np.count_nonzero(annotated)
+    wrong = (warped[1:-1, 1:-1] != (prob > threshold)) & annotated
+    return float(np.count_nonzero(wrong) / total) if total else 0.0
+
+
+def split_merge_fraction(warped: np.ndarray, prob: np.ndarray, annotated: np.ndarray, threshold: float) -> float:
+    """Fraction of the annotated pixels of one slice whose mismatch splits or merges warped-truth objects.
+
+    Args:
+        warped: the padded warped truth (from :func:`warp_slice`).
+        prob: the slice's probabilities (unpadded).
+        annotated: the slice's annotated pixels (unpadded).
+        threshold: binarisation threshold (strict).
+    """
+    total = np.count_nonzero(annotated)
+    count = _splits_and_merges(warped, np.pad(prob > threshold, 1), np.pad(annotated, 1))
+    return count / total if total else 0.0
+
+
+def warp_slice(prob: np.ndarray, truth: np.ndarray, annotated: np.ndarray, threshold: float) -> np.ndarray:
+    """The padded warped truth of one slice (see the module docstring).
+
+    Args:
+        prob: 2D probabilities.
+        truth: 2D boolean annotated truth foreground.
+        annotated: 2D boolean mask of annotated pixels; the others are never flipped.
+        threshold: binarisation threshold (strict).
+    """
     target = np.pad(prob > threshold, 1)
+    fixed = ~np.pad(annotated, 1)
     confidence = np.abs(np.pad(prob, 1) - threshold)
     width = target.shape[1]
     # Pixel loop over a bytearray: each flip changes its neighbours' simplicity, so it cannot be vectorised.
@@ -115,7 +165,7 @@ def _warp(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
     offsets = [dy * width + dx for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))]
     while True:
         current = np.frombuffer(bytes(warped), dtype=np.uint8).reshape(target.shape).astype(bool)
-        xs, ys = np.nonzero((current != target).T)  # x outer, y inner
+        xs, ys = np.nonzero(((current != target) & ~fixed).T)  # x outer, y inner
         order = np.argsort(-confidence[ys, xs], kind="stable")
         flips = 0
         for index in (ys[order] * width + xs[order]).tolist():
@@ -129,11 +179,11 @@ def _warp(prob: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
             return current
 
 
-def _splits_and_merges(warped: np.ndarray, target: np.ndarray) -> int:
-    """How many mismatches between padded ``warped`` and ``target`` split or merge objects of ``warped``."""
+def _splits_and_merges(warped: np.ndarray, target: np.ndarray, annotated: np.ndarray) -> int:
+    """How many annotated mismatches between padded ``warped`` and ``target`` split or merge ``warped``'s objects."""
     labels, count = ndi.label(warped, structure=_FOUR)
     boxes = ndi.find_objects(labels)
-    ys, xs = np.nonzero(warped != target)
+    ys, xs = np.nonzero((warped != target) & annotated)
     codes = np.zeros(ys.size, dtype=np.int64)
     for bit, (dy, dx) in enumerate(_NEIGHBOURS):
         codes |= warped[ys + dy - 1, xs + dx - 1].astype(np.int64) << bit
