@@ -10,6 +10,11 @@ matches as possible, and among those the largest total IoU. Matched pairs are tr
 unmatched predictions false positives (FP), unmatched true objects false negatives (FN). For t >= 0.5 the
 matching is unique (an object overlaps at most one partner by more than half) and both objectives agree.
 
+Unannotated pixels (``ignore``): an object, predicted or true, with more than half of its pixels ignored is
+dropped before matching (counted neither as a match nor as an error), and the sizes and overlaps behind
+every IoU are counted on annotated pixels only. The prediction inside an ignored region thus matters only
+through the objects that reach out of it.
+
 The DSB 2018 score instead counts a pair as a match when IoU > t (strictly), as the Kaggle Data Science
 Bowl 2018 did; for t >= 0.5 the matches are then unique, so no assignment is needed.
 """
@@ -65,35 +70,39 @@ class InstanceScores:
     panoptic_quality: float
 
 
-def instance_scores(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike,
-                    threshold: float = 0.5) -> InstanceScores:
+def instance_scores(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike, threshold: float = 0.5, *,
+                    ignore: npt.ArrayLike | None = None) -> InstanceScores:
     """Precision, recall, F1, accuracy (AP) and panoptic quality of an instance segmentation at one threshold.
 
     Args:
         pred_labels: predicted object ids (0 = background), any dimension.
         truth_labels: true object ids, same shape.
         threshold: IoU threshold t in (0, 1]; a matched pair is a TP when IoU >= t.
+        ignore: optional boolean mask of unannotated pixels (see the module docstring).
     """
-    return instance_scores_sweep(pred_labels, truth_labels, [threshold])[0]
+    return instance_scores_sweep(pred_labels, truth_labels, [threshold], ignore=ignore)[0]
 
 
 def instance_scores_sweep(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike,
-                          thresholds: npt.ArrayLike = DSB2018_THRESHOLDS) -> tuple[InstanceScores, ...]:
+                          thresholds: npt.ArrayLike = DSB2018_THRESHOLDS, *,
+                          ignore: npt.ArrayLike | None = None) -> tuple[InstanceScores, ...]:
     """:func:`instance_scores` at each threshold, from one IoU table.
 
     Args:
         pred_labels: predicted object ids (0 = background), any dimension.
         truth_labels: true object ids, same shape.
         thresholds: IoU thresholds in (0, 1]; a matched pair is a TP when IoU >= t.
+        ignore: optional boolean mask of unannotated pixels (see the module docstring).
     """
     ths = check_thresholds(thresholds)
     if not ((ths > 0) & (ths <= 1)).all():
         raise ValueError(f"IoU thresholds must lie in (0, 1], got {ths.tolist()}")
-    table = _IouTable.of(pred_labels, truth_labels)
+    table = _IouTable.of(pred_labels, truth_labels, ignore)
     return tuple(table.scores(float(t)) for t in ths)
 
 
-def dsb2018_score(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike) -> float:
+def dsb2018_score(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike, *,
+                  ignore: npt.ArrayLike | None = None) -> float:
     """DSB 2018 score of one image: the mean over t = 0.50, 0.55, ..., 0.95 of ``TP / (TP + FP + FN)``.
 
     Here a pair is a TP when IoU > t (strictly, as in the challenge), unlike :func:`instance_scores` (>=).
@@ -102,8 +111,9 @@ def dsb2018_score(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike) -> fl
     Args:
         pred_labels: predicted object ids (0 = background), any dimension.
         truth_labels: true object ids, same shape.
+        ignore: optional boolean mask of unannotated pixels (see the module docstring).
     """
-    table = _IouTable.of(pred_labels, truth_labels)
+    table = _IouTable.of(pred_labels, truth_labels, ignore)
     objects = table.true_objects + table.predicted_objects
     if objects == 0:
         return 1.0
@@ -137,7 +147,8 @@ class _IouTable:
     iou: np.ndarray
 
     @classmethod
-    def of(cls, pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike) -> _IouTable:
+    def of(cls, pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike,
+           ignore: npt.ArrayLike | None = None) -> _IouTable:
         pred, truth = np.asarray(pred_labels), np.asarray(truth_labels)
         if pred.shape != truth.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
@@ -146,6 +157,11 @@ class _IouTable:
                 raise ValueError(f"{name} must hold integer object ids, got dtype {labels.dtype}")
             if labels.size and labels.min() < 0:
                 raise ValueError(f"{name} object ids must be >= 0 (0 = background), found {labels.min()}")
+        if ignore is not None:
+            unknown = np.asarray(ignore, dtype=bool)
+            if unknown.shape != truth.shape:
+                raise ValueError(f"ignore mask shape {unknown.shape} differs from the labels' {truth.shape}")
+            pred, truth = _drop_mostly_ignored(pred, unknown)[~unknown], _drop_mostly_ignored(truth, unknown)[~unknown]
         # Objects of each image are numbered 0..n-1 in id order; background is left out.
         t_ids, t_index = np.unique(truth.ravel(), return_inverse=True)
         p_ids, p_index = np.unique(pred.ravel(), return_inverse=True)
@@ -197,6 +213,15 @@ class _IouTable:
             keep[members] = chosen[row, col]
         matched[np.flatnonzero(candidate)[keep]] = True
         return matched
+
+
+def _drop_mostly_ignored(labels: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """``labels`` with every object that has more than half of its pixels in ``unknown`` set to 0."""
+    ids, index = np.unique(labels.ravel(), return_inverse=True)
+    total = np.bincount(index, minlength=ids.size)
+    ignored = np.bincount(index[unknown.ravel()], minlength=ids.size)
+    drop = (2 * ignored > total) & (ids > 0)
+    return np.where(drop[index], 0, labels.ravel()).reshape(labels.shape)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

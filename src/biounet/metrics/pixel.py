@@ -42,7 +42,7 @@ def pixel_mismatch(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float =
     """
     p, fg, annotated = probabilities(prob, truth, ignore)
     wrong = ((p > threshold) != fg) & annotated
-    return float(np.count_nonzero(wrong) / max(np.count_nonzero(annotated), 1))
+    return float(np.count_nonzero(wrong) / max(int(np.count_nonzero(annotated)), 1))
 
 
 def pixel_scores(prob: npt.ArrayLike, truth: npt.ArrayLike, threshold: float = 0.5, *,

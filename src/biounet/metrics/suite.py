@@ -2,7 +2,9 @@
 
 A prediction is either class probabilities ``(C, *S)`` (float) or a label image ``(*S)`` (integer); the
 truth is a class map (``IGNORE_INDEX`` where unannotated). Threshold-sweeping ISBI metrics use the
-foreground probability when there is one, else the binary prediction.
+foreground probability when there is one, else the binary prediction, and share one
+:class:`~biounet.metrics.sweep.ThresholdSweep` per pair (binarised, labelled, thinned and warped once per
+threshold). Every metric leaves the unannotated pixels out, as its module documents.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from biounet.data.labels import IGNORE_INDEX
 from biounet.errors import BiounetError
 from biounet.metrics.instances import InstanceScores, dsb2018_score, instance_scores
 from biounet.metrics.overlap import OverlapScores, dice_iou
-from biounet.metrics.pixel import pixel_error
-from biounet.metrics.rand import rand_error, v_info, v_rand
 from biounet.metrics.surface import ClassSurfaceScores, surface_distances_per_class
-from biounet.metrics.warping import split_merge_warping_error, warping_error
+from biounet.metrics.sweep import ThresholdSweep
 
 
 @dataclass
@@ -52,25 +52,45 @@ class Pair:
         return dice_iou(self.classes, self.truth, self.num_classes, ignore=IGNORE_INDEX, include_background=False)
 
     @cached_property
+    def ignored(self) -> np.ndarray:
+        """The unannotated pixels: where the truth is ``IGNORE_INDEX``."""
+        return np.asarray(self.truth == IGNORE_INDEX)
+
+    @cached_property
     def surface(self) -> ClassSurfaceScores:
-        """Surface distances per foreground class; unannotated truth pixels count as background."""
-        truth = np.where(self.truth == IGNORE_INDEX, 0, self.truth)
-        return surface_distances_per_class(self.classes, truth, self.num_classes, spacing=self.spacing)
+        """Surface distances per foreground class; unannotated pixels are unknown (no edges there)."""
+        truth = np.where(self.ignored, 0, self.truth)
+        return surface_distances_per_class(self.classes, truth, self.num_classes, spacing=self.spacing,
+                                           ignore=self.ignored)
 
     @cached_property
     def matched(self) -> InstanceScores:
-        """One-to-one instance matching at IoU >= 0.5."""
-        return instance_scores(self.instances("pred"), self.instances("truth"), 0.5)
+        """One-to-one instance matching at IoU >= 0.5, objects mostly unannotated left out."""
+        return instance_scores(self.instances("pred"), self.instances("truth"), 0.5, ignore=self.ignored)
+
+    @cached_property
+    def sweep(self) -> ThresholdSweep:
+        """The shared ISBI threshold sweep of the foreground probability against the annotated truth."""
+        return ThresholdSweep(self.probability("ISBI"), self.binary_truth, ignore=self.ignored)
 
     @property
     def binary_truth(self) -> np.ndarray:
-        """Cells = 1, boundary and unannotated = 0 (the ISBI metrics' truth)."""
-        return (self.truth > 0).astype(np.uint8)
+        """Cells = 1, boundary = 0, unannotated = ``IGNORE_INDEX`` (the ISBI metrics' truth)."""
+        return np.where(self.ignored, IGNORE_INDEX, self.truth > 0).astype(np.int8)
 
     def probability(self, metric: str) -> np.ndarray:
         if self.foreground is None:
             raise BiounetError(f"metric {metric} needs a two-class (foreground/background) task")
         return self.foreground
+
+    def isbi(self, metric: str) -> ThresholdSweep:
+        """The shared ISBI sweep, once ``metric`` is known to apply (a two-class task).
+
+        Raises:
+            BiounetError: for a task without a foreground probability.
+        """
+        self.probability(metric)
+        return self.sweep
 
     def instances(self, which: str) -> np.ndarray:
         """Instance ids: the label image if it had several objects, else 4-connected components."""
@@ -118,20 +138,19 @@ Metric = Callable[[Pair], float]
 METRICS: dict[str, Metric] = {
     "dice": lambda p: p.overlap.mean_dice,
     "iou": lambda p: p.overlap.mean_iou,
-    "pixel_error": lambda p: pixel_error(p.probability("pixel_error"), p.binary_truth),
-    "rand_error": lambda p: rand_error(p.probability("rand_error"), p.binary_truth),
-    "v_rand": lambda p: v_rand(p.probability("v_rand"), p.binary_truth),
-    "v_info": lambda p: v_info(p.probability("v_info"), p.binary_truth),
-    "warping_error": lambda p: warping_error(p.probability("warping_error"), p.binary_truth),
-    "warping_splits_merges": lambda p: split_merge_warping_error(p.probability("warping_splits_merges"),
-                                                                 p.binary_truth),
+    "pixel_error": lambda p: p.isbi("pixel_error").pixel_error().value,
+    "rand_error": lambda p: p.isbi("rand_error").rand_error().value,
+    "v_rand": lambda p: p.isbi("v_rand").v_rand().value,
+    "v_info": lambda p: p.isbi("v_info").v_info().value,
+    "warping_error": lambda p: p.isbi("warping_error").warping_error(0.5),
+    "warping_splits_merges": lambda p: p.isbi("warping_splits_merges").split_merge_warping_error().value,
     "hd95": lambda p: p.surface.mean.hd95,
     "asd": lambda p: p.surface.mean.average_surface_distance,
     "surface_dice": lambda p: p.surface.mean.surface_dice,
     "ap50": lambda p: p.matched.accuracy,
     "f1_50": lambda p: p.matched.f1,
     "pq": lambda p: p.matched.panoptic_quality,
-    "dsb2018": lambda p: dsb2018_score(p.instances("pred"), p.instances("truth")),
+    "dsb2018": lambda p: dsb2018_score(p.instances("pred"), p.instances("truth"), ignore=p.ignored),
 }
 """Every named metric; lower is better for the ``*_error`` ones and for distances (``hd95``, ``asd``, in
 units of ``spacing``). ``surface_dice`` is at a tolerance of 1 unit. ``ap50`` is TP / (TP + FP + FN) of

@@ -18,6 +18,14 @@ Empty masks: both empty gives HD95 = Hausdorff = ASD = 0 and surface Dice 1 (not
 empty gives distances ``one_empty`` (infinity by default; NaN leaves such cases out of NaN-skipping means)
 and surface Dice 0, which is the formula's value.
 
+Unannotated voxels (``ignore``, e.g. ``IGNORE_INDEX`` in a truth class map) are unknown, for both masks:
+voxels of either mask inside them are dropped, and an ignored face-neighbour does not make a voxel an edge
+(erosion treats ignored voxels as inside the mask). So edges are the mask voxels outside the ignored region
+that have an annotated background face-neighbour or lie on the image border, and every distance is from
+such an edge voxel to the nearest such edge voxel of the other mask: no edge point lies in an ignored
+region, in either direction, and the prediction inside an ignored region does not change the scores. A mask
+whose edges all disappear this way counts as empty.
+
 Only the bounding box of the union of both masks, grown by one voxel, is processed: edges lie inside it, and
 as everything outside it is background, eroding it with ``border_value=0`` finds the same edges. Nearest
 edge voxels are found with a k-d tree over the edge voxels when edges are sparse (a few percent of the box,
@@ -77,7 +85,8 @@ class ClassSurfaceScores:
 
 
 def surface_distances(pred: npt.ArrayLike, truth: npt.ArrayLike, *, spacing: Sequence[float] | None = None,
-                      tolerance: float = 1.0, one_empty: float = math.inf) -> SurfaceScores:
+                      tolerance: float = 1.0, one_empty: float = math.inf,
+                      ignore: npt.ArrayLike | None = None) -> SurfaceScores:
     """HD95, Hausdorff distance, average surface distance and normalised surface Dice of two binary masks.
 
     Args:
@@ -87,21 +96,28 @@ def surface_distances(pred: npt.ArrayLike, truth: npt.ArrayLike, *, spacing: Seq
         tolerance: tau of the surface Dice, in the units of ``spacing``; an edge voxel counts when its
             distance to the other edge is <= tau.
         one_empty: the distances when exactly one mask is empty: ``math.inf`` or ``math.nan``.
+        ignore: optional boolean mask of unannotated voxels (see the module docstring).
     """
     p, t = _masks(pred, truth)
     sampling = _spacing(spacing, p.ndim)
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    has_p, has_t = bool(p.any()), bool(t.any())
+    unknown = np.zeros(p.shape, dtype=bool) if ignore is None else np.asarray(ignore, dtype=bool)
+    if unknown.shape != p.shape:
+        raise ValueError(f"ignore mask shape {unknown.shape} differs from the masks' {p.shape}")
+    p, t = p & ~unknown, t & ~unknown
+    edge_p = edge_t = np.zeros(0, dtype=bool)
+    if p.any() or t.any():
+        box = _grown_bounding_box(p | t)
+        face = ndi.generate_binary_structure(p.ndim, 1)
+        edge_p = p[box] & ~ndi.binary_erosion(p[box] | unknown[box], face, border_value=0)
+        edge_t = t[box] & ~ndi.binary_erosion(t[box] | unknown[box], face, border_value=0)
+    has_p, has_t = bool(edge_p.any()), bool(edge_t.any())
     if not (has_p or has_t):
         return SurfaceScores(0.0, 0.0, 0.0, 1.0, tolerance)
     if not (has_p and has_t):
         return SurfaceScores(one_empty, one_empty, one_empty, 0.0, tolerance)
 
-    box = _grown_bounding_box(p | t)
-    face = ndi.generate_binary_structure(p.ndim, 1)
-    edge_p = p[box] ^ ndi.binary_erosion(p[box], face, border_value=0)
-    edge_t = t[box] ^ ndi.binary_erosion(t[box], face, border_value=0)
     p_to_t = _nearest_distances(edge_p, edge_t, sampling)
     t_to_p = _nearest_distances(edge_t, edge_p, sampling)
 
@@ -118,7 +134,8 @@ def surface_distances(pred: npt.ArrayLike, truth: npt.ArrayLike, *, spacing: Seq
 
 def surface_distances_per_class(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLike, num_classes: int, *,
                                 spacing: Sequence[float] | None = None, tolerance: float = 1.0,
-                                include_background: bool = False, one_empty: float = math.inf) -> ClassSurfaceScores:
+                                include_background: bool = False, one_empty: float = math.inf,
+                                ignore: npt.ArrayLike | None = None) -> ClassSurfaceScores:
     """:func:`surface_distances` of each class of a label image (the class's mask in both images).
 
     Background is left out by default: its edges are mostly the image border, where it meets nothing.
@@ -131,6 +148,7 @@ def surface_distances_per_class(pred_labels: npt.ArrayLike, truth_labels: npt.Ar
         tolerance: tau of the surface Dice, in the units of ``spacing``.
         include_background: score class 0 too.
         one_empty: the distances of a class present in exactly one image: ``math.inf`` or ``math.nan``.
+        ignore: optional boolean mask of unannotated voxels, left out as :func:`surface_distances` says.
     """
     pred, truth = np.asarray(pred_labels), np.asarray(truth_labels)
     if num_classes < 1:
@@ -143,7 +161,7 @@ def surface_distances_per_class(pred_labels: npt.ArrayLike, truth_labels: npt.Ar
 
     classes = tuple(range(0 if include_background else 1, num_classes))
     scores = tuple(surface_distances(pred == c, truth == c, spacing=spacing, tolerance=tolerance,
-                                     one_empty=one_empty) for c in classes)
+                                     one_empty=one_empty, ignore=ignore) for c in classes)
     mean = SurfaceScores(
         hd95=_nanmean([s.hd95 for s in scores]),
         hausdorff=_nanmean([s.hausdorff for s in scores]),
