@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -73,7 +74,8 @@ def test_cli_scores_perfect_predictions_perfectly_and_writes_json_csv(tmp_path: 
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
     assert code == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["image", *names.split(",")] and out[-1].startswith("mean")
+    assert out[0].split() == ["image", *names.split(",")] and out[-2].startswith("mean")
+    assert out[-1] == "truth: binary labels (0 = background, 255 = foreground)"
     data = json.loads((tmp_path / "s.json").read_text())
     assert [row["image"] for row in data["images"]] == ["00", "01", "02"]
     assert all(row["prediction"].endswith("_prob.tif") for row in data["images"])
@@ -126,3 +128,87 @@ def test_surface_metrics_follow_spacing() -> None:
     scaled = score(pair_from_arrays(pred, truth, spacing=(3.0, 1.0)), names)
     assert unit["hd95"] == pytest.approx(2.0) and scaled["hd95"] == pytest.approx(6.0)
     assert 0 < unit["surface_dice"] < 1
+
+
+def evaluate_one(tmp_path: Path, truth: np.ndarray, prediction: np.ndarray, *args: str) -> dict[str, Any]:
+    """Runs ``biounet evaluate`` on one truth (PNG or TIFF) and prediction; returns the JSON report."""
+    (tmp_path / "t").mkdir(exist_ok=True)
+    (tmp_path / "p").mkdir(exist_ok=True)
+    if truth.dtype == np.uint8:
+        iio.imwrite(tmp_path / "t" / "x.png", truth)
+    else:
+        tifffile.imwrite(tmp_path / "t" / "x.tif", truth)
+    name = "x_prob.tif" if prediction.dtype.kind == "f" else "x_mask.tif"
+    tifffile.imwrite(tmp_path / "p" / name, prediction, photometric="minisblack")
+    assert main(["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), *args,
+                 "--json", str(tmp_path / "s.json")]) == 0
+    report: dict[str, Any] = json.loads((tmp_path / "s.json").read_text())
+    return report
+
+
+def sparse_truth() -> np.ndarray:
+    """A 0/1 disc annotated on a band of rows only; 255 marks the unannotated rest."""
+    yy, xx = np.indices((40, 40))
+    truth = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 100).astype(np.uint8)
+    truth[:15] = 255
+    truth[26:] = 255
+    return truth
+
+
+def test_sparse_truth_with_ignore_scores_an_empty_prediction_zero(tmp_path: Path) -> None:
+    truth = sparse_truth()
+    empty = np.zeros((40, 40), np.uint8)
+    report = evaluate_one(tmp_path, truth, empty, "--ignore", "255", "--metrics", "dice,iou")
+    assert report["truth"] == {"kind": "binary", "foreground": 1, "ignore": 255}
+    assert report["mean"] == {"dice": 0.0, "iou": 0.0}
+
+
+def test_sparse_truth_with_ignore_leaves_unannotated_pixels_out(tmp_path: Path) -> None:
+    truth = sparse_truth()
+    # Right on the annotated band, anything at all (here: all foreground) where nothing was annotated.
+    prediction = np.where(truth == 255, 1, truth).astype(np.uint8)
+    report = evaluate_one(tmp_path, truth, prediction, "--ignore", "255", "--metrics", "dice")
+    assert report["mean"] == {"dice": 1.0}
+
+
+def test_instance_truth_against_a_perfect_mask_scores_one(tmp_path: Path) -> None:
+    yy, xx = np.indices((60, 60))
+    truth = np.zeros((60, 60), np.uint16)
+    for i, (y, x) in enumerate([(12, 12), (12, 45), (45, 12), (45, 45), (30, 30)], start=1):
+        truth[(yy - y) ** 2 + (xx - x) ** 2 <= 36] = i
+    mask = (truth > 0).astype(np.uint8)
+    report = evaluate_one(tmp_path, truth, mask, "--metrics", "dice,iou,ap50")
+    assert report["truth"]["kind"] == "instances"
+    assert report["mean"] == {"dice": 1.0, "iou": 1.0, "ap50": 1.0}
+
+
+def test_a_class_map_missing_a_class_is_read_as_classes_of_the_probability_map(tmp_path: Path) -> None:
+    truth = np.zeros((30, 30), np.uint8)
+    truth[5:20, 5:20] = 2                                                    # class 1 is absent
+    probabilities = np.eye(3, dtype=np.float32)[truth].transpose(2, 0, 1)    # a perfect 3-class map
+    report = evaluate_one(tmp_path, truth, probabilities, "--metrics", "dice")
+    assert report["truth"]["kind"] == "classes"
+    assert report["images"][0]["dice_2"] == 1.0
+
+
+def test_foreground_picks_one_value_of_a_binary_truth(tmp_path: Path) -> None:
+    truth = np.zeros((30, 30), np.uint8)
+    truth[2:10, 2:10] = 1
+    truth[15:25, 15:25] = 2
+    mask = (truth == 2).astype(np.uint8)
+    report = evaluate_one(tmp_path, truth, mask, "--truth-kind", "binary", "--foreground", "2", "--metrics", "dice")
+    assert report["mean"] == {"dice": 1.0}
+
+
+def test_a_truth_that_does_not_fit_the_kind_is_one_line_naming_it(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    truth = np.array([[0, 1, 2]] * 3, np.uint8)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "p").mkdir()
+    iio.imwrite(tmp_path / "t" / "x.png", truth)
+    iio.imwrite(tmp_path / "p" / "x.png", truth)
+    code = main(["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"), "--truth-kind",
+                 "binary", "--metrics", "dice"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "x.png: label values [0, 1, 2] do not fit binary labels" in err[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -142,7 +144,51 @@ def test_training_learns_and_writes_the_run(tmp_path: Path) -> None:
     assert max(row["val_dice"] for row in history) > 0.7
     best = load_checkpoint(out / "model.pt")
     assert best.extra["metrics"]["val_dice"] == max(row["val_dice"] for row in history)
-    assert TrainConfig.from_dict(yaml.safe_load(best.extra["train_config"])) == config
+    # The run keeps the label convention it detected (0/255 masks), in the checkpoint and in config.yaml.
+    resolved = dataclasses.replace(config, labels=LabelConfig("binary", foreground=255))
+    assert trainer.config == resolved
+    assert TrainConfig.from_dict(yaml.safe_load(best.extra["train_config"])) == resolved
+    assert TrainConfig.from_dict(yaml.safe_load((out / "config.yaml").read_text())) == resolved
+
+
+def test_cli_trains_on_0_1_masks_and_the_model_learns_the_cells(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import imageio.v3 as iio
+
+    images, labels = write_disc_dataset(tmp_path / "data", 6)
+    for path in labels.iterdir():
+        iio.imwrite(path, (iio.imread(path) > 0).astype(np.uint8))   # the common 0/1 mask convention
+    out = tmp_path / "run"
+    settings = [*TINY, "optim.lr=0.01", "samples_per_epoch=8", "augment.rotate=0", "augment.elastic_sigma=0"]
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "12",
+                 "--quiet", *[a for s in settings for a in ("--set", s)]]) == 0
+    log = capsys.readouterr().out
+    assert "labels: binary labels (0 = background, 1 = foreground), detected from 5 training labels with " \
+           "values [0, 1]" in log
+    saved = yaml.safe_load((out / "config.yaml").read_text())["labels"]
+    assert saved == {"kind": "binary", "foreground": 1, "ignore": None}
+    stored = yaml.safe_load(load_checkpoint(out / "model.pt").extra["train_config"])["labels"]
+    assert stored == saved
+    # Scored against the 0/1 masks themselves: the model found the discs.
+    assert main(["predict", "--model", str(out / "model.pt"), str(images), "--out", str(tmp_path / "pred")]) == 0
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(labels), "--metrics", "dice",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["mean"]["dice"] > 0.7
+
+
+def test_cli_train_names_a_label_that_does_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import imageio.v3 as iio
+
+    images, labels = write_disc_dataset(tmp_path / "data", 3)
+    bad = np.zeros((64, 64), np.uint8)
+    bad[:, 20:40], bad[:, 40:] = 1, 2
+    iio.imwrite(labels / "01.png", bad)
+    code = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "run"),
+                 "--quiet", "--set", "labels.kind=binary", *[a for s in TINY for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "01.png: label values [0, 1, 2] do not fit binary labels" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_continues_the_same_run_exactly(tmp_path: Path) -> None:
@@ -318,4 +364,7 @@ def test_cli_trains_a_3d_unet_on_sparse_nifti_labels_then_predicts_and_evaluates
     mask = nib.load(pred / "case_00_mask.nii.gz")
     assert mask.shape == (18, 20, 16) and np.allclose(mask.header.get_zooms(), (1.0, 1.0, 2.0))
     assert main(["evaluate", "--pred", str(pred / "case_00_mask.nii.gz"), "--truth",
-                 str(labels / "case_00.nii.gz"), "--metrics", "dice", "--json", str(tmp_path / "e.json")]) == 0
+                 str(labels / "case_00.nii.gz"), "--metrics", "dice", "--ignore", "255",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    # Scored on the annotated voxels only, as validation scores them.
+    assert json.loads((tmp_path / "e.json").read_text())["mean"]["dice"] > 0.7

@@ -14,7 +14,8 @@ import numpy as np
 
 from biounet.atomic import atomic_path
 from biounet.cli.inputs import expand_inputs
-from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image, read_image_meta
+from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
+from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.errors import BiounetError
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
 
@@ -44,9 +45,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--metrics", default=None,
                         help=f"comma-separated, from: {', '.join(METRICS)} (default: {','.join(DEFAULT_METRICS)} "
                              f"for 2D images, {','.join(VOLUME_METRICS)} for volumes)")
-    parser.add_argument("--truth-kind", choices=["auto", "binary", "classes", "instances"], default="auto",
-                        help="how to read the truth: binary (0 / one foreground value, e.g. ISBI's 255), "
-                             "class indices, or instance ids; auto decides from the values")
+    parser.add_argument("--truth-kind", choices=KINDS, default="auto",
+                        help="how to read the truth: binary (0 and one foreground value: 0/1, 0/255, bool), class "
+                             "indices, or instance ids; auto (default) decides from all truth files together, "
+                             "as training does (see --foreground)")
+    parser.add_argument("--foreground", type=int, metavar="VALUE",
+                        help="the foreground value of binary truths (default: their one nonzero value)")
+    parser.add_argument("--ignore", type=int, metavar="VALUE",
+                        help="a truth value meaning 'not annotated' (e.g. 255 in sparse labels): those pixels "
+                             "are left out of every metric")
     parser.add_argument("--spatial-dims", type=int, choices=[2, 3], default=None,
                         help="read the files as 2D images or 3D volumes (default: from each truth file: NIfTI, "
                              "TIFF with a Z axis and 3+-dimensional HDF5/zarr arrays are volumes)")
@@ -78,14 +85,15 @@ def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path
     return [(by_stem[file_stem(t)], t) for t in truths]
 
 
-def load_pair(pred_path: Path, truth_path: Path, truth_kind: str, spacing: Sequence[float] | None,
+def load_pair(pred_path: Path, truth_path: Path, labels: LabelConfig, spacing: Sequence[float] | None,
               spatial_dims: int | None = None) -> Pair:
     """Reads a prediction and its truth into a :class:`Pair`.
 
     Args:
         pred_path: probabilities (float, classes first) or a label image.
-        truth_path: a one-channel label image.
-        truth_kind: ``auto``, ``binary``, ``classes`` or ``instances`` (see the ``--truth-kind`` help).
+        truth_path: a one-channel label image, read by :func:`~biounet.data.labels.read_label`.
+        labels: the truths' convention (see :func:`resolve_truths`); an ``auto`` one is decided from this
+            truth alone.
         spacing: pixel/voxel size per spatial axis; ``None`` for the truth file's own.
         spatial_dims: 2 or 3; ``None`` decides from the truth file
             (:func:`~biounet.data.readers.guess_spatial_dims`).
@@ -94,31 +102,52 @@ def load_pair(pred_path: Path, truth_path: Path, truth_kind: str, spacing: Seque
         BiounetError: naming the file, for unreadable files, mismatched shapes or unusable values.
     """
     dims = spatial_dims or guess_spatial_dims(truth_path)
-    truth, meta = read_image_meta(truth_path, dims)
-    if truth.shape[0] != 1:
-        hint = " (for a volume, pass --spatial-dims 3)" if dims == 2 else ""
-        raise BiounetError(f"a truth must be a one-channel label image, this one has {truth.shape[0]} channels"
-                           f"{hint}", truth_path)
-    labels = _integer_labels(truth[0], truth_path)
+    label, meta = read_label_meta(truth_path, dims)
     prediction = _prediction(read_image(pred_path, dims), pred_path)
-    values = np.unique(labels)
-    kind = truth_kind
-    if kind == "auto":
-        kind = "binary" if len(values) <= 2 and values.max(initial=0) > 1 else "classes"
-        if prediction.dtype.kind == "f" and values.max(initial=0) >= prediction.shape[0] and kind == "classes":
-            kind = "instances"
-    if kind == "binary":
-        classes = (labels == values.max(initial=0)).astype(np.int64) if len(values) == 2 else (labels > 0)
-    elif kind == "instances":
-        classes = (labels > 0).astype(np.int64)
-    else:
-        classes = labels
+    classes = _class_count(prediction)
     try:
-        return pair_from_arrays(prediction, np.asarray(classes, np.int64), spacing=_spacing(spacing, meta),
-                                truth_labels=labels if kind == "instances" else None,
-                                num_classes=2 if kind in ("binary", "instances") else None)
+        config = labels if labels.resolved else labels.resolve([label], classes, require_foreground=False)
+        truth, ids = config.truth(label, classes)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), truth_path) from exc
+    try:
+        return pair_from_arrays(prediction, truth, spacing=_spacing(spacing, meta), truth_labels=ids,
+                                num_classes=2 if config.kind in ("binary", "instances") else None)
     except BiounetError as exc:
         raise BiounetError(f"{exc} ({truth_path})", pred_path) from exc
+
+
+def resolve_truths(pairs: Sequence[tuple[Path, Path]], dims: Sequence[int], labels: LabelConfig) -> LabelConfig:
+    """The truths' convention, decided from all truth files together as training decides it from its labels.
+
+    ``auto`` is informed by the predictions: a probability map's channels are the task's classes, and label
+    images with at most one nonzero value (masks) make it a two-class task.
+
+    Args:
+        pairs: ``(prediction, truth)`` files.
+        dims: spatial dimensions of each pair.
+        labels: the convention given (``--truth-kind``, ``--foreground``, ``--ignore``).
+
+    Raises:
+        BiounetError: naming the truth file and its values, if one does not fit the convention.
+    """
+    if labels.resolved:
+        return labels  # checked pair by pair, against each prediction's classes
+    truths = [label_values(read_label(truth, d), truth) for (_, truth), d in zip(pairs, dims, strict=True)]
+    classes: int | None = None
+    if labels.kind == "auto":
+        counts: set[int | None] = set()
+        mask_values: set[int] = set()
+        for (pred, _), d in zip(pairs, dims, strict=True):
+            prediction = _prediction(read_image(pred, d), pred)
+            counts.add(_class_count(prediction))
+            if prediction.dtype.kind != "f":
+                mask_values.update(int(v) for v in np.unique(prediction) if v != 0)
+        if counts == {None} and len(mask_values) <= 1:
+            classes = 2
+        elif None not in counts:
+            classes = max(c for c in counts if c is not None)
+    return labels.resolve(truths, classes, require_foreground=False)
 
 
 def per_class_scores(pair: Pair, names: Sequence[str]) -> dict[str, float]:
@@ -157,9 +186,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise BiounetError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRICS)}")
+    labels = resolve_truths(pairs, dims, LabelConfig(args.truth_kind, args.foreground, args.ignore))
     rows: list[dict[str, object]] = []
     for (pred_path, truth_path), spatial_dims in zip(pairs, dims, strict=True):
-        pair = load_pair(pred_path, truth_path, args.truth_kind, args.spacing, spatial_dims)
+        pair = load_pair(pred_path, truth_path, labels, args.spacing, spatial_dims)
         try:
             scores = {**score(pair, names), **per_class_scores(pair, names)}
         except BiounetError as exc:
@@ -172,10 +202,11 @@ def run(args: argparse.Namespace) -> int:
             row.setdefault(column, math.nan)  # a class that one image's task lacks
     mean = {n: float(np.nanmean([float(r[n]) for r in rows])) for n in columns}  # type: ignore[arg-type]
     print(_table(rows, mean, columns))
+    print(f"truth: {labels.describe()}")
     if args.json:
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"metrics": names, "images": rows, "mean": mean}, indent=2,
-                                      default=_json_number))
+            tmp.write_text(json.dumps({"metrics": names, "truth": labels.to_dict(), "images": rows, "mean": mean},
+                                      indent=2, default=_json_number))
     if args.csv:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=["image", "prediction", "truth", *columns])
@@ -197,12 +228,9 @@ def _columns(names: list[str], rows: list[dict[str, object]]) -> list[str]:
     return columns
 
 
-def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
-    """Labels as int64; float files are accepted when every value is a whole number (some datasets store
-    labels as float32)."""
-    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-        raise BiounetError("a truth label image must hold whole numbers, this one has fractions", path)
-    return labels.astype(np.int64)
+def _class_count(prediction: np.ndarray) -> int | None:
+    """The classes of a probability map (a one-channel map is foreground of two); ``None`` for a label image."""
+    return max(prediction.shape[0], 2) if prediction.dtype.kind == "f" else None
 
 
 def _prediction(prediction: np.ndarray, path: Path) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biounet.data.labels import IGNORE_INDEX, LabelConfig
+from biounet.data.labels import IGNORE_INDEX, LabelConfig, read_label
 from biounet.data.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.errors import BiounetError
 from biounet.models.normalization import Normalization
@@ -102,20 +102,24 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
                  normalization: Normalization, labels: LabelConfig, weights: WeightMapConfig) -> Example:
     """Reads, checks, normalises one pair and computes its weight map.
 
+    Args:
+        image_path: the image file.
+        label_path: its label, read by :func:`~biounet.data.labels.read_label`.
+        spatial_dims: 2 for images, 3 for volumes.
+        in_channels: the model's input channels.
+        num_classes: the model's classes.
+        normalization: intensity normalisation of the image.
+        labels: the label convention, resolved from all labels of the run (an ``auto`` one is resolved from
+            this label alone).
+        weights: the weight map's settings.
+
     Raises:
         BiounetError: naming the file, for unreadable files or mismatched shapes/values.
     """
     from biounet.losses.weight_map import border_weight_map
 
     image = match_channels(read_image(image_path, spatial_dims), in_channels, image_path)
-    label = read_image(label_path, spatial_dims)
-    if label.shape[0] != 1:
-        raise BiounetError(f"a label image must have one channel, this one has {label.shape[0]}", label_path)
-    label = label[0]
-    if label.dtype.kind == "f":
-        if not np.all(label == np.round(label)):
-            raise BiounetError("label image has non-integer values", label_path)
-        label = label.astype(np.int64)
+    label = read_label(label_path, spatial_dims)
     if label.shape != image.shape[1:]:
         raise BiounetError(f"label shape {label.shape} does not match its image {image.shape[1:]} "
                            f"({image_path})", label_path)

@@ -80,7 +80,8 @@ class TrainConfig:
     Args:
         model: the U-Net architecture.
         normalization: intensity normalisation, applied per image (and again at prediction time).
-        labels: how label images are read.
+        labels: how label images are read; ``kind: auto`` is decided from the training labels, and a run's
+            ``config.yaml`` and checkpoints keep the decided kind and foreground value.
         augment: data augmentation.
         loss: loss function and weight maps.
         optim: optimizer and schedule.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from tqdm import tqdm
 
 from biounet.atomic import atomic_path
 from biounet.data.dataset import Example, load_example, pair_files, split_validation
+from biounet.data.labels import format_values, label_values, read_label
 from biounet.errors import BiounetError
 from biounet.infer.predict import probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import load_checkpoint
@@ -21,8 +23,20 @@ from biounet.train.trainer import Trainer
 from biounet.train.validation import make_validator, predict_example
 
 
-def load_examples(config: TrainConfig, progress: bool = True) -> tuple[list[Example], list[Example]]:
-    """Training and validation examples as the config's ``data`` section describes."""
+def load_examples(config: TrainConfig, progress: bool = True) -> tuple[TrainConfig, list[Example], list[Example]]:
+    """Training and validation examples as the config's ``data`` section describes.
+
+    Args:
+        config: the run's config.
+        progress: show progress bars.
+
+    Returns:
+        The config with its label convention resolved from all training labels (see
+        :meth:`~biounet.data.labels.LabelConfig.resolve`), the training examples and the validation ones.
+
+    Raises:
+        BiounetError: naming the file, for missing or unreadable data and labels that do not fit.
+    """
     data = config.data
     if not data.images or not data.labels:
         raise BiounetError("no training data: give --images and --labels (or data.images/data.labels)")
@@ -33,13 +47,43 @@ def load_examples(config: TrainConfig, progress: bool = True) -> tuple[list[Exam
         train_pairs, val_pairs = pairs, pair_files(Path(data.val_images), Path(data.val_labels))
     else:
         train_pairs, val_pairs = split_validation(pairs, data.val_fraction, config.seed)
+    config = resolve_labels(config, [lbl for _, lbl in train_pairs], [lbl for _, lbl in val_pairs], progress)
     kwargs = dict(spatial_dims=config.model.spatial_dims, in_channels=config.model.in_channels,
                   num_classes=config.num_classes,
                   normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
     loaded = [load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
               for i, lbl in tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
                                  leave=False)]
-    return loaded[:len(train_pairs)], loaded[len(train_pairs):]
+    return config, loaded[:len(train_pairs)], loaded[len(train_pairs):]
+
+
+def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: list[Path],
+                   progress: bool = True) -> TrainConfig:
+    """``config`` with ``labels.kind`` and ``labels.foreground`` decided from all training labels together,
+    checked on every training and validation label; prints the decision as one line.
+
+    Args:
+        config: the run's config.
+        train_labels: the training label files.
+        val_labels: the validation label files (checked, not used to decide).
+        progress: show a progress bar.
+
+    Raises:
+        BiounetError: naming the file and its values, for a label that does not fit the convention or a
+            training set without foreground.
+    """
+    dims, classes = config.model.spatial_dims, config.num_classes
+    found = [label_values(read_label(path, dims), path)
+             for path in tqdm(train_labels + val_labels, desc="labels", unit="img", disable=not progress,
+                              leave=False)]
+    labels = config.labels.resolve(found[:len(train_labels)], classes)
+    for summary in found[len(train_labels):]:
+        labels.check(summary, classes)
+    seen = sorted({v for s in found[:len(train_labels)] for v in s.values if v != labels.ignore})
+    how = "detected from" if not config.labels.resolved else "as configured; checked on"
+    print(f"labels: {labels.describe()}, {how} {len(train_labels)} training labels with values "
+          f"{format_values(seen)}")
+    return dataclasses.replace(config, labels=labels)
 
 
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | None = None,
@@ -59,7 +103,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     torch.manual_seed(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
-    train_examples, val_examples = load_examples(config, progress)
+    # The resolved config is the one the trainer, config.yaml and the checkpoints keep.
+    config, train_examples, val_examples = load_examples(config, progress)
     model = initial_model(config)
     input_shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
     from biounet.data.sampling import PatchSampler
