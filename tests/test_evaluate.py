@@ -212,3 +212,31 @@ def test_a_truth_that_does_not_fit_the_kind_is_one_line_naming_it(tmp_path: Path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "x.png: label values [0, 1, 2] do not fit binary labels" in err[0]
+
+
+def test_isbi_stack_scores_all_slices_at_one_threshold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from biounet.metrics.isbi import isbi_challenge_scores
+
+    preds, truths = write_case(tmp_path)
+    # Blur one slice's probabilities so that the best threshold is not the same for every slice alone.
+    noisy = tifffile.imread(preds / "01_prob.tif")
+    noisy[1] = np.clip(noisy[1] * 0.5 + np.random.default_rng(0).uniform(0, 0.5, noisy[1].shape), 0, 1)
+    noisy[0] = 1 - noisy[1]
+    tifffile.imwrite(preds / "01_prob.tif", noisy, photometric="minisblack")
+    code = main(["evaluate", "--pred", str(preds), "--truth", str(truths), "--metrics", "rand_error,v_rand",
+                 "--isbi-stack", "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("stack of 3 slices, one threshold for all (ISBI 2012): rand_error ")
+    stack = json.loads((tmp_path / "s.json").read_text())["stack"]
+    probabilities = [tifffile.imread(preds / f"{i:02d}_prob.tif")[1] for i in range(3)]
+    labels = [(iio.imread(truths / f"{i:02d}.png") > 0).astype(np.int64) for i in range(3)]
+    expected = isbi_challenge_scores(probabilities, labels, warping=False)
+    assert stack["slices"] == 3
+    for name in ("rand_error", "v_rand", "v_info", "pixel_error"):
+        assert stack[name] == pytest.approx(getattr(expected, name)), name
+        assert stack[f"{name}_threshold"] == pytest.approx(getattr(expected, f"{name}_threshold")), name
+    assert 0 < stack["pixel_error"] < 1
+    csv_rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert csv_rows[0].split(",")[:6] == ["image", "prediction", "truth", "rand_error", "v_rand", "slices"]
+    assert csv_rows[-1].startswith(f"stack,,,{stack['rand_error']},{stack['v_rand']},3,")

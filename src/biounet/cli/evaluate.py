@@ -17,6 +17,7 @@ from biounet.cli.inputs import expand_inputs
 from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
 from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.errors import BiounetError
+from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
 
 # Suffixes that `biounet predict` (and common tools) append to an input's stem.
@@ -25,6 +26,8 @@ _SUFFIXES = ("_prob", "_mask", "_pred", "_seg")
 VOLUME_METRICS = ("dice", "iou", "hd95")
 # Per-class surface scores: metric name -> field of SurfaceScores.
 _SURFACE_FIELDS = {"hd95": "hd95", "asd": "average_surface_distance", "surface_dice": "surface_dice"}
+# The challenge's measures reported by --isbi-stack (the warping error, its slowest, is left out).
+_STACK_SCORES = ("rand_error", "v_rand", "v_info", "pixel_error")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,6 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                              "TIFF with a Z axis and 3+-dimensional HDF5/zarr arrays are volumes)")
     parser.add_argument("--spacing", type=float, nargs="+", metavar="S",
                         help="pixel/voxel size per spatial axis for distances (default: the truth file's)")
+    parser.add_argument("--isbi-stack", action="store_true",
+                        help="also score all 2D slices together as the ISBI 2012 challenge does (one threshold "
+                             "for the whole stack): Rand error, V_rand, V_info and pixel error with their "
+                             "thresholds, printed after the table and written as 'stack' to the JSON and CSV")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write all scores as JSON")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="write all scores as CSV")
     parser.set_defaults(run=run)
@@ -188,10 +195,13 @@ def run(args: argparse.Namespace) -> int:
         raise BiounetError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRICS)}")
     labels = resolve_truths(pairs, dims, LabelConfig(args.truth_kind, args.foreground, args.ignore))
     rows: list[dict[str, object]] = []
+    stack: list[tuple[np.ndarray, np.ndarray]] = []
     for (pred_path, truth_path), spatial_dims in zip(pairs, dims, strict=True):
         pair = load_pair(pred_path, truth_path, labels, args.spacing, spatial_dims)
         try:
             scores = {**score(pair, names), **per_class_scores(pair, names)}
+            if args.isbi_stack:
+                stack.append((pair.probability("--isbi-stack"), pair.truth))
         except BiounetError as exc:
             raise BiounetError(str(exc), pred_path) from exc
         rows.append({"image": file_stem(truth_path), "prediction": str(pred_path), "truth": str(truth_path),
@@ -201,21 +211,54 @@ def run(args: argparse.Namespace) -> int:
         for column in columns:
             row.setdefault(column, math.nan)  # a class that one image's task lacks
     mean = {n: float(np.nanmean([float(r[n]) for r in rows])) for n in columns}  # type: ignore[arg-type]
+    stack_scores = isbi_stack_scores(stack) if args.isbi_stack else None
     print(_table(rows, mean, columns))
+    if stack_scores is not None:
+        print(f"stack of {stack_scores['slices']} slices, one threshold for all (ISBI 2012): "
+              + ", ".join(f"{name} {stack_scores[name]:.6g} (threshold {stack_scores[name + '_threshold']:g})"
+                          for name in _STACK_SCORES))
     print(f"truth: {labels.describe()}")
     if args.json:
+        report: dict[str, object] = {"metrics": names, "truth": labels.to_dict(), "images": rows, "mean": mean}
+        if stack_scores is not None:
+            report["stack"] = stack_scores
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"metrics": names, "truth": labels.to_dict(), "images": rows, "mean": mean},
-                                      indent=2, default=_json_number))
+            tmp.write_text(json.dumps(report, indent=2, default=_json_number))
     if args.csv:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", "prediction", "truth", *columns])
+        extra = [k for k in stack_scores or {} if k not in columns]
+        writer = csv.DictWriter(buffer, fieldnames=["image", "prediction", "truth", *columns, *extra])
         writer.writeheader()
         writer.writerows(rows)
         writer.writerow({"image": "mean", **mean})
+        if stack_scores is not None:
+            writer.writerow({"image": "stack", **stack_scores})
         with atomic_path(args.csv) as tmp:
             tmp.write_text(buffer.getvalue())
     return 0
+
+
+def isbi_stack_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The ISBI 2012 challenge scores of all slices together, each at one best threshold for the stack.
+
+    Args:
+        pairs: ``(foreground probability, truth class map)`` per image; a volume contributes each of its
+            slices along the first axis.
+
+    Returns:
+        ``slices`` and, for Rand error, V_rand, V_info and pixel error, the value and ``<name>_threshold``.
+
+    Raises:
+        BiounetError: if the slices differ in shape.
+    """
+    probabilities = [s for prob, _ in pairs for s in (prob[None] if prob.ndim == 2 else prob)]
+    truths = [s for _, truth in pairs for s in (truth[None] if truth.ndim == 2 else truth)]
+    scores = isbi_challenge_scores(probabilities, truths, warping=False)
+    result: dict[str, float] = {"slices": len(probabilities)}
+    for name in _STACK_SCORES:
+        result[name] = float(getattr(scores, name))
+        result[f"{name}_threshold"] = float(getattr(scores, f"{name}_threshold"))
+    return result
 
 
 def _columns(names: list[str], rows: list[dict[str, object]]) -> list[str]:
