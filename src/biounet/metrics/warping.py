@@ -16,6 +16,8 @@ grow into an ignored region. The prediction inside an ignored region does not af
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
@@ -160,23 +162,69 @@ def warp_slice(prob: np.ndarray, truth: np.ndarray, annotated: np.ndarray, thres
     fixed = ~np.pad(annotated, 1)
     confidence = np.abs(np.pad(prob, 1) - threshold)
     width = target.shape[1]
-    # Pixel loop over a bytearray: each flip changes its neighbours' simplicity, so it cannot be vectorised.
-    warped = bytearray(np.pad(truth, 1).astype(np.uint8).tobytes())
-    offsets = [dy * width + dx for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))]
+    offsets = np.array([dy * width + dx for dy, dx in _AROUND])
+    warped = np.pad(truth, 1).astype(np.uint8).ravel()
+    xs, ys = np.nonzero(((warped.reshape(target.shape) != target) & ~fixed).T)  # x outer, y inner
+    order = np.argsort(-confidence[ys, xs], kind="stable")
+    queue = ys[order] * width + xs[order]
+    # A flip turns a mismatch into a match and never the reverse, so each pass's mismatches, in the same
+    # order, are the previous pass's minus its flips: the queue is sorted once.
+    position = np.full(warped.size, -1, dtype=np.int64)
+    simple_table = np.array(SIMPLE_POINT)
     while True:
-        current = np.frombuffer(bytes(warped), dtype=np.uint8).reshape(target.shape).astype(bool)
-        xs, ys = np.nonzero(((current != target) & ~fixed).T)  # x outer, y inner
-        order = np.argsort(-confidence[ys, xs], kind="stable")
-        flips = 0
-        for index in (ys[order] * width + xs[order]).tolist():
-            code = 0
-            for bit, offset in enumerate(offsets):
-                code |= warped[index + offset] << bit
-            if SIMPLE_POINT[code]:
-                warped[index] ^= 1
-                flips += 1
-        if flips == 0:
-            return current
+        flipped = _flip_pass(warped, queue, offsets, simple_table, position)
+        if not flipped.any():
+            return warped.reshape(target.shape).astype(bool)
+        queue = queue[~flipped]
+
+
+# The 8 neighbours in the bit order of the lookup table's index.
+_AROUND = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _flip_pass(warped: np.ndarray, queue: np.ndarray, offsets: np.ndarray, simple_table: np.ndarray,
+               position: np.ndarray) -> np.ndarray:
+    """One pass: visits the mismatches of ``queue`` in order and flips each that is simple when its turn comes.
+
+    Each flip changes its neighbours' simplicity, so the pass is sequential. But a mismatch that is not simple
+    at the start of the pass stays so until a neighbour flips, so only the mismatches simple at the start and
+    those a flip touches later in the queue need a look, in queue order (a heap of queue positions).
+    ``position`` is scratch space of the padded image's size, all -1, and is left so.
+
+    Returns:
+        Which entries of ``queue`` were flipped.
+    """
+    codes = np.zeros(queue.size, dtype=np.int64)
+    for bit, offset in enumerate(offsets):
+        codes |= warped[queue + offset].astype(np.int64) << bit
+    position[queue] = np.arange(queue.size)
+    lookup = memoryview(position.data)
+    heap = np.flatnonzero(simple_table[codes]).tolist()  # ascending: already a heap
+    grid = bytearray(warped.tobytes())
+    steps = offsets.tolist()
+    indices = queue.tolist()
+    seen = bytearray(queue.size)
+    flipped = np.zeros(queue.size, dtype=bool)
+    while heap:
+        k = heapq.heappop(heap)
+        if seen[k]:
+            continue
+        seen[k] = 1
+        index = indices[k]
+        code = 0
+        for bit, offset in enumerate(steps):
+            code |= grid[index + offset] << bit
+        if not SIMPLE_POINT[code]:
+            continue
+        grid[index] ^= 1
+        flipped[k] = True
+        for offset in steps:
+            later = lookup[index + offset]
+            if later > k and not seen[later]:
+                heapq.heappush(heap, later)
+    position[queue] = -1
+    warped[:] = np.frombuffer(bytes(grid), dtype=np.uint8)
+    return flipped
 
 
 def _splits_and_merges(warped: np.ndarray, target: np.ndarray, annotated: np.ndarray) -> int:
