@@ -78,6 +78,7 @@ def test_an_explicit_foreground_still_picks_one_value() -> None:
     raw = np.array([[0, 255, 255, 7], [0, 255, 0, 7]])
     config = LabelConfig("binary", foreground=255)
     assert config.resolve([raw], 2) == config
+    assert LabelConfig(foreground=255).resolve([raw], 2) == config, "auto with a foreground is binary"
     classes, instances = config.targets(raw, 2)
     assert classes.tolist() == [[0, 1, 1, 0], [0, 1, 0, 0]]
     assert instances.max() == 1

@@ -154,8 +154,8 @@ class LabelConfig:
         """The convention of a set of labels (all of a run's training labels, or all truths of an evaluation),
         with ``kind`` and ``foreground`` filled in, after checking that every label fits it.
 
-        ``auto`` looks at V, the values of all labels together without the ignore value, and N, those
-        other than 0, in this order:
+        ``auto`` with a ``foreground`` is ``binary``. Otherwise it looks at V, the values of all labels
+        together without the ignore value, and N, those other than 0, in this order:
 
         1. ``num_classes`` > 2 and every value in 0..num_classes-1: ``classes`` (a class may be absent).
         2. at most one value in N: ``binary`` with that value as foreground (0/1, 0/255, 0/65535, bool).
@@ -175,7 +175,8 @@ class LabelConfig:
         """
         summaries = [x if isinstance(x, LabelValues) else label_values(x) for x in labels]
         seen = sorted({v for s in summaries for v in self._annotated(s)})
-        kind = self.kind if self.kind != "auto" else _detect(seen, num_classes)
+        kind = self.kind if self.kind != "auto" else "binary" if self.foreground is not None else \
+            _detect(seen, num_classes)
         foreground = self.foreground
         if kind == "binary" and foreground is None:
             foreground = _single_foreground(summaries, self)
