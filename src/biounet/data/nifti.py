@@ -40,12 +40,8 @@ def probe_nifti(path: Path, spatial_dims: int) -> Layout:
 def read_nifti(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
     """A NIfTI file's voxels as stored (scaled by the header's slope/intercept) and their layout."""
     image = _load(path)
-    layout = _layout(image, spatial_dims, path)
-    try:
-        data = np.asarray(image.dataobj)
-    except Exception as exc:
-        raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
-    return data, layout
+    layout = _layout(image, spatial_dims, path)  # checked before the voxels are read
+    return _voxels(image, path), layout
 
 
 def probe_nifti_axes(path: Path, axes: str | None = None) -> StoredAxes:
@@ -65,12 +61,15 @@ def probe_nifti_axes(path: Path, axes: str | None = None) -> StoredAxes:
 def read_nifti_axes(path: Path, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
     """A NIfTI file's voxels as stored (scaled) and its :class:`StoredAxes` (see :func:`probe_nifti_axes`)."""
     image = _load(path)
-    stored = _stored_axes(image, axes, path)
+    stored = _stored_axes(image, axes, path)  # checked before the voxels are read
+    return _voxels(image, path), stored
+
+
+def _voxels(image: Any, path: Path) -> np.ndarray:
     try:
-        data = np.asarray(image.dataobj)
+        return np.asarray(image.dataobj)
     except Exception as exc:
         raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
-    return data, stored
 
 
 def _stored_axes(image: Any, axes: str | None, path: Path) -> StoredAxes:

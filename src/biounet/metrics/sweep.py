@@ -54,8 +54,7 @@ class ThresholdSweep:
         self.truth_slices = as_slices(fg)
         self.annotated_slices = as_slices(annotated)
         self.thresholds = check_thresholds(thresholds)
-        self._plain: dict[int, list[ContingencyTable]] = {}
-        self._thinned: dict[int, list[ContingencyTable]] = {}
+        self._tables: dict[tuple[int, bool], list[ContingencyTable]] = {}
         self._warped: dict[float, list[np.ndarray]] = {}
 
     @cached_property
@@ -81,27 +80,17 @@ class ThresholdSweep:
         """
         return [s > self.thresholds[k] for s in self.slices]
 
-    def plain_tables(self, k: int) -> list[ContingencyTable]:
-        """Per-slice contingency tables of the 4-connected components at threshold ``k``.
+    def tables(self, k: int, thin: bool) -> list[ContingencyTable]:
+        """Per-slice contingency tables of the 4-connected components at threshold ``k``, computed once.
 
         Args:
             k: index into the sweep's thresholds.
+            thin: after Fiji's thinning (V_rand, V_info) or as binarised (Rand error).
         """
-        k = self._representative[k]
-        if k not in self._plain:
-            self._plain[k] = slice_tables(self.binaries(k), self._truths, thin=False)
-        return self._plain[k]
-
-    def thinned_tables(self, k: int) -> list[ContingencyTable]:
-        """Per-slice contingency tables after Fiji's thinning at threshold ``k``.
-
-        Args:
-            k: index into the sweep's thresholds.
-        """
-        k = self._representative[k]
-        if k not in self._thinned:
-            self._thinned[k] = slice_tables(self.binaries(k), self._truths, thin=True)
-        return self._thinned[k]
+        key = (self._representative[k], thin)
+        if key not in self._tables:
+            self._tables[key] = slice_tables(self.binaries(key[0]), self._truths, thin=thin)
+        return self._tables[key]
 
     def warped(self, threshold: float) -> list[np.ndarray]:
         """The padded warped truth of each slice towards ``prob > threshold``.
@@ -122,15 +111,15 @@ class ThresholdSweep:
 
     def rand_error(self) -> Best:
         """Foreground-restricted Rand error: ``1 - max F``, sums pooled over slices (Fiji's pooling)."""
-        return self._lowest([1.0 - pooled_rand(self.plain_tables(k)).f for k in range(len(self.thresholds))])
+        return self._lowest([1.0 - pooled_rand(self.tables(k, thin=False)).f for k in range(len(self.thresholds))])
 
     def v_rand(self) -> Best:
         """V_rand: the per-slice Rand F after thinning, averaged over slices, best threshold."""
-        return self._highest([mean_rand_f(self.thinned_tables(k)) for k in range(len(self.thresholds))])
+        return self._highest([mean_rand_f(self.tables(k, thin=True)) for k in range(len(self.thresholds))])
 
     def v_info(self) -> Best:
         """V_info: the per-slice information score after thinning, averaged over slices, best threshold."""
-        return self._highest([mean_info_f(self.thinned_tables(k)) for k in range(len(self.thresholds))])
+        return self._highest([mean_info_f(self.tables(k, thin=True)) for k in range(len(self.thresholds))])
 
     def warping_error(self, threshold: float = 0.5) -> float:
         """Classic warping error at one threshold, per annotated pixel, averaged over slices.
