@@ -192,14 +192,20 @@ def test_sigint_to_biounet_train_exits_130_with_its_progress_saved(tmp_path: Pat
     settings = [*TINY, "samples_per_epoch=100000", "checkpoint_seconds=2"]
     command = [sys.executable, "-m", "biounet.cli.main", "train", "--images", str(images), "--labels", str(labels),
                "--out", str(out), "--quiet", "--epochs", "1", *[a for s in settings for a in ("--set", s)]]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell runs background jobs with SIGINT ignored and children inherit that (CI does); a terminal's
+    # Ctrl-C reaches a process with the default disposition, so the child gets that back before exec.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "last.pt").exists():
         time.sleep(0.05)
     periodic = load_checkpoint(out / "last.pt").extra["train_state"]["counters"]["step"]
     time.sleep(1.0)  # steps are milliseconds; the next periodic save is 2 s away
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 130, err
     saved = load_checkpoint(out / "last.pt").extra["train_state"]["counters"]["step"]
     assert saved > periodic
