@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -138,6 +139,15 @@ def test_resume_with_a_damaged_config_names_it(text: str | bytes, message: str, 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------------------
 
+@pytest.fixture
+def default_ctrl_c() -> Iterator[None]:
+    """Python's own SIGINT handler, also where the test run was started with SIGINT ignored (a CI job)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("default_ctrl_c")
 def test_interrupt_inside_a_deferred_block_waits_for_its_end() -> None:
     finished = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupt():
@@ -195,6 +205,7 @@ def test_sigint_to_biounet_train_exits_130_with_its_progress_saved(tmp_path: Pat
     # A shell runs background jobs with SIGINT ignored and children inherit that (CI does); a terminal's
     # Ctrl-C reaches a process with the default disposition, so the child gets that back before exec.
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"},
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "last.pt").exists():
@@ -204,8 +215,10 @@ def test_sigint_to_biounet_train_exits_130_with_its_progress_saved(tmp_path: Pat
     process.send_signal(signal.SIGINT)
     try:
         _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack goes to stderr
+        _, err = process.communicate()
+        pytest.fail(f"no exit 60 s after SIGINT:\n{err}")
     assert process.returncode == 130, err
     saved = load_checkpoint(out / "last.pt").extra["train_state"]["counters"]["step"]
     assert saved > periodic

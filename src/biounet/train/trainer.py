@@ -225,14 +225,16 @@ class Trainer:
             self.model.train()
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
+                # The callbacks and the periodic save are inside too: an interrupt raised in the middle of
+                # TensorBoard's queue or a checkpoint write can leave a lock held that closing them waits on.
                 with deferred_interrupt():
                     self._consistent = False
                     self._step(steps_per_epoch, budget_seconds, started)
                     self._consistent = True
-                self.trigger("on_step_end")
-                if time.monotonic() - last_save >= config.checkpoint_seconds:
-                    self.save(self.last_path, with_state=True)
-                    last_save = time.monotonic()
+                    self.trigger("on_step_end")
+                    if time.monotonic() - last_save >= config.checkpoint_seconds:
+                        self.save(self.last_path, with_state=True)
+                        last_save = time.monotonic()
                 if self.state.seconds >= budget_seconds:
                     break
             finished = self.state.epoch + 1 >= config.epochs or self.state.seconds >= budget_seconds
@@ -244,8 +246,8 @@ class Trainer:
                 self._consistent = False
                 self._end_epoch(metrics)
                 self._consistent = True
-            last_save = time.monotonic()
-            self.trigger("on_epoch_end")
+                last_save = time.monotonic()
+                self.trigger("on_epoch_end")
             if finished:
                 self.stop_reason = "budget spent"
                 return
