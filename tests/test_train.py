@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -298,11 +299,29 @@ def test_early_stopping_after_patience_validations_without_improvement(tmp_path:
     assert trainer.state.best_epoch == 1
 
 
-def test_minutes_budget_stops_the_run(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, "epochs=100000", "minutes=0.05")
+def test_a_one_minute_run_ends_within_63_seconds_all_included(tmp_path: Path) -> None:
+    # Validation on 256x256 images is a good share of each epoch, so a budget that forgot it would overrun.
+    images, labels = write_disc_dataset(tmp_path / "data", 8, size=256)
+    config = apply_overrides({}, [*TINY, f"data.images={images}", f"data.labels={labels}", "epochs=100000",
+                                  "minutes=1", "samples_per_epoch=40", "model.base_channels=8"])
+    started = time.monotonic()
     trainer = train(config, tmp_path / "run", progress=False)
-    assert trainer.stop_reason == "budget spent" and trainer.state.epoch < 100000
-    assert 3.0 <= trainer.state.seconds < 30.0
+    wall = time.monotonic() - started
+    assert trainer.stop_reason == "time budget spent"
+    assert 54.0 <= wall <= 63.0, (wall, trainer.state.history[-1], trainer.budget.__dict__)  # used, not overrun
+    assert trainer.state.history[-1]["seconds"] <= 60.0
+    assert (tmp_path / "run" / "model.pt").exists() and any((tmp_path / "run" / "overlays").iterdir())
+
+
+def test_lr_schedules_warm_up_then_decay_to_zero() -> None:
+    from biounet.train.trainer import lr_factor
+
+    assert lr_factor("poly", 0.0, 0.0) == 1.0 and lr_factor("poly", 1.0, 0.0) == 0.0
+    assert lr_factor("poly", 0.5, 0.0) == pytest.approx(0.5**0.9)
+    assert lr_factor("cosine", 0.5, 0.0) == pytest.approx(0.5) and lr_factor("cosine", 1.0, 0.0) == 0.0
+    # Half-way through a 10 % warm-up: half of the rate the schedule has at its end.
+    assert lr_factor("cosine", 0.05, 0.1) == pytest.approx(0.5 * 0.5 * (1 + math.cos(0.1 * math.pi)))
+    assert lr_factor("poly", 0.0, 0.1) == 0.0
 
 
 def test_tensorboard_logs_are_written_when_available(tmp_path: Path) -> None:

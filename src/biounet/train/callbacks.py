@@ -31,7 +31,12 @@ class ProgressBar:
             self.bar = tqdm(total=self.steps, desc=f"epoch {trainer.state.epoch + 1}", unit="step",
                             disable=not self.enabled, leave=False)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{trainer.last_loss:.4f}")
+        budget = trainer.budget
+        if budget.limited:
+            self.bar.set_postfix(loss=f"{trainer.last_loss:.4f}", elapsed=_clock(budget.elapsed()),
+                                 left=_clock(budget.remaining()))
+        else:
+            self.bar.set_postfix(loss=f"{trainer.last_loss:.4f}")
 
     def on_epoch(self, trainer: Trainer) -> None:
         if self.bar is not None:
@@ -93,3 +98,10 @@ class TensorBoardLogger:
         for key, value in trainer.row.items():
             if key.startswith("val_") or key == "lr":
                 self.writer.add_scalar(key.replace("val_", "val/"), value, trainer.state.step)
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for the progress bar."""
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

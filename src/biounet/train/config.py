@@ -47,18 +47,21 @@ class OptimConfig:
         momentum: SGD momentum.
         weight_decay: L2 penalty.
         scheduler: ``step`` (multiply by ``gamma`` every ``step_size`` epochs), ``poly`` (``lr * (1 - t)^0.9``
-            with ``t`` the spent fraction of the epoch or minute budget, as nnU-Net) or ``none``.
+            with ``t`` the spent fraction of the epoch or minute budget, as nnU-Net), ``cosine`` (half a
+            cosine over the same ``t``) or ``none``.
         step_size: epochs between learning-rate drops.
         gamma: drop factor.
+        warmup: with ``poly``/``cosine``, the share of the budget over which the rate rises linearly from 0.
     """
 
     name: Literal["sgd", "adam"] = "adam"
     lr: float = 1e-4
     momentum: float = 0.99
     weight_decay: float = 0.0
-    scheduler: Literal["step", "poly", "none"] = "step"
+    scheduler: Literal["step", "poly", "cosine", "none"] = "step"
     step_size: int = 10
     gamma: float = 0.1
+    warmup: float = 0.0
 
 
 @dataclass(frozen=True)

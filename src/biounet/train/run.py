@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -89,7 +90,8 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | None = None,
           progress: bool = True) -> Trainer:
     """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
-    ``curves.png`` and ``overlays/`` into ``out_dir``.
+    ``curves.png`` and ``overlays/`` into ``out_dir``. A ``minutes`` budget holds for all of it, from reading
+    the data to the overlays (see :mod:`biounet.train.budget`).
 
     Raises:
         BiounetError: for bad data or config, an existing run without ``resume``, or a missing one with it.
@@ -99,6 +101,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     if not resume and (out_dir / "last.pt").exists():
         raise BiounetError("a run already exists here; use --resume to continue it or choose another --out",
                            out_dir)
+    started = time.monotonic()  # a minute budget counts the reading of the data too
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     if config.deterministic:
@@ -122,7 +125,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     CSVLogger(out_dir / "log.csv").attach(trainer)
     TensorBoardLogger(out_dir / "tensorboard").attach(trainer)
     trainer.add_callback("on_epoch_end", lambda t: plot_curves(t.state.history, out_dir / "curves.png"))
-    trainer.run()
+    trainer.run(setup_seconds=time.monotonic() - started)
     write_overlays(out_dir, val_examples)
     return trainer
 

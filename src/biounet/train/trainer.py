@@ -27,6 +27,7 @@ from biounet.errors import BiounetError
 from biounet.losses import build_loss
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.unet import UNet, center_crop
+from biounet.train.budget import Budget
 from biounet.train.config import TrainConfig
 from biounet.train.interrupts import deferred_interrupt
 
@@ -94,8 +95,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.optim.step_size,
             gamma=config.optim.gamma if config.optim.scheduler == "step" else 1.0)
-        if config.optim.scheduler not in ("step", "poly", "none"):
-            raise BiounetError(f"unknown scheduler {config.optim.scheduler!r}: use step, poly or none")
+        if config.optim.scheduler not in ("step", "poly", "cosine", "none"):
+            raise BiounetError(f"unknown scheduler {config.optim.scheduler!r}: use step, poly, cosine or none")
         self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         self.sample_rng = torch.Generator().manual_seed(config.seed)
@@ -105,6 +106,7 @@ class Trainer:
         self.last_loss = math.nan
         self.row: dict[str, float] = {}
         self.stop_reason = ""
+        self.budget = Budget(math.inf)
         # False while a step or an epoch's bookkeeping is half done: such a state is not worth saving.
         self._consistent = True
 
@@ -201,13 +203,19 @@ class Trainer:
         self.optimizer.step()
         return float(loss.detach())
 
-    def run(self) -> TrainState:
+    def run(self, setup_seconds: float = 0.0) -> TrainState:
         """Trains until the epoch or minute budget is spent or early stopping triggers.
+
+        Args:
+            setup_seconds: time the run already spent before training (reading data, weight maps), which
+                counts against a minute budget.
 
         Raises:
             TrainingInterrupted: on Ctrl-C, after saving ``last.pt`` so that ``resume`` continues from the
                 last finished step.
         """
+        minutes = self.config.minutes
+        self.budget = Budget(minutes * 60 if minutes > 0 else math.inf, self.state.seconds + setup_seconds)
         try:
             self._run_epochs()
         except KeyboardInterrupt as exc:
@@ -216,32 +224,43 @@ class Trainer:
         return self.state
 
     def _run_epochs(self) -> None:
-        config = self.config
+        config, budget = self.config, self.budget
         steps_per_epoch = math.ceil(config.samples_per_epoch / config.batch_size)
-        budget_seconds = config.minutes * 60 if config.minutes > 0 else math.inf
-        started = time.monotonic() - self.state.seconds
+        if budget.limited and not budget.validation_seconds:
+            # The end of the run must fit the budget from the first step on, so one validation is timed now.
+            self._timed_validation()
         last_save = time.monotonic()
         while self.state.epoch < config.epochs:
             self.model.train()
+            out_of_time = False
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
+                if not budget.room_for_step():
+                    out_of_time = True
+                    break
+                started = time.monotonic()
                 # The callbacks and the periodic save are inside too: an interrupt raised in the middle of
                 # TensorBoard's queue or a checkpoint write can leave a lock held that closing them waits on.
                 with deferred_interrupt():
                     self._consistent = False
-                    self._step(steps_per_epoch, budget_seconds, started)
+                    self._step(steps_per_epoch)
                     self._consistent = True
                     self.trigger("on_step_end")
+                    budget.note_step(time.monotonic() - started)
                     if time.monotonic() - last_save >= config.checkpoint_seconds:
-                        self.save(self.last_path, with_state=True)
+                        self._timed_save()
                         last_save = time.monotonic()
-                if self.state.seconds >= budget_seconds:
-                    break
-            finished = self.state.epoch + 1 >= config.epochs or self.state.seconds >= budget_seconds
+            if out_of_time and self.state.epoch_step == 0:
+                # The last epoch's validation was the last one that fitted; nothing was trained since.
+                self.stop_reason = "time budget spent"
+                return
+            finished = out_of_time or self.state.epoch + 1 >= config.epochs
             # Validation changes no state, so a Ctrl-C during it (the longest part of an epoch's end) stops
             # at once and still saves the finished steps.
             validating = (self.state.epoch + 1) % config.val_every == 0 or finished
-            metrics = self.validate(self.model) if validating else None
+            if validating and not finished and not budget.room_for_validation_and_step():
+                finished = out_of_time = True  # this validation is the run's last
+            metrics = self._timed_validation() if validating else None
             with deferred_interrupt():
                 self._consistent = False
                 self._end_epoch(metrics)
@@ -249,29 +268,41 @@ class Trainer:
                 last_save = time.monotonic()
                 self.trigger("on_epoch_end")
             if finished:
-                self.stop_reason = "budget spent"
+                self.stop_reason = "time budget spent" if out_of_time else "epoch budget spent"
                 return
             if config.patience and self.state.stale_validations >= config.patience:
                 self.stop_reason = f"no improvement in {config.patience} validations"
                 return
-        self.stop_reason = "budget spent"
+        self.stop_reason = "epoch budget spent"
 
-    def _step(self, steps_per_epoch: int, budget_seconds: float, started: float) -> None:
+    def _timed_validation(self) -> dict[str, float]:
+        started = time.monotonic()
+        metrics = self.validate(self.model)
+        self.budget.note_validation(time.monotonic() - started)
+        return metrics
+
+    def _timed_save(self) -> None:
+        started = time.monotonic()
+        self.save(self.last_path, with_state=True)
+        self.budget.note_save(time.monotonic() - started)
+
+    def _step(self, steps_per_epoch: int) -> None:
         """One optimisation step and the counters that go with it."""
         config = self.config
-        if config.optim.scheduler == "poly":
-            done = max(self.state.step / (config.epochs * steps_per_epoch), self.state.seconds / budget_seconds)
+        if config.optim.scheduler in ("poly", "cosine"):
+            done = max(self.state.step / (config.epochs * steps_per_epoch), self.budget.training_share())
             for group in self.optimizer.param_groups:
-                group["lr"] = config.optim.lr * max(1.0 - done, 0.0) ** 0.9
+                group["lr"] = config.optim.lr * lr_factor(config.optim.scheduler, done, config.optim.warmup)
         self.last_loss = self.train_step()
         self.state.epoch_loss += self.last_loss
         self.state.step += 1
         self.state.epoch_step += 1
-        self.state.seconds = time.monotonic() - started
+        self.state.seconds = self.budget.elapsed()
 
     def _end_epoch(self, metrics: dict[str, float] | None) -> None:
         """The epoch's log row, its validation scores (saving ``model.pt`` when best) and ``last.pt``."""
         self.scheduler.step()
+        self.state.seconds = self.budget.elapsed()
         steps = self.state.epoch_step
         self.state.epoch += 1
         self.row = {"epoch": self.state.epoch, "step": self.state.step, "seconds": round(self.state.seconds, 2),
@@ -281,7 +312,7 @@ class Trainer:
         if metrics is not None:
             self._record_validation(metrics)
         self.state.history.append(dict(self.row))
-        self.save(self.last_path, with_state=True)
+        self._timed_save()
 
     def _record_validation(self, metrics: dict[str, float]) -> None:
         self.row.update({f"val_{k}": v for k, v in metrics.items()})
@@ -316,3 +347,20 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if optim.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     raise BiounetError(f"unknown optimizer {optim.name!r}: use sgd or adam")
+
+
+def lr_factor(schedule: str, done: float, warmup: float) -> float:
+    """The share of the base learning rate at ``done`` (0..1) of the budget: a linear warm-up over the first
+    ``warmup`` of it, then ``(1 - t)^0.9`` (poly, nnU-Net's) or a half cosine down to 0.
+
+    Args:
+        schedule: ``poly`` or ``cosine``.
+        done: spent share of the step or time budget, whichever is larger.
+        warmup: share of the budget spent warming up (0: none).
+    """
+    done = min(max(done, 0.0), 1.0)
+    if done < warmup:
+        return (done / warmup) * lr_factor(schedule, warmup, 0.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+    return (1.0 - done) ** 0.9

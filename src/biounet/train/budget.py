@@ -1,0 +1,68 @@
+"""A run's wall-clock budget, kept honestly: ``--minutes M`` ends the whole run inside M minutes.
+
+The whole run means reading the data and computing weight maps, every step and validation, the final
+validation, the checkpoints and the overlays of the best model. So the trainer does not stop stepping when
+the budget is spent but when what must still follow (one validation, one more for the overlays, the
+checkpoint writes) would no longer fit. Those are measured as the run goes, never guessed from FLOPs; the
+first validation's cost is measured before training starts when the budget is in minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+# A little room for what is not timed (plots, log files, closing TensorBoard): a share of the budget.
+MARGIN = 0.01
+
+
+class Budget:
+    """How much of a run's time is spent and what the end of the run still needs.
+
+    Args:
+        seconds: the whole run's budget in seconds (``math.inf`` for none).
+        spent: seconds already spent (set-up, or the earlier sessions of a resumed run).
+    """
+
+    def __init__(self, seconds: float, spent: float = 0.0) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic() - spent
+        self.step_seconds = 0.0
+        self.validation_seconds = 0.0
+        self.save_seconds = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return math.isfinite(self.seconds)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def training_share(self) -> float:
+        """The spent share of the time there is for training (the budget less the end of the run)."""
+        return self.elapsed() / max(self.seconds - self.ending_seconds(), 1e-9)
+
+    def note_step(self, seconds: float) -> None:
+        # The slowest of the recent steps, decaying: a step time that varies must still fit.
+        self.step_seconds = max(seconds, 0.9 * self.step_seconds)
+
+    def note_validation(self, seconds: float) -> None:
+        self.validation_seconds = max(seconds, self.validation_seconds)
+
+    def note_save(self, seconds: float) -> None:
+        self.save_seconds = max(seconds, self.save_seconds)
+
+    def ending_seconds(self) -> float:
+        """What the end of the run takes: the final validation, overlays (about one more), two saves."""
+        return 2 * self.validation_seconds + 2 * self.save_seconds + MARGIN * self.seconds
+
+    def room_for_step(self) -> bool:
+        """Whether one more step still leaves time for the end of the run."""
+        return self.remaining() >= self.step_seconds + self.ending_seconds()
+
+    def room_for_validation_and_step(self) -> bool:
+        """Whether a validation now, then a step, still leave time for the end of the run."""
+        return self.remaining() >= self.validation_seconds + self.step_seconds + self.ending_seconds()
