@@ -269,6 +269,20 @@ def test_rotation_angles_are_uniform_in_the_configured_range() -> None:
     assert float(angles.abs().mean()) == pytest.approx(45.0, abs=2.0)  # uniform: mean |angle| = 90 / 2
 
 
+def test_per_plane_rotation_limits_keep_an_anisotropic_axis_in_place() -> None:
+    # Each z-section holds its own constant value: turning only in yx planes must keep every section whole.
+    config = AugmentConfig(elastic_sigma=0.0, rotate=[0, 0, 180], flip=False, scale=(1.0, 1.0),
+                           brightness=0.0, contrast=(1.0, 1.0), gamma=(1.0, 1.0), noise=0.0)
+    volume = torch.arange(6, dtype=torch.float32).view(1, 1, 6, 1, 1).expand(3, 1, 6, 16, 16).contiguous()
+    out, _, _ = Augmenter(config, spatial_dims=3)(volume, generator=gen())
+    assert torch.allclose(out, volume, atol=1e-5)
+    params = Augmenter(config, spatial_dims=3).sample(500, (6, 16, 16), gen())
+    assert params.matrix is not None and not torch.allclose(params.matrix[:, 1:, 1:], torch.eye(2))
+    with pytest.raises(BiounetError, match="rotate needs 1 or 3 limits"):
+        Augmenter(AugmentConfig(rotate=[0, 180]), spatial_dims=3)
+    assert yaml.safe_load(yaml.safe_dump(config.to_dict()))["rotate"] == [0.0, 0.0, 180.0]
+
+
 # -- gray values ---------------------------------------------------------------------------------------------
 
 

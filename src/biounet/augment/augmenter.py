@@ -27,6 +27,7 @@ class Augmenter:
     def __init__(self, config: AugmentConfig, spatial_dims: int = 2) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        config.plane_limits(spatial_dims)  # a list of rotation limits must fit the dimension
         self.config = config
         self.spatial_dims = spatial_dims
 
@@ -54,7 +55,8 @@ class Augmenter:
 
         matrix = offset = control = None
         if config.affine:
-            angles = uniform(-config.rotate, config.rotate, batch, len(rotation_planes(dims)))
+            limits = torch.tensor(config.plane_limits(dims), device=generator.device)
+            angles = uniform(-1.0, 1.0, batch, len(rotation_planes(dims))) * limits
             matrix = rotation_matrix(angles, dims)
             if config.flip:
                 signs = torch.randint(0, 2, (batch, dims), generator=generator, device=generator.device) * 2 - 1

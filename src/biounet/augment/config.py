@@ -27,7 +27,9 @@ class AugmentConfig:
             B-splines (see :mod:`biounet.augment.elastic`).
         elastic_p: probability that a sample is deformed elastically.
         rotate: largest rotation in degrees; angles are uniform in ``[-rotate, rotate]``, one per plane
-            of axes (one in 2D, three in 3D).
+            of axes (one in 2D, three in 3D). A list gives one limit per plane, in the order of
+            :func:`~biounet.augment.spatial.rotation_planes` (3D ``zyx``: zy, zx, yx): an anisotropic
+            stack turns freely in its yx sections only, e.g. ``[0, 0, 180]``.
         flip: flip each spatial axis with probability 1/2.
         scale: range of the isotropic zoom factor (> 1 enlarges), drawn log-uniformly.
         shift: largest translation in pixels per axis, uniform.
@@ -43,7 +45,7 @@ class AugmentConfig:
     elastic_grid: int = 3
     elastic_spacing: float = 0.0
     elastic_p: float = 1.0
-    rotate: float = 180.0
+    rotate: float | tuple[float, ...] = 180.0
     flip: bool = True
     scale: Range = (0.9, 1.1)
     shift: float = 0.0
@@ -54,6 +56,11 @@ class AugmentConfig:
     intensity_p: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.rotate, list | tuple):
+            if not self.rotate or not all(isinstance(r, int | float) for r in self.rotate):
+                raise BiounetError(f"invalid augment config: rotate must be a number or a list of them, got "
+                                   f"{self.rotate!r}")
+            object.__setattr__(self, "rotate", tuple(float(r) for r in self.rotate))
         for name in ("scale", "contrast", "gamma"):
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or len(value) != 2:
@@ -64,7 +71,7 @@ class AugmentConfig:
             (self.elastic_grid >= 2, "elastic_grid must be >= 2"),
             (self.elastic_spacing >= 0, "elastic_spacing must be >= 0"),
             (0 <= self.elastic_p <= 1, "elastic_p must be in [0, 1]"),
-            (0 <= self.rotate <= 180, "rotate must be in [0, 180] degrees"),
+            (all(0 <= r <= 180 for r in self.rotate_limits), "rotate must be in [0, 180] degrees"),
             (0 < self.scale[0] <= self.scale[1], "scale must be 0 < low <= high"),
             (self.shift >= 0, "shift must be >= 0"),
             (self.brightness >= 0, "brightness must be >= 0"),
@@ -93,12 +100,32 @@ class AugmentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @property
+    def rotate_limits(self) -> tuple[float, ...]:
+        """The largest angle per plane (one number stands for every plane)."""
+        return self.rotate if isinstance(self.rotate, tuple) else (float(self.rotate),)
+
+    def plane_limits(self, spatial_dims: int) -> tuple[float, ...]:
+        """The largest angle for each plane of ``spatial_dims`` axes.
+
+        Raises:
+            BiounetError: if a list of limits does not have one per plane.
+        """
+        planes = spatial_dims * (spatial_dims - 1) // 2
+        limits = self.rotate_limits
+        if len(limits) == 1:
+            return limits * planes
+        if len(limits) != planes:
+            raise BiounetError(f"invalid augment config: rotate needs 1 or {planes} limits for {spatial_dims}D, "
+                               f"got {list(limits)}")
+        return limits
+
+    @property
     def elastic(self) -> bool:
         return self.elastic_sigma > 0 and self.elastic_p > 0
 
     @property
     def affine(self) -> bool:
-        return self.rotate > 0 or self.flip or self.scale != (1.0, 1.0) or self.shift > 0
+        return max(self.rotate_limits) > 0 or self.flip or self.scale != (1.0, 1.0) or self.shift > 0
 
     @property
     def intensity(self) -> bool:
