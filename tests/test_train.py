@@ -164,8 +164,10 @@ def test_cli_trains_on_0_1_masks_and_the_model_learns_the_cells(tmp_path: Path,
     assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "12",
                  "--quiet", *[a for s in settings for a in ("--set", s)]]) == 0
     log = capsys.readouterr().out
-    assert "labels: binary labels (0 = background, 1 = foreground), detected from 5 training labels with " \
-           "values [0, 1]" in log
+    # Detected by the plan's fingerprint over all pairs, then checked on the training split.
+    assert "labels: binary labels (0 = background, 1 = foreground); classes: background" in log
+    assert "labels: binary labels (0 = background, 1 = foreground), as configured; checked on 5 training " \
+           "labels with values [0, 1]" in log
     saved = yaml.safe_load((out / "config.yaml").read_text())["labels"]
     assert saved == {"kind": "binary", "foreground": 1, "ignore": None}
     stored = yaml.safe_load(load_checkpoint(out / "model.pt").extra["train_config"])["labels"]

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from biounet import __version__
-from biounet.cli import evaluate, export, info, predict, train
+from biounet.cli import evaluate, export, info, plan, predict, train
 from biounet.errors import BiounetError
 
 EXIT_INPUT = 2
@@ -36,12 +36,12 @@ _SMALLER = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biounet",
-        description="U-Net segmentation for biomedical images: train, predict, evaluate, inspect, export.",
+        description="U-Net segmentation for biomedical images: plan, train, predict, evaluate, inspect, export.",
         epilog="Exit codes: 0 success, 2 bad input (one line on stderr), 3 training diverged, 4 out of memory, "
                "130 interrupted.")
     parser.add_argument("--version", action="version", version=f"biounet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, predict, evaluate, info, export):
+    for module in (plan, train, predict, evaluate, info, export):
         module.add_parser(subparsers)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser = subparsers.add_parser(
         "train", help="train a model from labelled images",
         description="Train a U-Net. RUN_DIR receives model.pt (best validation score), last.pt (resumable), "
-                    "config.yaml, log.csv, curves.png and overlays/. Settings come from --config and "
-                    "--set key=value (e.g. --set model.base_channels=16 --set optim.name=sgd).")
+                    "config.yaml, log.csv, curves.png and overlays/. Without --config, the settings are "
+                    "planned from the data, the device and the budget (see `biounet plan`); --set "
+                    "key=value overrides either (e.g. --set model.base_channels=16).")
     parser.add_argument("--images", type=Path, help="folder of training images")
     parser.add_argument("--labels", type=Path, help="folder of training labels (same file stems)")
     parser.add_argument("--val-images", type=Path, help="folder of validation images")
@@ -36,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from biounet.train.run import train
+    from biounet.train.run import plan_run, train
 
     overrides = list(args.overrides)
     for flag, key in [("images", "data.images"), ("labels", "data.labels"), ("val_images", "data.val_images"),
@@ -44,9 +46,19 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    config = (apply_overrides(saved_config(args.out), overrides) if args.resume
-              else load_config(args.config, overrides))
-    trainer = train(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    started = time.monotonic()
+    if args.resume:
+        config = apply_overrides(saved_config(args.out), overrides)
+    elif args.config is None and args.images is not None and args.labels is not None:
+        plan, fingerprint = plan_run(args.images, args.labels, args.device, args.minutes, args.epochs,
+                                     progress=not args.quiet)
+        print(fingerprint.report())
+        print(plan.report())
+        config = plan.config(overrides)  # --set wins over the plan
+    else:
+        config = load_config(args.config, overrides)
+    trainer = train(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
+                    spent_seconds=time.monotonic() - started)
     state = trainer.state
     print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
           f"{trainer.stop_reason}; best val_{config.monitor} = {state.best} at epoch {state.best_epoch}")

@@ -30,6 +30,7 @@ class Budget:
         self.step_seconds = 0.0
         self.validation_seconds = 0.0
         self.save_seconds = 0.0
+        self.epoch_end_seconds = 0.0
 
     @property
     def limited(self) -> bool:
@@ -55,9 +56,15 @@ class Budget:
     def note_save(self, seconds: float) -> None:
         self.save_seconds = max(seconds, self.save_seconds)
 
+    def note_epoch_end(self, seconds: float) -> None:
+        """An epoch's end after validation: checkpoints, log, plots (the overlays cost about as much)."""
+        self.epoch_end_seconds = max(seconds, self.epoch_end_seconds)
+
     def ending_seconds(self) -> float:
-        """What the end of the run takes: the final validation, overlays (about one more), two saves."""
-        return 2 * self.validation_seconds + 2 * self.save_seconds + MARGIN * self.seconds
+        """What the end of the run takes: the final validation and epoch end, then the overlays of the best
+        model (a prediction of the validation images and a plot each: about as much again)."""
+        return 2 * (self.validation_seconds + max(self.epoch_end_seconds, self.save_seconds)) + \
+            MARGIN * self.seconds
 
     def room_for_step(self) -> bool:
         """Whether one more step still leaves time for the end of the run."""

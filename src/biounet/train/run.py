@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from biounet.atomic import atomic_path
 from biounet.data.dataset import Example, load_example, pair_files, split_validation
+from biounet.data.fingerprint import Fingerprint
 from biounet.data.labels import format_values, label_values, read_label
 from biounet.errors import BiounetError
 from biounet.infer.predict import probabilities_to_mask, resolve_device
@@ -19,6 +20,7 @@ from biounet.models.checkpoint import load_checkpoint
 from biounet.models.unet import UNet
 from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from biounet.train.config import TrainConfig
+from biounet.train.plan import Plan
 from biounet.train.plots import plot_curves, plot_overlay
 from biounet.train.trainer import Trainer
 from biounet.train.validation import make_validator, predict_example
@@ -87,11 +89,33 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
     return dataclasses.replace(config, labels=labels)
 
 
+def plan_run(images: Path, labels: Path, device: str | None = None, minutes: float | None = None,
+             epochs: int | None = None, progress: bool = True) -> tuple[Plan, Fingerprint]:
+    """The fingerprint of the training pairs in two folders and the plan made from it for ``device``.
+
+    Args:
+        images: training images folder.
+        labels: training labels folder (same file stems).
+        device: the training device (candidate widths are timed on it).
+        minutes: the run's budget (see :func:`~biounet.train.plan.make_plan`).
+        epochs: an epoch budget instead.
+        progress: show a progress bar while reading.
+
+    Raises:
+        BiounetError: naming the file, for missing, unreadable or mismatched data.
+    """
+    from biounet.data.fingerprint import fingerprint
+    from biounet.train.plan import make_plan
+
+    found = fingerprint(pair_files(images, labels), progress=progress)
+    return make_plan(found, images, labels, resolve_device(device), minutes, epochs), found
+
+
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | None = None,
-          progress: bool = True) -> Trainer:
+          progress: bool = True, spent_seconds: float = 0.0) -> Trainer:
     """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
     ``curves.png`` and ``overlays/`` into ``out_dir``. A ``minutes`` budget holds for all of it, from reading
-    the data to the overlays (see :mod:`biounet.train.budget`).
+    the data to the overlays (see :mod:`biounet.train.budget`), plus ``spent_seconds`` (e.g. planning).
 
     Raises:
         BiounetError: for bad data or config, an existing run without ``resume``, or a missing one with it.
@@ -101,7 +125,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     if not resume and (out_dir / "last.pt").exists():
         raise BiounetError("a run already exists here; use --resume to continue it or choose another --out",
                            out_dir)
-    started = time.monotonic()  # a minute budget counts the reading of the data too
+    started = time.monotonic() - spent_seconds  # a minute budget counts reading the data too
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     if config.deterministic:

@@ -262,11 +262,13 @@ class Trainer:
                 finished = out_of_time = True  # this validation is the run's last
             metrics = self._timed_validation() if validating else None
             with deferred_interrupt():
+                started = time.monotonic()
                 self._consistent = False
                 self._end_epoch(metrics)
                 self._consistent = True
                 last_save = time.monotonic()
                 self.trigger("on_epoch_end")
+                budget.note_epoch_end(time.monotonic() - started)
             if finished:
                 self.stop_reason = "time budget spent" if out_of_time else "epoch budget spent"
                 return
