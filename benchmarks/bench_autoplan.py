@@ -146,7 +146,12 @@ def main() -> None:
             run = work / f"{variant}-{args.minutes:g}min"
             wall = float("nan")
             if not (args.reuse and (run / "model.pt").exists()):
-                wall = run_training(images, labels, run, args.minutes, config)
+                try:
+                    wall = run_training(images, labels, run, args.minutes, config)
+                except subprocess.CalledProcessError:
+                    last = (work / f"{run.name}.log").read_text().strip().splitlines()[-1]
+                    print(f"| {name} | {variant} | - | - | failed: {last} |", flush=True)
+                    continue
             if not (run / "model.pt").exists():
                 print(f"| {name} | {variant} | {describe(run)} | {wall:.0f} | no validation ran: no model |")
                 continue
