@@ -130,10 +130,11 @@ def test_train_without_config_on_thin_colour_lines_learns_within_one_minute(tmp_
     out = tmp_path / "run"
     started = time.monotonic()
     assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out),
-                 "--minutes", "1", "--quiet"]) == 0
+                 "--minutes", "1", "--quiet", "--set", "augment.rotate=90"]) == 0
     wall = time.monotonic() - started
     assert wall <= 63.0, wall  # planning, reading, training, validations, checkpoints and overlays
     config = load_config(out / "config.yaml", [])
     assert config.model.in_channels == 3 and config.loss.name == "ce_dice" and config.labels.foreground == 1
+    assert config.augment.rotate == 90.0  # --set wins over the plan's 180
     best = load_checkpoint(out / "model.pt").extra["metrics"]
     assert best["val_dice"] > 0.8, best
