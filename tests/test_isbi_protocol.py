@@ -17,6 +17,7 @@ from biounet.metrics.pixel import pixel_error
 from biounet.metrics.rand import rand_family, v_info, v_rand
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.metrics.surface import surface_distances
+from biounet.metrics.sweep import ThresholdSweep, pooled_rand_error
 from biounet.metrics.thinning import fiji_thinning
 from biounet.metrics.warping import split_merge_warping_error, warping_error
 
@@ -143,6 +144,32 @@ def test_one_threshold_for_the_whole_stack() -> None:
     # extra membrane of slice 2 shrinks to one splitting pixel (the others are simple): 1/21 again. Tie: 0.0.
     assert scores.warping_error == pytest.approx(1 / 42) and scores.warping_error_threshold == 0.0
     assert isbi_challenge_scores(prob, truth, warping=False).warping_error is None
+
+
+def test_rand_error_pooled_over_images_of_different_shapes_uses_one_threshold() -> None:
+    prob, truth = stack_with_different_best_thresholds()
+    # The second image transposed: another shape, the same Rand counts. Each image alone scores 0 at its own
+    # best threshold; pooled at one threshold they give the stack's 5/49 (at 0.6).
+    sweeps = [ThresholdSweep(prob[0], truth[0]), ThresholdSweep(prob[1].T, truth[1].T)]
+    assert [s.rand_error().value for s in sweeps] == [0.0, 0.0]
+    best = pooled_rand_error(sweeps)
+    assert best.value == pytest.approx(5 / 49) and best.threshold == 0.6
+
+
+def test_validation_selects_by_the_challenge_rand_error_not_per_image_thresholds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from biounet.data.dataset import Example
+    from biounet.train import validation
+
+    prob, truth = stack_with_different_best_thresholds()
+    examples = [Example(f"{i}", np.zeros((1, *p.shape), np.float32), t.astype(np.int64), np.ones(p.shape, np.float32))
+                for i, (p, t) in enumerate(zip(prob, truth, strict=True))]
+    by_name = {e.name: np.stack([1 - p, p]).astype(np.float32) for e, p in zip(examples, prob, strict=True)}
+    monkeypatch.setattr(validation, "predict_example", lambda model, example: by_name[example.name])
+    scores = validation.make_validator(examples, num_classes=2)(None)  # type: ignore[arg-type]
+    assert scores["rand_error"] == pytest.approx(5 / 49)
+    assert scores["dice"] == pytest.approx(np.mean([score(pair_from_arrays(by_name[e.name], e.target), ["dice"])["dice"]
+                                                    for e in examples]))
 
 
 def test_stack_protocol_rejects_mismatched_slices() -> None:

@@ -9,6 +9,7 @@ prediction) reuses its results. The scores are those of :mod:`.pixel`, :mod:`.ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -111,7 +112,7 @@ class ThresholdSweep:
 
     def rand_error(self) -> Best:
         """Foreground-restricted Rand error: ``1 - max F``, sums pooled over slices (Fiji's pooling)."""
-        return self._lowest([1.0 - pooled_rand(self.tables(k, thin=False)).f for k in range(len(self.thresholds))])
+        return pooled_rand_error([self])
 
     def v_rand(self) -> Best:
         """V_rand: the per-slice Rand F after thinning, averaged over slices, best threshold."""
@@ -153,3 +154,24 @@ class ThresholdSweep:
     def _highest(self, values: list[float]) -> Best:
         k = int(np.argmax(values))
         return Best(values[k], float(self.thresholds[k]), k)
+
+
+def pooled_rand_error(sweeps: Sequence[ThresholdSweep]) -> Best:
+    """The challenge's Rand error over several sweeps (images or stacks of any shapes): ONE threshold for
+    all of them, the per-slice Rand sums pooled over every slice of every sweep, as Fiji pools a stack.
+
+    Args:
+        sweeps: sweeps over the same thresholds.
+
+    Raises:
+        ValueError: if there are no sweeps or their thresholds differ.
+    """
+    if not sweeps:
+        raise ValueError("no predictions to pool")
+    thresholds = sweeps[0].thresholds
+    if any(not np.array_equal(s.thresholds, thresholds) for s in sweeps):
+        raise ValueError("the sweeps use different thresholds")
+    errors = [1.0 - pooled_rand([t for s in sweeps for t in s.tables(k, thin=False)]).f
+              for k in range(len(thresholds))]
+    k = int(np.argmin(errors))
+    return Best(errors[k], float(thresholds[k]), k)

@@ -99,7 +99,8 @@ class TrainConfig:
         foreground_oversampling: probability of centring a patch on a foreground pixel.
         val_every: validate every this many epochs.
         monitor: validation metric that picks the best checkpoint (``dice`` and ``iou`` are maximised,
-            ``rand_error``, which needs two classes, minimised).
+            ``rand_error``, which needs two classes, minimised; it is the ISBI challenge's: one threshold
+            for all validation images, Rand counts pooled over them).
         patience: stop after this many validations without improvement (0 = never).
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
