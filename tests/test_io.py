@@ -67,6 +67,9 @@ def test_channel_matching() -> None:
     gray = match_channels(rgb, 1)
     assert gray.shape == (1, 4, 5) and np.allclose(gray, 58.7)
     assert match_channels(np.zeros((4, 4, 5)), 3).shape == (3, 4, 5)
+    # Grey to a colour model: the grey-as-RGB a fluorescence image becomes when saved as RGB.
+    grey = np.arange(20, dtype=np.uint16).reshape(1, 4, 5)
+    assert np.array_equal(match_channels(grey, 3), np.concatenate([grey] * 3))
     with pytest.raises(BiounetError, match="2 channel"):
         match_channels(np.zeros((2, 4, 5)), 3, "two.tif")
 

@@ -156,3 +156,26 @@ def test_rejects_bad_input() -> None:
         instance_scores(pred, truth, 0.0)
     with pytest.raises(ValueError, match="predictions for"):
         mean_dsb2018_score([pred], [truth, truth])
+
+
+def test_matching_dataset_pools_counts_over_images_as_stardist() -> None:
+    from biounet.metrics.instances import matching_dataset
+
+    truth_a, pred_a = np.zeros((50, 50), np.int32), np.zeros((50, 50), np.int32)
+    truth_a[0:10, 0:10] = 1
+    truth_a[20:30, 20:30] = 2              # missed: a false negative
+    pred_a[0:10, 0:6] = 5                  # IoU 60 / 100 with truth 1
+    pred_a[40:45, 40:45] = 7               # a false positive
+    truth_b, pred_b = np.zeros((20, 20), np.int32), np.zeros((20, 20), np.int32)
+    truth_b[5:10, 5:10] = 3                # no prediction at all: a false negative
+    at_50, at_70 = matching_dataset([pred_a, pred_b], [truth_a, truth_b], (0.5, 0.7))
+    assert (at_50.true_positives, at_50.false_positives, at_50.false_negatives) == (1, 1, 2)
+    assert at_50.accuracy == pytest.approx(1 / 4) and at_50.precision == pytest.approx(1 / 2)
+    assert at_50.recall == pytest.approx(1 / 3) and at_50.f1 == pytest.approx(2 / 5)
+    assert at_50.panoptic_quality == pytest.approx(0.6 / 2.5)
+    assert at_50.mean_true_score == pytest.approx(0.6 / 3) and at_50.mean_matched_score == pytest.approx(0.6)
+    # Not a mean of per-image accuracies (1/3 and 0 would average to 1/6).
+    assert at_50.accuracy != pytest.approx((1 / 3 + 0) / 2)
+    # No true positive: StarDist scores every ratio 0.
+    assert at_70.true_positives == 0 and at_70.accuracy == 0.0 and at_70.precision == 0.0
+    assert at_70.panoptic_quality == 0.0

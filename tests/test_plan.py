@@ -62,13 +62,32 @@ def test_rare_thin_colour_foreground_gets_dice_balance_and_oversampling() -> Non
     assert any("thin foreground" in reason for _, reason in plan.reasons)
 
 
-def test_crowded_nuclei_get_border_weights_scaled_to_their_size() -> None:
+def test_instance_labels_plan_background_interior_boundary_and_pick_by_object_accuracy() -> None:
     fp = fake((320, 320), classes=(ClassStats(0.85, 0.02, 50.0), ClassStats(0.15, 0.1, 14.0)),
               objects=ObjectStats(30, 16.0, 10.0, 24.0, 0.4), labels=LabelConfig(kind="instances"))
     config = plan_of(fp).config()
-    assert config.loss.name == "ce" and config.loss.weights.sigma == 2.0
+    assert config.model.out_channels == 3 and config.instance_task and config.monitor == "accuracy"
+    # Classes balanced (the boundary is thin) plus the paper's border term scaled to the nuclei.
+    assert config.loss.name == "ce_dice" and config.loss.weights.class_balance
+    assert config.loss.weights.w0 == 10.0 and config.loss.weights.sigma == 2.0
     assert config.model.depth == 3  # 89 px of receptive field covers a 16-px nucleus and its neighbours
     assert config.augment.elastic_sigma == 3.0
+
+
+def test_crowded_binary_cells_get_border_weights_scaled_to_their_size() -> None:
+    fp = fake((320, 320), classes=(ClassStats(0.85, 0.02, 50.0), ClassStats(0.15, 0.1, 14.0)),
+              objects=ObjectStats(30, 16.0, 10.0, 24.0, 0.4), labels=LabelConfig(kind="binary", foreground=1))
+    config = plan_of(fp).config()
+    assert config.model.out_channels == 2 and config.monitor == "dice"
+    assert config.loss.name == "ce" and config.loss.weights.sigma == 2.0
+
+
+def test_instance_volumes_plan_three_classes_too() -> None:
+    fp = fake((40, 160, 160), spacing=(4.0, 1.0, 1.0), classes=(ClassStats(0.9, 0.01, 30.0),
+                                                               ClassStats(0.1, 0.05, 12.0)),
+              objects=ObjectStats(10, 12.0, 8.0, 16.0, 0.3), labels=LabelConfig(kind="instances"))
+    config = plan_of(fp).config()
+    assert config.model.spatial_dims == 3 and config.instance_task and config.monitor == "accuracy"
 
 
 def test_small_images_get_same_padding() -> None:

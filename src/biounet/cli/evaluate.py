@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -17,11 +18,14 @@ from biounet.cli.inputs import expand_inputs
 from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
 from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.errors import BiounetError
+from biounet.metrics.instances import DatasetMatching, matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
 
 # Suffixes that `biounet predict` (and common tools) append to an input's stem.
-_SUFFIXES = ("_prob", "_mask", "_pred", "_seg")
+_SUFFIXES = ("_instances", "_prob", "_mask", "_pred", "_seg")
+# What the table shows by default when the truths are instance maps: overlap, and the objects matched.
+INSTANCE_METRICS = ("dice", "iou", "ap50", "f1_50", "pq")
 # ISBI's pixel and Rand errors are for 2D membrane maps; volumes are usually scored by overlap and distance.
 VOLUME_METRICS = ("dice", "iou", "hd95")
 # Per-class surface scores: metric name -> field of SurfaceScores.
@@ -34,8 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser = subparsers.add_parser(
         "evaluate", help="score predictions against ground truth",
         description="Pair predictions with ground-truth label images or volumes by file stem (ignoring the "
-                    f"suffixes {', '.join(_SUFFIXES)} and .nii.gz; a probability map is preferred over a mask "
-                    "of the same stem), print a table per image and the mean, and optionally write JSON/CSV. "
+                    f"suffixes {', '.join(_SUFFIXES)} and .nii.gz; of one stem, an instance map is preferred, "
+                    "then a probability map), print a table per image and the mean, and optionally write "
+                    "JSON/CSV. With instance truths, the objects are also scored over all images together at "
+                    "IoU 0.50, 0.55, ..., 0.90 (StarDist's matching_dataset: precision, recall, accuracy, F1, "
+                    "PQ) with the mean accuracy over them; the JSON holds that curve under 'objects'. "
                     "Predictions may be probability maps (float TIFF or NIfTI, classes first in TIFF and on "
                     "the 4th axis in NIfTI) or label images. With more than two classes, Dice, IoU and "
                     "surface distances are also reported per class (dice_1, dice_2, ...). Distances are in "
@@ -72,20 +79,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
-    """``(prediction, truth)`` pairs matched by :func:`~biounet.data.readers.file_stem`.
+    """``(prediction, truth)`` pairs matched by :func:`~biounet.data.readers.file_stem`; of several predictions
+    of one stem, an instance map (``_instances``) is taken first, then probabilities (``_prob``).
 
     Raises:
         BiounetError: for a truth without prediction (naming it) or nothing matched at all.
     """
     by_stem: dict[str, Path] = {}
+    ranks: dict[str, int] = {}
     for path in predictions:
         stem = full = file_stem(path)
         for suffix in _SUFFIXES:
             if stem.endswith(suffix):
                 stem = stem[: -len(suffix)]
                 break
-        if stem not in by_stem or full.endswith("_prob"):
-            by_stem[stem] = path
+        # An instance map says most, then probabilities, then a mask.
+        rank = 2 if full.endswith("_instances") else 1 if full.endswith("_prob") else 0
+        if stem not in by_stem or rank > ranks[stem]:
+            by_stem[stem], ranks[stem] = path, rank
     missing = [t for t in truths if file_stem(t) not in by_stem]
     if missing:
         raise BiounetError("no prediction with this stem", missing[0])
@@ -186,22 +197,26 @@ def per_class_scores(pair: Pair, names: Sequence[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     pairs = pair_by_stem(expand_inputs(args.pred, unique_stems=False), expand_inputs(args.truth))
     dims = [args.spatial_dims or guess_spatial_dims(truth) for _, truth in pairs]
+    labels = resolve_truths(pairs, dims, LabelConfig(args.truth_kind, args.foreground, args.ignore))
     if args.metrics is None:
-        names = list(DEFAULT_METRICS if all(d == 2 for d in dims) else VOLUME_METRICS)
+        names = list(INSTANCE_METRICS if labels.kind == "instances" else
+                     DEFAULT_METRICS if all(d == 2 for d in dims) else VOLUME_METRICS)
     else:
         names = [n.strip() for n in args.metrics.split(",") if n.strip()]
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise BiounetError(f"unknown metrics {', '.join(unknown)}; available: {', '.join(METRICS)}")
-    labels = resolve_truths(pairs, dims, LabelConfig(args.truth_kind, args.foreground, args.ignore))
     rows: list[dict[str, object]] = []
     stack: list[tuple[np.ndarray, np.ndarray]] = []
+    objects: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for (pred_path, truth_path), spatial_dims in zip(pairs, dims, strict=True):
         pair = load_pair(pred_path, truth_path, labels, args.spacing, spatial_dims)
         try:
             scores = {**score(pair, names), **per_class_scores(pair, names)}
             if args.isbi_stack:
                 stack.append((pair.probability("--isbi-stack"), pair.truth))
+            if labels.kind == "instances":
+                objects.append((pair.instances("pred"), pair.instances("truth"), pair.ignored))
         except BiounetError as exc:
             raise BiounetError(str(exc), pred_path) from exc
         rows.append({"image": file_stem(truth_path), "prediction": str(pred_path), "truth": str(truth_path),
@@ -212,7 +227,11 @@ def run(args: argparse.Namespace) -> int:
             row.setdefault(column, math.nan)  # a class that one image's task lacks
     mean = {n: float(np.nanmean([float(r[n]) for r in rows])) for n in columns}  # type: ignore[arg-type]
     stack_scores = isbi_stack_scores(stack) if args.isbi_stack else None
+    curve = matching_dataset([p for p, _, _ in objects], [t for _, t, _ in objects],
+                             ignores=[i for _, _, i in objects]) if objects else ()
     print(_table(rows, mean, columns))
+    if curve:
+        print(_curve_table(curve))
     if stack_scores is not None:
         print(f"stack of {stack_scores['slices']} slices, one threshold for all (ISBI 2012): "
               + ", ".join(f"{name} {stack_scores[name]:.6g} (threshold {stack_scores[name + '_threshold']:g})"
@@ -222,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
         report: dict[str, object] = {"metrics": names, "truth": labels.to_dict(), "images": rows, "mean": mean}
         if stack_scores is not None:
             report["stack"] = stack_scores
+        if curve:
+            report["objects"] = {"curve": [dataclasses.asdict(c) for c in curve],
+                                 "mean_accuracy": mean_accuracy(curve)}
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2, default=_json_number))
     if args.csv:
@@ -259,6 +281,27 @@ def isbi_stack_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[st
         result[name] = float(getattr(scores, name))
         result[f"{name}_threshold"] = float(getattr(scores, f"{name}_threshold"))
     return result
+
+
+def mean_accuracy(curve: Sequence[DatasetMatching]) -> float:
+    """The mean of a curve's accuracies over its IoU thresholds."""
+    return float(np.mean([c.accuracy for c in curve]))
+
+
+def _curve_table(curve: Sequence[DatasetMatching]) -> str:
+    """The object scores at each IoU threshold, matches pooled over all images."""
+    first = curve[0]
+    lines = [f"objects: {first.true_objects} true, {first.predicted_objects} predicted in {first.images} images; "
+             "matched one-to-one, counts pooled over the images (StarDist's matching_dataset)",
+             f"{'IoU':>5} {'TP':>6} {'FP':>6} {'FN':>6} {'precision':>9} {'recall':>9} {'accuracy':>9} "
+             f"{'f1':>9} {'pq':>9}"]
+    for c in curve:
+        lines.append(f"{c.threshold:>5.2f} {c.true_positives:>6} {c.false_positives:>6} {c.false_negatives:>6} "
+                     f"{c.precision:>9.4f} {c.recall:>9.4f} {c.accuracy:>9.4f} {c.f1:>9.4f} "
+                     f"{c.panoptic_quality:>9.4f}")
+    lines.append(f"mean accuracy over IoU {curve[0].threshold:.2f}..{curve[-1].threshold:.2f}: "
+                 f"{mean_accuracy(curve):.4f}")
+    return "\n".join(lines)
 
 
 def _columns(names: list[str], rows: list[dict[str, object]]) -> list[str]:

@@ -11,23 +11,36 @@ from tqdm import tqdm
 
 from biounet.cli.inputs import expand_inputs
 from biounet.data.axes import StackPlan, plan_stack
+from biounet.data.instances import instances_from_classes
 from biounet.data.readers import ImageMeta, file_stem, image_format, match_channels, probe_stored, read_stored
-from biounet.data.writers import write_prediction
+from biounet.data.writers import write_instances, write_prediction
 from biounet.errors import BiounetError
+from biounet.infer.instances import instances_from_probabilities
+from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.pretrained import resolve_model
+
+OUTPUTS = ("prob", "mask", "instances", "objects")
+"""What ``predict`` can write per input, in the order it writes them."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "predict", help="segment images with a trained model",
         description="Segment images or volumes of any size by overlap-tile prediction; a 3D model reads "
-                    "volumes, a 2D model predicts stacks (Z, time) plane by plane. Per input: 2D images give "
-                    "<stem>_prob.tif (float32 class probabilities, CYX) and <stem>_mask.png (class indices); "
-                    "NIfTI volumes give <stem>_prob.nii.gz (classes on the last axis) and <stem>_mask.nii.gz "
-                    "with the input's header and affine; other stacks and volumes (TIFF, HDF5, zarr) give "
-                    "<stem>_prob.tif (CZYX, CTZYX) and <stem>_mask.tif (ZYX, TZYX).")
+                    "volumes, a 2D model predicts stacks (Z, time) plane by plane. Outputs per input (choose "
+                    "with --outputs): prob, the float32 class probabilities (<stem>_prob.tif, CYX, CZYX or "
+                    "CTZYX; <stem>_prob.nii.gz with classes on the last axis for NIfTI); mask, the class "
+                    "indices (<stem>_mask.png for 2D images, <stem>_mask.tif for stacks and volumes, "
+                    "<stem>_mask.nii.gz for NIfTI); instances, the object ids (<stem>_instances.tif, uint16 or "
+                    "uint32, or <stem>_instances.nii.gz): an instance model's objects, or the connected "
+                    "components of each class of a semantic model's mask, with ids unique over a stack "
+                    "predicted plane by plane; objects, one CSV row per object (<stem>_objects.csv: label, "
+                    "plane, size in pixels and physical units, centroid, bounding box, mean and max intensity "
+                    "of each channel of the input as stored, equivalent diameter, and in 2D eccentricity and "
+                    "solidity). NIfTI outputs keep the input's header and affine; TIFF stacks are calibrated "
+                    "with the input's voxel size.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files (.png .tif .jpg .nii .nii.gz .h5 .zarr), directories, globs, or "
                              "FILE.h5:DATASET / STORE.zarr:ARRAY for an array inside a file")
@@ -46,12 +59,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="the inputs' axes in stored order, one letter of T, Z, C, Y, X per dimension (e.g. "
                              "ZYX, CYX, YXC, TZYX, ilastik's ZYXC), for files whose axis metadata is missing or "
                              "wrong; NIfTI's i, j, k are YXZ")
+    parser.add_argument("--outputs", default=None, metavar="LIST",
+                        help=f"comma-separated outputs to write, of {','.join(OUTPUTS)} (default: all four for "
+                             f"an instance model, prob,mask otherwise)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    chosen = parse_outputs(args.outputs) if args.outputs is not None else None
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(resolve_model(args.model))
+    outputs = chosen if chosen is not None else default_outputs(checkpoint)
     config = checkpoint.config
     files = expand_inputs(args.inputs)
     # Check every input before writing anything, so a bad file does not leave a half-done output set.
@@ -67,8 +85,21 @@ def run(args: argparse.Namespace) -> int:
                               tta=args.tta, device=device)
         spacing = tuple(size for size, a in zip(stored.spacing, plan.axes, strict=True) if a in "ZYX")
         meta = ImageMeta(Path(path), image_format(path) or "", spacing, stored.header)
-        written = write_prediction(args.out, file_stem(path), probs, probabilities_to_mask(probs), meta,
-                                   plan.out_axes)
+        stem, mask = file_stem(path), probabilities_to_mask(probs)
+        maps = [o for o in outputs if o in ("prob", "mask")]
+        written = write_prediction(args.out, stem, probs, mask, meta, plan.out_axes, maps) if maps else []
+        if "instances" in outputs or "objects" in outputs:
+            # Per item (plane) order: the objects table measures each plane of a stack on its own.
+            ids = stack_instances(checkpoint, probs, mask, plan)
+            if "instances" in outputs:
+                written.append(write_instances(args.out, stem, plan.to_stored_order(ids[None])[0], meta,
+                                               plan.out_axes))
+            if "objects" in outputs:
+                sizes = dict(zip(plan.axes, stored.spacing, strict=True))
+                table = object_table(ids, raw_items(array, plan, config.in_channels),
+                                     tuple(sizes[a] for a in plan.spatial_axes), plan.batch_axes)
+                written.append(args.out / f"{stem}_objects.csv")
+                write_object_table(written[-1], table)
         tqdm.write(f"{path} -> {', '.join(str(w) for w in written)}")
     return 0
 
@@ -109,10 +140,88 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     return plan.to_stored_order(stacked)
 
 
+def parse_outputs(text: str) -> tuple[str, ...]:
+    """The outputs a ``--outputs`` list names, in :data:`OUTPUTS` order.
+
+    Raises:
+        BiounetError: for an unknown name or an empty list.
+    """
+    names = {n.strip().lower() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(OUTPUTS))
+    if unknown:
+        raise BiounetError(f"unknown output(s) {', '.join(unknown)} in --outputs; choose from {', '.join(OUTPUTS)}")
+    if not names:
+        raise BiounetError(f"--outputs names no output; choose from {', '.join(OUTPUTS)}")
+    return tuple(o for o in OUTPUTS if o in names)
+
+
+def default_outputs(checkpoint: Checkpoint) -> tuple[str, ...]:
+    """All outputs for an instance model; the probabilities and the mask for a semantic one."""
+    return OUTPUTS if checkpoint.instances is not None else ("prob", "mask")
+
+
+def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan) -> np.ndarray:
+    """Object ids for every item (plane, or volume of a time series) of a prediction, unique over all items.
+
+    An instance model's objects come from its probabilities (:func:`instances_from_probabilities` with the
+    checkpoint's parameters); a semantic model's are the connected components of each class of its mask.
+    Each item is split on its own, as a file holding only it would be, and its ids are offset past those of
+    the items before it.
+
+    Args:
+        checkpoint: the model, and its instance parameters if it has them.
+        probs: ``(classes, *plan.out_shape)`` probabilities, as :func:`predict_stack` gives them.
+        mask: ``plan.out_shape`` class indices of ``probs``.
+        plan: the stack's :class:`~biounet.data.axes.StackPlan`.
+
+    Returns:
+        ``int32`` ids of shape ``(*plan.batch_shape, *plan.spatial_shape)`` (items first; back to the stored
+        order with ``plan.to_stored_order(ids[None])[0]``).
+
+    Raises:
+        BiounetError: if the stack has more objects than ``int32`` ids can number.
+    """
+    prob_items, mask_items = _items_first(probs, plan), _items_first(mask[None], plan)[0]
+    ids = np.zeros(mask_items.shape, np.int32)
+    offset, limit = 0, int(np.iinfo(np.int32).max)
+    for index in np.ndindex(*plan.batch_shape):
+        if checkpoint.instances is not None:
+            region: tuple[slice | int, ...] = (slice(None), *index)
+            item = instances_from_probabilities(prob_items[region], checkpoint.instances)
+        else:
+            item = instances_from_classes(mask_items[index])
+        count = int(item.max(initial=0))  # both number their objects 1..count
+        if offset + count > limit:
+            raise BiounetError(f"more than {limit} objects in one stack")
+        ids[index] = np.where(item > 0, item + offset, 0)
+        offset += count
+    return ids
+
+
+def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarray:
+    """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
+
+    Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
+    1- or 3-channel model, see :func:`~biounet.data.readers.match_channels`) is left out.
+    """
+    channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
+    raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)
+    for index, item in plan.items(array):
+        region: tuple[slice | int, ...] = (slice(None), *index)
+        raw[region] = item[:channels]
+    return raw
+
+
+def _items_first(stored: np.ndarray, plan: StackPlan) -> np.ndarray:
+    """``(K, *plan.out_shape)`` moved to ``(K, *batch_shape, *spatial_shape)``: the inverse of ``to_stored_order``."""
+    inner = plan.batch_axes + plan.spatial_axes
+    return np.transpose(stored, (0, *(1 + plan.out_axes.index(a) for a in inner)))
+
+
 def match_channels_shape_check(plan: StackPlan, want: int, path: Path) -> None:
     """Fails early for channel counts that :func:`match_channels` cannot adapt."""
     have = plan.channels
-    if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have == 4):
+    if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have in (1, 4)):
         raise BiounetError(f"image has {have} channel(s) (axes {plan.axes.replace('-', '')}) but the model "
                            f"expects {want}; if the file's axes are not these, give them with --axes", path)
 

@@ -24,12 +24,15 @@ class Example:
         image: ``(C, *S)`` float32, normalised.
         target: ``(*S)`` int64 class map, ``IGNORE_INDEX`` where unannotated.
         weight: ``(*S)`` float32 loss weights (border weight map; 0 where unannotated).
+        objects: ``(*S)`` int32 true object ids for instance labels (0 = background or unannotated), what
+            validation matches predicted objects against; ``None`` for other labels.
     """
 
     name: str
     image: np.ndarray
     target: np.ndarray
     weight: np.ndarray
+    objects: np.ndarray | None = None
 
     @property
     def foreground(self) -> np.ndarray:
@@ -132,4 +135,5 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
         raise BiounetError("label image has no annotated pixels", label_path)
     weight = border_weight_map(np.where(ignored, 0, target), instances, w0=weights.w0, sigma=weights.sigma,
                                class_weights="balanced" if weights.class_balance else None, ignore=ignored)
-    return Example(file_stem(image_path), normalization(image), target, weight.astype(np.float32))
+    objects = np.where(ignored, 0, label).astype(np.int32) if labels.kind == "instances" else None
+    return Example(file_stem(image_path), normalization(image), target, weight.astype(np.float32), objects)

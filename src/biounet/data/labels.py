@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from biounet.configs import from_dict
+from biounet.data.instance_targets import boundary_classes
 from biounet.data.instances import instances_from_classes, separate_touching
 from biounet.data.readers import ImageMeta, read_image_meta
 from biounet.errors import BiounetError
@@ -221,6 +222,10 @@ class LabelConfig:
     def targets(self, label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, instances)`` training targets for a label image of spatial shape ``S``.
 
+        Instance labels give background/object classes with touching objects separated by background for a
+        two-class model, and background/interior/boundary classes
+        (:func:`~biounet.data.instance_targets.boundary_classes`) for a three-class one.
+
         Cells are found on the label with every ignored pixel given the value of the nearest annotated
         one, so an unannotated stripe across a cell neither splits it nor draws a border; ignored pixels
         are then class ``IGNORE_INDEX`` and instance 0. An ``auto`` config is resolved from this label
@@ -236,7 +241,10 @@ class LabelConfig:
         config = self._for(label, num_classes)
         ignored = self._ignored(label)
         filled = _fill_ignored(label, ignored)
-        if config.kind == "instances":
+        if config.kind == "instances" and num_classes == 3:
+            instances = filled.copy()
+            classes = boundary_classes(filled)
+        elif config.kind == "instances":
             instances = separate_touching(filled)
             classes = (instances > 0).astype(np.int64)
         else:

@@ -251,7 +251,8 @@ def guess_spatial_dims(path: str | Path) -> int:
 
 
 def match_channels(image: np.ndarray, channels: int, path: str | Path | None = None) -> np.ndarray:
-    """Adapts an image's channels to a model's: RGB(A) to gray by luminance, RGBA to RGB by dropping alpha.
+    """Adapts an image's channels to a model's: RGB(A) to gray by luminance, RGBA to RGB by dropping alpha,
+    gray to RGB by repeating it (a colour model trained on grey-as-RGB images, as fluorescence in DSB 2018).
 
     Raises:
         BiounetError: if the channels cannot be adapted without guessing.
@@ -264,6 +265,8 @@ def match_channels(image: np.ndarray, channels: int, path: str | Path | None = N
         return (image[:3].astype(np.float32) * weights).sum(axis=0, keepdims=True)
     if channels == 3 and have == 4:
         return image[:3]
+    if channels == 3 and have == 1:
+        return np.repeat(image, 3, axis=0)
     raise BiounetError(f"image has {have} channel(s) but the model expects {channels}", path)
 
 

@@ -34,6 +34,8 @@ from biounet.metrics.thresholds import check_thresholds
 
 # 0.50, 0.55, ..., 0.95; k / 100 is the double nearest to each decimal.
 DSB2018_THRESHOLDS: tuple[float, ...] = tuple(k / 100 for k in range(50, 100, 5))
+# 0.50, 0.55, ..., 0.90: the IoU thresholds of an accuracy curve (as StarDist reports them).
+CURVE_THRESHOLDS: tuple[float, ...] = tuple(k / 100 for k in range(50, 95, 5))
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,94 @@ def mean_dsb2018_score(pred_images: Sequence[npt.ArrayLike], truth_images: Seque
     if not pred_images:
         raise ValueError("need at least one image")
     return float(np.mean([dsb2018_score(p, t) for p, t in zip(pred_images, truth_images, strict=True)]))
+
+
+@dataclass(frozen=True)
+class DatasetMatching:
+    """Object-level scores of a set of images at one IoU threshold, with StarDist's ``matching_dataset``
+    definitions (``by_image=False``): TP, FP and FN are summed over the images, then the ratios are taken.
+
+    As in StarDist, precision, recall, accuracy and F1 are 0 when there is no true positive, and the mean
+    scores and panoptic quality are 0 when their denominator is.
+
+    Attributes:
+        threshold: the IoU threshold t (a matched pair is a TP when IoU >= t).
+        images: number of images.
+        true_objects: true objects in all images.
+        predicted_objects: predicted objects in all images.
+        true_positives: matched pairs with IoU >= t, over all images.
+        false_positives: unmatched predictions.
+        false_negatives: unmatched true objects.
+        precision: ``TP / (TP + FP)``.
+        recall: ``TP / (TP + FN)``.
+        accuracy: ``TP / (TP + FP + FN)``.
+        f1: ``2 TP / (2 TP + FP + FN)``.
+        mean_true_score: sum of the TP pairs' IoU / true objects.
+        mean_matched_score: sum of the TP pairs' IoU / TP.
+        panoptic_quality: sum of the TP pairs' IoU / (TP + FP / 2 + FN / 2).
+    """
+
+    threshold: float
+    images: int
+    true_objects: int
+    predicted_objects: int
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    accuracy: float
+    f1: float
+    mean_true_score: float
+    mean_matched_score: float
+    panoptic_quality: float
+
+
+def matching_dataset(pred_images: Sequence[npt.ArrayLike], truth_images: Sequence[npt.ArrayLike],
+                     thresholds: npt.ArrayLike = CURVE_THRESHOLDS, *,
+                     ignores: Sequence[npt.ArrayLike | None] | None = None) -> tuple[DatasetMatching, ...]:
+    """The accuracy curve of a set of images: :class:`DatasetMatching` at each IoU threshold.
+
+    Equal to ``stardist.matching.matching_dataset(truths, preds, thresholds, by_image=False)`` for images
+    without unannotated pixels.
+
+    Args:
+        pred_images: predicted object ids per image (0 = background).
+        truth_images: true object ids, in the same order and shapes.
+        thresholds: IoU thresholds in (0, 1].
+        ignores: per image, an optional mask of unannotated pixels (see the module docstring).
+    """
+    if len(pred_images) != len(truth_images):
+        raise ValueError(f"{len(pred_images)} predictions for {len(truth_images)} truth images")
+    ths = check_thresholds(thresholds)
+    if not ((ths > 0) & (ths <= 1)).all():
+        raise ValueError(f"IoU thresholds must lie in (0, 1], got {ths.tolist()}")
+    masks = list(ignores) if ignores is not None else [None] * len(pred_images)
+    tables = [_IouTable.of(p, t, m) for p, t, m in zip(pred_images, truth_images, masks, strict=True)]
+    n_true = sum(t.true_objects for t in tables)
+    n_pred = sum(t.predicted_objects for t in tables)
+    curve = []
+    for threshold in ths:
+        tp, matched_iou = 0, 0.0
+        for table in tables:
+            matched = table._matching(table.iou >= threshold)
+            tp += int(np.count_nonzero(matched))
+            matched_iou += float(table.iou[matched].sum())
+        fp, fn = n_pred - tp, n_true - tp
+        positive = tp > 0
+        curve.append(DatasetMatching(
+            threshold=float(threshold), images=len(tables), true_objects=n_true, predicted_objects=n_pred,
+            true_positives=tp, false_positives=fp, false_negatives=fn,
+            precision=tp / (tp + fp) if positive else 0.0, recall=tp / (tp + fn) if positive else 0.0,
+            accuracy=tp / (tp + fp + fn) if positive else 0.0, f1=2 * tp / (2 * tp + fp + fn) if positive else 0.0,
+            mean_true_score=_safe_divide(matched_iou, n_true), mean_matched_score=_safe_divide(matched_iou, tp),
+            panoptic_quality=_safe_divide(matched_iou, tp + fp / 2 + fn / 2),
+        ))
+    return tuple(curve)
+
+
+def _safe_divide(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from biounet import __version__
 from biounet.atomic import atomic_path
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
+from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
 
@@ -37,6 +38,8 @@ class Checkpoint:
         class_names: one name per output class.
         biounet_version: the version that wrote the file.
         extra: further entries (training state), keyed by name.
+        instances: for an instance model (background/interior/boundary), how its probabilities become
+            objects; ``None`` for a semantic model.
     """
 
     model: UNet
@@ -44,6 +47,7 @@ class Checkpoint:
     class_names: list[str]
     biounet_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    instances: InstanceParams | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -51,13 +55,16 @@ class Checkpoint:
 
     def describe(self) -> dict[str, Any]:
         """The checkpoint's configuration as plain data (what ``biounet info`` prints)."""
-        return {
+        described = {
             "biounet_version": self.biounet_version,
             "model": self.config.to_dict(),
             "normalization": self.normalization.to_dict(),
             "class_names": list(self.class_names),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+        if self.instances is not None:
+            described["instances"] = self.instances.to_dict()
+        return described
 
 
 def class_count(config: UNetConfig) -> int:
@@ -70,7 +77,8 @@ def default_class_names(out_channels: int) -> list[str]:
 
 
 def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization | None = None,
-                    class_names: list[str] | None = None, extra: dict[str, Any] | None = None) -> None:
+                    class_names: list[str] | None = None, extra: dict[str, Any] | None = None,
+                    instances: InstanceParams | None = None) -> None:
     """Writes a checkpoint atomically (temporary file + rename).
 
     Args:
@@ -79,16 +87,20 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
         normalization: intensity normalisation to apply at prediction time.
         class_names: one name per output class (defaults to background/foreground or class_i).
         extra: further tensors/plain data to store, e.g. optimizer state; must be ``weights_only``-safe.
+        instances: the post-processing of an instance model.
     """
     config = model.config
     names = class_names or default_class_names(config.out_channels)
     if len(names) != class_count(config):
         raise BiounetError(f"{len(names)} class names given for a model with {config.out_channels} outputs")
-    text = yaml.safe_dump({
+    meta: dict[str, Any] = {
         "model": config.to_dict(),
         "normalization": (normalization or Normalization()).to_dict(),
         "class_names": list(names),
-    }, sort_keys=False)
+    }
+    if instances is not None:
+        meta["instances"] = instances.to_dict()
+    text = yaml.safe_dump(meta, sort_keys=False)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -135,6 +147,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config = UNetConfig.from_dict(meta["model"])
         normalization = Normalization.from_dict(meta.get("normalization", {}))
         class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels)]
+        instances = InstanceParams.from_dict(meta["instances"]) if meta.get("instances") is not None else None
         state = payload["state_dict"]
     except BiounetError as exc:
         raise BiounetError(f"bad checkpoint config: {exc}", path) from exc
@@ -151,4 +164,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)  # type: ignore[call-overload]
     reserved = {"format", "format_version", "biounet_version", "config", "state_dict"}
     extra = {k: v for k, v in payload.items() if k not in reserved}
-    return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra)
+    return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra, instances)

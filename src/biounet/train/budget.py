@@ -31,6 +31,9 @@ class Budget:
         self.validation_seconds = 0.0
         self.save_seconds = 0.0
         self.epoch_end_seconds = 0.0
+        # The final validation and the overlays' prediction; an instance model's tuning adds a prediction
+        # of the validation images and a search over its post-processing (about as much again).
+        self.ending_validations = 2
 
     @property
     def limited(self) -> bool:
@@ -63,8 +66,8 @@ class Budget:
     def ending_seconds(self) -> float:
         """What the end of the run takes: the final validation and epoch end, then the overlays of the best
         model (a prediction of the validation images and a plot each: about as much again)."""
-        return 2 * (self.validation_seconds + max(self.epoch_end_seconds, self.save_seconds)) + \
-            MARGIN * self.seconds
+        return self.ending_validations * self.validation_seconds + \
+            2 * max(self.epoch_end_seconds, self.save_seconds) + MARGIN * self.seconds
 
     def room_for_step(self) -> bool:
         """Whether one more step still leaves time for the end of the run."""

@@ -73,7 +73,7 @@ class LossConfig:
     weights: WeightMapConfig = field(default_factory=WeightMapConfig)
 
 
-Monitor = Literal["dice", "iou", "rand_error"]
+Monitor = Literal["dice", "iou", "rand_error", "accuracy"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ class TrainConfig:
         val_every: validate every this many epochs.
         monitor: validation metric that picks the best checkpoint (``dice`` and ``iou`` are maximised,
             ``rand_error``, which needs two classes, minimised; it is the ISBI challenge's: one threshold
-            for all validation images, Rand counts pooled over them).
+            for all validation images, Rand counts pooled over them). ``accuracy``, for instance labels, is
+            accuracy@0.5 of the objects, TP / (TP + FP + FN) with the matches pooled over all validation
+            images (StarDist's ``matching_dataset``), maximised.
         patience: stop after this many validations without improvement (0 = never).
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
@@ -138,8 +140,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise BiounetError(f"invalid training config: {name} must be >= 1, got {value}")
-        if self.monitor not in ("dice", "iou", "rand_error"):
-            raise BiounetError(f"invalid training config: monitor {self.monitor!r} (use dice, iou or rand_error)")
+        if self.monitor not in ("dice", "iou", "rand_error", "accuracy"):
+            raise BiounetError(f"invalid training config: monitor {self.monitor!r} (use dice, iou, rand_error or "
+                               "accuracy)")
+        if self.monitor == "accuracy" and self.labels.kind not in ("auto", "instances"):
+            raise BiounetError("monitor accuracy needs instance labels (labels.kind instances)")
         if self.monitor == "rand_error" and self.num_classes != 2:
             raise BiounetError("monitor rand_error needs a two-class (membrane/cell) task")
         if self.loss.name == "bce_dice" and self.model.out_channels != 1:
@@ -158,6 +163,11 @@ class TrainConfig:
     @property
     def num_classes(self) -> int:
         return 2 if self.model.out_channels == 1 else self.model.out_channels
+
+    @property
+    def instance_task(self) -> bool:
+        """Whether the model learns objects as background/interior/boundary (instance labels, three classes)."""
+        return self.labels.kind == "instances" and self.num_classes == 3
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

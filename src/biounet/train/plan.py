@@ -153,7 +153,11 @@ class _Planner:
         kinds = {"grey": "one grey channel", "grey-as-rgb": "RGB images whose channels are equal: read as grey",
                  "rgb": "colour images: three channels", "multichannel": f"{fp.channels} channels"}
         self.set("model.in_channels", fp.channels, kinds.get(fp.channel_kind, f"{fp.channels} channels"))
-        self.set("model.out_channels", fp.num_classes, f"{fp.num_classes} classes from the labels")
+        if fp.labels.kind == "instances":
+            self.set("model.out_channels", 3, "instance labels: objects learnt as background, interior and "
+                     "boundary, then split apart by a seeded watershed tuned on the validation images")
+        else:
+            self.set("model.out_channels", fp.num_classes, f"{fp.num_classes} classes from the labels")
 
     def normalization(self) -> None:
         stats = self.fp.intensity
@@ -238,7 +242,15 @@ class _Planner:
         crowded = objects is not None and objects.near_fraction >= 0.2
         rare = fp.foreground_fraction < 0.1
         thin_foreground = any(self.thin[1:])
-        if self.dims == 2 and (self.membranes or (not thin_foreground and (crowded or fp.labels.kind == "instances"))):
+        if fp.labels.kind == "instances":
+            sigma = float(min(5.0, max(2.0, round(self.diameter / 8)))) if self.diameter else 5.0
+            w0 = 10.0 if self.dims == 2 else 0.0
+            border = f", plus the paper's border term on the gaps between objects (w0 10, sigma {sigma:g} px)" \
+                if w0 else ""
+            self.set("loss", {"name": "ce_dice", "weights": {"w0": w0, "sigma": sigma, "class_balance": True}},
+                     f"cross-entropy + Dice, classes balanced so that the thin boundary class weighs as much as "
+                     f"the others{border}")
+        elif self.dims == 2 and (self.membranes or (not thin_foreground and crowded)):
             sigma = float(min(5.0, max(2.0, round(self.diameter / 8)))) if self.diameter else 5.0
             why = "thin membranes between objects" if self.membranes else \
                 f"{objects.near_fraction:.0%} of objects within 3 px of another" if crowded and objects else \
@@ -254,6 +266,9 @@ class _Planner:
                      "cross-entropy + Dice (nnU-Net's default): separate, not rare objects")
         self.set("foreground_oversampling", 0.33 if rare else 0.0,
                  "a third of patches centred on foreground" if rare else None)
+        if fp.labels.kind == "instances":
+            self.set("monitor", "accuracy", "accuracy@0.5 of the objects picks the checkpoint")
+            return
         monitor = "rand_error" if self.membranes else "dice"
         self.set("monitor", monitor, "Rand error picks the checkpoint: membranes must close" if self.membranes
                  else "Dice picks the checkpoint")

@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from biounet.augment import Augmenter
+from biounet.data.instance_targets import CLASS_NAMES
 from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchSampler
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet, center_crop
 from biounet.train.budget import Budget
 from biounet.train.config import TrainConfig
@@ -145,7 +147,9 @@ class Trainer:
             if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 # cuDNN and CUDA kernels (dropout, random init of buffers) draw from the per-device generators.
                 extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra)
+        instances = InstanceParams() if self.config.instance_task else None
+        save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra,
+                        instances=instances)
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
@@ -155,6 +159,8 @@ class Trainer:
         names = self.config.class_names
         if names:
             return names
+        if self.config.instance_task:
+            return CLASS_NAMES
         from biounet.models.checkpoint import default_class_names
 
         return tuple(default_class_names(self.config.num_classes))
@@ -216,6 +222,8 @@ class Trainer:
         """
         minutes = self.config.minutes
         self.budget = Budget(minutes * 60 if minutes > 0 else math.inf, self.state.seconds + setup_seconds)
+        if self.config.instance_task:
+            self.budget.ending_validations = 4
         try:
             self._run_epochs()
         except KeyboardInterrupt as exc:

@@ -8,9 +8,13 @@ from collections.abc import Callable
 import numpy as np
 
 from biounet.data.dataset import Example
+from biounet.data.labels import IGNORE_INDEX
+from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import predict
+from biounet.metrics.instances import matching_dataset
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.metrics.sweep import pooled_rand_error
+from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet
 
 
@@ -26,23 +30,36 @@ def predict_example(model: UNet, example: Example, tta: bool = False) -> np.ndar
     return predict(model, example.image, tta=tta)
 
 
-def validation_metrics(num_classes: int) -> tuple[str, ...]:
-    """Dice and IoU over the foreground classes, and the Rand error for two-class (membrane/cell) tasks."""
+def validation_metrics(num_classes: int, objects: bool = False) -> tuple[str, ...]:
+    """Dice and IoU over the foreground classes; the Rand error for two-class (membrane/cell) tasks without
+    instance labels; accuracy@0.5 of the objects with instance labels."""
+    if objects:
+        return ("dice", "iou", "accuracy")
     return ("dice", "iou", "rand_error") if num_classes == 2 else ("dice", "iou")
 
 
 def make_validator(examples: list[Example], num_classes: int) -> Callable[[UNet], dict[str, float]]:
     """``validate(model)``: Dice and IoU averaged over ``examples``; for two classes, the Rand error of the
     ISBI challenge protocol over all of them (one threshold, counts pooled), the figure a membrane model is
-    judged by, rather than a mean of per-image best thresholds, which is more lenient."""
-    names = validation_metrics(num_classes)
+    judged by, rather than a mean of per-image best thresholds, which is more lenient. Examples with true
+    objects (instance labels) are scored by accuracy@0.5 instead, with the default post-processing
+    (:class:`~biounet.models.instance_params.InstanceParams`) and matches pooled over all images."""
+    objects = bool(examples) and all(e.objects is not None for e in examples)
+    names = validation_metrics(num_classes, objects)
 
     def validate(model: UNet) -> dict[str, float]:
-        pairs = [pair_from_arrays(predict_example(model, e), e.target, num_classes=num_classes) for e in examples]
+        probabilities = [predict_example(model, e) for e in examples]
+        pairs = [pair_from_arrays(p, e.target, num_classes=num_classes) for p, e in zip(probabilities, examples,
+                                                                                        strict=True)]
         rows = [score(pair, ("dice", "iou")) for pair in pairs]
         scores = {key: float(np.nanmean([r[key] for r in rows])) for key in ("dice", "iou")}
         if "rand_error" in names:
             scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
+        if "accuracy" in names:
+            found = [instances_from_probabilities(p, InstanceParams()) for p in probabilities]
+            truths = [e.objects for e in examples]
+            ignores = [e.target == IGNORE_INDEX for e in examples]
+            scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
         return scores
 
     return validate

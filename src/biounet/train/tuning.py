@@ -1,0 +1,65 @@
+"""Tuning an instance model's post-processing on the validation images, as StarDist's
+``optimize_thresholds`` does: the seed and foreground thresholds and the minimum object size that give the
+highest accuracy@0.5 (TP / (TP + FP + FN), matches pooled over all images)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from biounet.infer.instances import drop_small, instances_from_probabilities
+from biounet.metrics.instances import matching_dataset
+from biounet.models.instance_params import InstanceParams
+
+SEEDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+FOREGROUNDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+# Minimum object sizes, as fractions of the median true object's size.
+MIN_SIZE_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The best post-processing found and its score.
+
+    Attributes:
+        params: the chosen settings.
+        accuracy: their pooled accuracy@0.5 on the tuning images.
+        default_accuracy: the accuracy of the default settings, for comparison.
+    """
+
+    params: InstanceParams
+    accuracy: float
+    default_accuracy: float
+
+
+def tune_instance_params(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                         ignores: Sequence[np.ndarray | None] | None = None) -> Tuned:
+    """The grid of :data:`SEEDS` x :data:`FOREGROUNDS` x minimum sizes searched for the best accuracy@0.5.
+
+    Ties go to the earlier grid point; a two-class model has no seed threshold to tune.
+
+    Args:
+        probabilities: ``(C, *S)`` class probabilities per image.
+        truths: true object ids per image.
+        ignores: per image, an optional mask of unannotated pixels.
+    """
+    sizes = np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truths])
+    median = float(np.median(sizes[sizes > 0])) if np.any(sizes > 0) else 0.0
+    min_sizes = sorted({int(f * median) for f in MIN_SIZE_FRACTIONS})
+    seeds = SEEDS if probabilities[0].shape[0] == 3 else (InstanceParams().seed,)
+
+    def accuracy(ids: Sequence[np.ndarray]) -> float:
+        return matching_dataset(ids, truths, (0.5,), ignores=ignores)[0].accuracy
+
+    default = accuracy([instances_from_probabilities(p) for p in probabilities])
+    best = Tuned(InstanceParams(), default, default)
+    for seed, foreground in itertools.product(seeds, FOREGROUNDS):
+        grown = [instances_from_probabilities(p, InstanceParams(seed, foreground)) for p in probabilities]
+        for min_size in min_sizes:
+            score = accuracy([drop_small(ids, min_size) for ids in grown])
+            if score > best.accuracy:
+                best = Tuned(InstanceParams(seed, foreground, min_size), score, default)
+    return best

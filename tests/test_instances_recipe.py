@@ -1,0 +1,134 @@
+"""Instance segmentation's recipe: three-class targets, seeded watershed, and tuning its thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from biounet.data.instance_targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classes
+from biounet.data.labels import LabelConfig
+from biounet.infer.instances import instances_from_probabilities
+from biounet.metrics.instances import instance_scores
+from biounet.models.instance_params import InstanceParams
+from biounet.train.tuning import tune_instance_params
+
+
+def discs(shape: tuple[int, ...], centres: list[tuple[float, ...]], radius: float,
+          spacing: tuple[float, ...] | None = None) -> np.ndarray:
+    """Discs (balls in 3D) with ids 1..n; where two overlap, the nearer centre wins, so they touch."""
+    spacing = spacing or (1.0,) * len(shape)
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"))
+    distances = np.stack([np.sqrt(((grid - np.reshape(c, (-1,) + (1,) * len(shape))) ** 2).sum(0))
+                          for c in centres])
+    nearest = distances.argmin(0)
+    return np.where(distances.min(0) <= radius, nearest + 1, 0).astype(np.int32)
+
+
+def one_hot(classes: np.ndarray, blur: float = 0.0) -> np.ndarray:
+    """Probabilities that a perfect three-class network would give, optionally blurred."""
+    probabilities = np.stack([(classes == k).astype(np.float32) for k in range(3)])
+    if blur:
+        probabilities = ndimage.gaussian_filter(probabilities, (0,) + (blur,) * classes.ndim)
+    return probabilities
+
+
+def test_touching_discs_get_a_boundary_on_each_side_of_their_contact() -> None:
+    truth = discs((40, 60), [(20, 18), (20, 38)], 11)
+    assert set(np.unique(truth)) == {0, 1, 2}
+    classes = boundary_classes(truth)
+    # Where the discs touch (x=28 is the left disc's, x=29 the right one's), both sides are boundary.
+    row = classes[20]
+    assert truth[20, 28] == 1 and truth[20, 29] == 2
+    assert row[28] == BOUNDARY and row[29] == BOUNDARY and row[27] == INTERIOR and row[30] == INTERIOR
+    # The outer edge is one pixel: boundary, then interior.
+    assert row[7] == BOUNDARY and row[8] == INTERIOR and row[6] == BACKGROUND
+    # The interiors are two separate regions: the boundary splits the touching discs.
+    assert ndimage.label(classes == INTERIOR)[1] == 2
+
+
+def test_tiny_objects_keep_a_seed() -> None:
+    truth = np.zeros((12, 12), np.int32)
+    truth[2, 2] = 1                     # a single pixel
+    truth[6:8, 6:8] = 2                 # 2x2: all of it is edge
+    truth[6:8, 8:10] = 3                # touching the 2x2 square on its right
+    classes = boundary_classes(truth)
+    assert classes[2, 2] == INTERIOR
+    for obj in (2, 3):
+        assert (classes[truth == obj] == INTERIOR).any()
+    # Pixels where two small objects touch stay boundary, so their seeds do not join.
+    assert classes[6, 7] == BOUNDARY and classes[6, 8] == BOUNDARY
+    found = instances_from_probabilities(one_hot(classes))
+    assert instance_scores(found, truth, 0.5).accuracy == 1.0
+
+
+def test_instance_labels_train_three_classes_with_a_three_class_model() -> None:
+    truth = discs((40, 60), [(20, 18), (20, 38)], 11)
+    three, _ = LabelConfig("instances").targets(truth.astype(np.int64), 3)
+    np.testing.assert_array_equal(three, boundary_classes(truth))
+    two, separated = LabelConfig("instances").targets(truth.astype(np.int64), 2)
+    assert set(np.unique(two)) == {0, 1} and separated.max() == 2
+
+
+def test_two_touching_discs_are_two_objects_and_a_partial_boundary_line_does_not_split_one() -> None:
+    truth = discs((48, 64), [(24, 20), (24, 42)], 12)
+    found = instances_from_probabilities(one_hot(boundary_classes(truth), blur=1.0))
+    assert found.max() == 2
+    assert instance_scores(found, truth, 0.9).accuracy == 1.0
+    # One disc crossed by a thin line of boundary that stops short of its far edge: its interior stays
+    # connected, so it remains one object.
+    single = discs((48, 48), [(24, 24)], 14)
+    classes = boundary_classes(single)
+    classes[10:30, 24] = BOUNDARY
+    found = instances_from_probabilities(one_hot(classes, blur=0.7))
+    assert found.max() == 1
+    assert instance_scores(found, single, 0.9).accuracy == 1.0
+    # Semantic probabilities (two classes) give connected components: the touching discs merge.
+    semantic = np.stack([truth == 0, truth > 0]).astype(np.float32)
+    assert instances_from_probabilities(semantic).max() == 1
+
+
+def test_touching_balls_in_an_anisotropic_volume_are_separated() -> None:
+    # z spacing 4: the balls are 5 slices tall and 21 px wide; three of them touch in a row.
+    spacing = (4.0, 1.0, 1.0)
+    truth = discs((9, 40, 80), [(16, 20, 16), (16, 20, 36), (16, 20, 56)], 10.5, spacing)
+    assert set(np.unique(truth)) == {0, 1, 2, 3}
+    classes = boundary_classes(truth)
+    # The boundary is one voxel thick along z as in-plane: the ball's middle slice keeps an interior.
+    middle = classes[4][truth[4] == 1]
+    assert (middle == INTERIOR).mean() > 0.7
+    found = instances_from_probabilities(one_hot(classes, blur=0.5))
+    assert found.max() == 3
+    assert instance_scores(found, truth, 0.8).accuracy == 1.0
+
+
+def test_small_objects_are_dropped_and_ids_are_consecutive() -> None:
+    truth = discs((40, 40), [(12, 12), (28, 28)], 6)
+    classes = boundary_classes(truth)
+    classes[2, 30] = INTERIOR  # a one-pixel speck
+    found = instances_from_probabilities(one_hot(classes))
+    assert found.max() == 3
+    cleaned = instances_from_probabilities(one_hot(classes), InstanceParams(min_size=5))
+    assert sorted(np.unique(cleaned)) == [0, 1, 2]
+
+
+def test_tuning_finds_thresholds_that_the_defaults_miss() -> None:
+    truths = [discs((40, 60), [(20, 18), (20, 38)], 11), discs((40, 60), [(12, 14), (28, 40)], 9)]
+    probabilities = []
+    for truth in truths:
+        # An unsure network: interior probability 0.45 (below the default seed threshold 0.5).
+        p = one_hot(boundary_classes(truth))
+        p = np.stack([p[0], 0.45 * p[1], p[2] + 0.55 * p[1]])
+        probabilities.append(p)
+    tuned = tune_instance_params(probabilities, truths)
+    assert tuned.default_accuracy == 0.0
+    assert tuned.accuracy == 1.0
+    assert tuned.params.seed < 0.45
+
+
+@pytest.mark.parametrize("bad", [{"seed": 0.0}, {"foreground": 1.0}, {"min_size": -1}])
+def test_instance_params_are_checked(bad: dict[str, float]) -> None:
+    from biounet.errors import BiounetError
+
+    with pytest.raises(BiounetError):
+        InstanceParams(**bad)  # type: ignore[arg-type]
