@@ -179,3 +179,33 @@ def test_matching_dataset_pools_counts_over_images_as_stardist() -> None:
     # No true positive: StarDist scores every ratio 0.
     assert at_70.true_positives == 0 and at_70.accuracy == 0.0 and at_70.precision == 0.0
     assert at_70.panoptic_quality == 0.0
+
+
+def test_matching_dataset_equals_stardist_on_random_label_images() -> None:
+    """Reference: ``stardist.matching.matching_dataset(truths, preds, thresh=[0.5, ..., 0.9])`` of StarDist
+    0.9.2 on these images. Counts and count ratios are equal exactly; the IoU sums agree to 1e-6 because
+    StarDist computes IoU in float32."""
+    from biounet.metrics.instances import matching_dataset
+
+    rng = np.random.default_rng(3)
+    truths, preds = [], []
+    for i in range(4):
+        truth = ndi.label(ndi.gaussian_filter(rng.random((64, 64)), 2) > 0.52)[0]
+        pred = ndi.label(ndi.gaussian_filter(rng.random((64, 64)) * 0.3 + (truth > 0) * 0.7, 1.5) > 0.5)[0]
+        truths.append(truth)
+        preds.append(np.roll(pred, i, axis=1))
+    stardist = [  # thresh, tp, fp, fn, accuracy, mean_true_score, mean_matched_score, panoptic_quality
+        (0.5, 36, 37, 51, 0.2903225806451613, 0.27831924, 0.6726048257615831, 0.3026721715927124),
+        (0.6, 21, 52, 66, 0.1510791366906475, 0.18328683, 0.7593311582292829, 0.19932442903518677),
+        (0.7, 14, 59, 73, 0.0958904109589041, 0.13135356, 0.8162685121808734, 0.14284698963165282),
+        (0.8, 9, 64, 78, 0.059602649006622516, 0.08898593, 0.8601973321702745, 0.09677219986915589),
+        (0.9, 1, 72, 86, 0.006289308176100629, 0.010714983, 0.932203471660614, 0.011652543395757674),
+    ]
+    ours = matching_dataset(preds, truths, [row[0] for row in stardist])
+    for got, (_, tp, fp, fn, accuracy, true_score, matched_score, pq) in zip(ours, stardist, strict=True):
+        assert (got.true_positives, got.false_positives, got.false_negatives) == (tp, fp, fn)
+        assert got.accuracy == accuracy
+        assert got.precision == tp / (tp + fp) and got.recall == tp / (tp + fn)
+        assert got.mean_true_score == pytest.approx(true_score, abs=1e-6)
+        assert got.mean_matched_score == pytest.approx(matched_score, abs=1e-6)
+        assert got.panoptic_quality == pytest.approx(pq, abs=1e-6)
