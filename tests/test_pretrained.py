@@ -57,3 +57,18 @@ def test_shipped_nuclei_model_separates_touching_nuclei_of_a_held_out_image(tmp_
     assert accuracy > 0.8 > perfect_mask
     rows = (out / "be269669_objects.csv").read_text().splitlines()
     assert len(rows) == 1 + found.max() and rows[0].startswith("label,area_px,area,")
+
+
+def test_instances_are_seamless_across_tiles() -> None:
+    from biounet.data.readers import match_channels
+    from biounet.infer import predict
+    from biounet.infer.instances import instances_from_probabilities
+    from biounet.models.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(resolve_model("dsb2018-nuclei"))
+    image = match_channels(read_image(DSB / "image_be269669.png"), 3)
+    whole = instances_from_probabilities(predict(checkpoint, image, tile=700), checkpoint.instances)
+    # Output tiles of 36 px: most nuclei (8-20 px) cross a tile border, several cross two.
+    tiled = instances_from_probabilities(predict(checkpoint, image, tile=124), checkpoint.instances)
+    assert whole.max() >= 25
+    np.testing.assert_array_equal(tiled, whole)

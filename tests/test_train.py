@@ -55,7 +55,7 @@ def test_config_round_trips_through_yaml_with_overrides() -> None:
     ("epochs=0", "epochs must be >= 1"),
     ("optim.name=rmsprop", r"unknown optimizer|optim"),
     ("nonsense", "key=value"),
-    ("monitor=accuracy", "monitor"),
+    ("monitor=loss", "monitor"),
 ])
 def test_bad_config_values_are_named(override: str, message: str) -> None:
     with pytest.raises(BiounetError, match=message):
@@ -64,6 +64,12 @@ def test_bad_config_values_are_named(override: str, message: str) -> None:
             from biounet.train.trainer import _optimizer
 
             _optimizer(config, torch.nn.Linear(1, 1))
+
+
+def test_object_accuracy_is_a_monitor_for_instance_labels_only() -> None:
+    assert apply_overrides({}, ["labels.kind=instances", "monitor=accuracy"]).monitor == "accuracy"
+    with pytest.raises(BiounetError, match="monitor accuracy needs instance labels"):
+        apply_overrides({}, ["labels.kind=binary", "monitor=accuracy"])
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -371,7 +377,8 @@ def test_cli_trains_a_3d_unet_on_sparse_nifti_labels_then_predicts_and_evaluates
                 "model.norm=instance", "labels.kind=classes", "labels.ignore=255", "loss.name=ce_dice",
                 "loss.weights.w0=0", "normalization.mode=zscore", "tile=[16, 16, 16]", "batch_size=2",
                 "samples_per_epoch=8", "optim.lr=0.01", "optim.scheduler=none", "augment.elastic_spacing=8",
-                "augment.elastic_sigma=1", "augment.rotate=10", "checkpoint_seconds=0"]
+                "augment.elastic_sigma=1", "augment.rotate=10", "checkpoint_seconds=0", "foreground_oversampling=0",
+                "loss.weights.class_balance=false"]
     args = ["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "12",
             "--quiet", *[a for s in settings for a in ("--set", s)]]
     assert main(args) == 0

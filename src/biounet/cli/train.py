@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config = apply_overrides(saved_config(args.out), overrides)
     elif args.config is None and args.images is not None and args.labels is not None:
+        # The label convention given with --set (kind, foreground, ignore) is the one the plan reads the data by.
+        labels = apply_overrides({}, [o for o in overrides if o.startswith("labels.")]).labels
         plan, fingerprint = plan_run(args.images, args.labels, args.device, args.minutes, args.epochs,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, labels_config=labels)
         print(fingerprint.report())
         print(plan.report())
         config = plan.config(overrides)  # --set wins over the plan

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from biounet.data.fingerprint import Fingerprint
+from biounet.data.instance_targets import CLASS_NAMES
 from biounet.models.config import Padding, UNetConfig
 from biounet.train.config import TrainConfig, apply_overrides
 
@@ -156,6 +157,7 @@ class _Planner:
         if fp.labels.kind == "instances":
             self.set("model.out_channels", 3, "instance labels: objects learnt as background, interior and "
                      "boundary, then split apart by a seeded watershed tuned on the validation images")
+            self.set("class_names", list(CLASS_NAMES))
         else:
             self.set("model.out_channels", fp.num_classes, f"{fp.num_classes} classes from the labels")
 

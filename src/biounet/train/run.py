@@ -13,7 +13,7 @@ from tqdm import tqdm
 from biounet.atomic import atomic_path
 from biounet.data.dataset import Example, load_example, pair_files, split_validation
 from biounet.data.fingerprint import Fingerprint
-from biounet.data.labels import format_values, label_values, read_label
+from biounet.data.labels import LabelConfig, format_values, label_values, read_label
 from biounet.errors import BiounetError
 from biounet.infer.predict import probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import load_checkpoint
@@ -90,7 +90,8 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
 
 
 def plan_run(images: Path, labels: Path, device: str | None = None, minutes: float | None = None,
-             epochs: int | None = None, progress: bool = True) -> tuple[Plan, Fingerprint]:
+             epochs: int | None = None, progress: bool = True,
+             labels_config: LabelConfig | None = None) -> tuple[Plan, Fingerprint]:
     """The fingerprint of the training pairs in two folders and the plan made from it for ``device``.
 
     Args:
@@ -100,6 +101,7 @@ def plan_run(images: Path, labels: Path, device: str | None = None, minutes: flo
         minutes: the run's budget (see :func:`~biounet.train.plan.make_plan`).
         epochs: an epoch budget instead.
         progress: show a progress bar while reading.
+        labels_config: the label convention to read the labels by (default: detected, ``auto``).
 
     Raises:
         BiounetError: naming the file, for missing, unreadable or mismatched data.
@@ -107,7 +109,7 @@ def plan_run(images: Path, labels: Path, device: str | None = None, minutes: flo
     from biounet.data.fingerprint import fingerprint
     from biounet.train.plan import make_plan
 
-    found = fingerprint(pair_files(images, labels), progress=progress)
+    found = fingerprint(pair_files(images, labels), labels=labels_config, progress=progress)
     return make_plan(found, images, labels, resolve_device(device), minutes, epochs), found
 
 
