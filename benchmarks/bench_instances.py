@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from scipy import ndimage
 
 from biounet.data.instance_targets import boundary_classes
@@ -170,7 +171,8 @@ def main() -> None:
     rows.update(model_rows("shipped dsb2018-nuclei", resolve_model("dsb2018-nuclei"), test, truths, False))
     trained = ensure_run("train", args.work, images, labels, args.minutes, [])
     if trained is not None:
-        rows.update(model_rows(f"biounet train ({args.minutes or '?'} min, no config)", trained, test, truths, True))
+        minutes = yaml.safe_load(load_checkpoint(trained).extra["train_config"]).get("minutes", "?")
+        rows.update(model_rows(f"biounet train ({minutes:g} min, no config)", trained, test, truths, True))
     border = ensure_run("border-weighted", args.work, images, labels, args.minutes, BORDER)
     if border is not None:
         rows.update(model_rows("paper's border-weighted 2-class + components", border, test, truths, False))
