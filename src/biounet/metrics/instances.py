@@ -96,9 +96,7 @@ def instance_scores_sweep(pred_labels: npt.ArrayLike, truth_labels: npt.ArrayLik
         thresholds: IoU thresholds in (0, 1]; a matched pair is a TP when IoU >= t.
         ignore: optional boolean mask of unannotated pixels (see the module docstring).
     """
-    ths = check_thresholds(thresholds)
-    if not ((ths > 0) & (ths <= 1)).all():
-        raise ValueError(f"IoU thresholds must lie in (0, 1], got {ths.tolist()}")
+    ths = _iou_thresholds(thresholds)
     table = _IouTable.of(pred_labels, truth_labels, ignore)
     return tuple(table.scores(float(t)) for t in ths)
 
@@ -195,9 +193,7 @@ def matching_dataset(pred_images: Sequence[npt.ArrayLike], truth_images: Sequenc
     """
     if len(pred_images) != len(truth_images):
         raise ValueError(f"{len(pred_images)} predictions for {len(truth_images)} truth images")
-    ths = check_thresholds(thresholds)
-    if not ((ths > 0) & (ths <= 1)).all():
-        raise ValueError(f"IoU thresholds must lie in (0, 1], got {ths.tolist()}")
+    ths = _iou_thresholds(thresholds)
     masks = list(ignores) if ignores is not None else [None] * len(pred_images)
     tables = [_IouTable.of(p, t, m) for p, t, m in zip(pred_images, truth_images, masks, strict=True)]
     n_true = sum(t.true_objects for t in tables)
@@ -220,6 +216,14 @@ def matching_dataset(pred_images: Sequence[npt.ArrayLike], truth_images: Sequenc
             panoptic_quality=_safe_divide(matched_iou, tp + fp / 2 + fn / 2),
         ))
     return tuple(curve)
+
+
+def _iou_thresholds(thresholds: npt.ArrayLike) -> np.ndarray:
+    """The thresholds, checked to be IoU values in (0, 1]."""
+    ths = check_thresholds(thresholds)
+    if not ((ths > 0) & (ths <= 1)).all():
+        raise ValueError(f"IoU thresholds must lie in (0, 1], got {ths.tolist()}")
+    return ths
 
 
 def _safe_divide(numerator: float, denominator: float) -> float:
