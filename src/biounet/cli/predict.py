@@ -14,14 +14,18 @@ from biounet.data.axes import StackPlan, plan_stack
 from biounet.data.instances import instances_from_classes
 from biounet.data.readers import ImageMeta, file_stem, image_format, match_channels, probe_stored, read_stored
 from biounet.data.writers import write_instances, write_prediction
+from biounet.data.zarr_output import PROB_DTYPES
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.objects import object_table, write_object_table
+from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.pretrained import resolve_model
 
 OUTPUTS = ("prob", "mask", "instances", "objects")
+# Probabilities (float32) from this size on are written to zarr by --out-format auto.
+ZARR_FROM_BYTES = 512 * 1024**2
 """What ``predict`` can write per input, in the order it writes them."""
 
 
@@ -60,6 +64,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="the inputs' axes in stored order, one letter of T, Z, C, Y, X per dimension (e.g. "
                              "ZYX, CYX, YXC, TZYX, ilastik's ZYXC), for files whose axis metadata is missing or "
                              "wrong; NIfTI's i, j, k are YXZ")
+    parser.add_argument("--out-format", choices=("auto", "tiff", "zarr"), default="auto",
+                        help="tiff: the files above (NIfTI for NIfTI inputs); zarr: <stem>.zarr with prob/0 and "
+                             "mask/0 as OME-Zarr images, written block by block with the input read region by "
+                             "region (zarr, HDF5, TIFF), so memory stays bounded by a block, and a rerun after a "
+                             "crash computes only the unfinished blocks; auto (default): zarr when the "
+                             "probabilities would take 512 MiB or more, else tiff")
+    parser.add_argument("--prob-dtype", choices=PROB_DTYPES, default="float32",
+                        help="zarr outputs: probabilities as float32 (default), float16 or uint8 (255 = 1.0)")
+    parser.add_argument("--block", type=_positive, default=None, metavar="N",
+                        help="zarr outputs: block edge in output pixels/voxels, rounded to whole tiles (default "
+                             "2048 in 2D, 256 in 3D)")
+    parser.add_argument("--dask", default=None, metavar="SCHEDULER",
+                        help="zarr outputs: compute the blocks on Dask, local:N for a local cluster of N "
+                             "single-threaded worker processes or a scheduler's address (tcp://host:8786); "
+                             "needs pip install 'biounet[cluster]'")
     parser.add_argument("--outputs", default=None, metavar="LIST",
                         help=f"comma-separated outputs to write, of {','.join(OUTPUTS)} (default: all four for "
                              f"an instance model, prob,mask otherwise)")
@@ -74,12 +93,29 @@ def run(args: argparse.Namespace) -> int:
     config = checkpoint.config
     files = expand_inputs(args.inputs)
     # Check every input before writing anything, so a bad file does not leave a half-done output set.
+    formats = {}
     for path in files:
         stored = probe_stored(path, config.spatial_dims, args.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
         match_channels_shape_check(plan, config.in_channels, path)
+        formats[path] = out_format(args.out_format, plan, config.out_channels)
+        if formats[path] == "zarr":
+            zarr_outputs(chosen, path)
+    if args.dask is not None and "zarr" not in formats.values():
+        raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
     args.out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
+        if formats[path] == "zarr":
+            store = args.out / f"{file_stem(path)}.zarr"
+            done, total = predict_to_store(path, resolve_model(args.model), store, axes=args.axes, tile=args.tile,
+                                           batch_size=args.batch_size, tta=args.tta, device=str(device),
+                                           prob_dtype=args.prob_dtype, block=args.block, scheduler=args.dask,
+                                           progress=True)
+            before = f"; {total - done} done by an earlier run" if done < total else ""
+            skipped = "; instances and objects are written for tiff outputs only" \
+                if chosen is None and checkpoint.instances is not None else ""
+            tqdm.write(f"{path} -> {store} ({done} of {total} blocks computed{before}{skipped})")
+            continue
         array, stored = read_stored(path, config.spatial_dims, args.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
         probs = predict_stack(checkpoint, array, plan, path, tile=args.tile, batch_size=args.batch_size,
@@ -103,6 +139,21 @@ def run(args: argparse.Namespace) -> int:
                 write_object_table(written[-1], table)
         tqdm.write(f"{path} -> {', '.join(str(w) for w in written)}")
     return 0
+
+
+def out_format(wanted: str, plan: StackPlan, classes: int) -> str:
+    """``tiff`` or ``zarr`` for ``--out-format wanted``: ``auto`` is zarr from 512 MiB of probabilities."""
+    if wanted != "auto":
+        return wanted
+    values = classes * int(np.prod(plan.out_shape, dtype=np.int64))
+    return "zarr" if values * 4 >= ZARR_FROM_BYTES else "tiff"
+
+
+def zarr_outputs(chosen: tuple[str, ...] | None, path: Path) -> None:
+    """Fails for outputs a zarr store does not hold (it holds prob and mask)."""
+    extra = [o for o in chosen or () if o not in ("prob", "mask")]
+    if extra:
+        raise BiounetError(f"zarr outputs hold prob and mask; {', '.join(extra)} need --out-format tiff", path)
 
 
 def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,

@@ -53,19 +53,19 @@ def check_container(path: str | Path) -> None:
     Raises:
         BiounetError: naming the spec, for a missing file, a missing array or an ambiguous one.
     """
-    with _opened(path):
+    with open_container(path):
         pass
 
 
 def probe_container(path: str | Path, spatial_dims: int) -> Layout:
     """The layout of an HDF5 dataset or zarr array (see the module docstring), from its metadata."""
-    with _opened(path) as array:
+    with open_container(path) as array:
         return _layout(array, spatial_dims, path)
 
 
 def read_container(path: str | Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
     """An HDF5 dataset or zarr array, read whole, and its layout."""
-    with _opened(path) as array:
+    with open_container(path) as array:
         layout = _layout(array, spatial_dims, path)
         try:
             data = np.asarray(array[...])
@@ -86,14 +86,14 @@ def probe_container_axes(path: str | Path, spatial_dims: int, axes: str | None =
         BiounetError: naming the spec, for metadata or ``axes`` that do not fit the array, or an array
             without metadata whose number of dimensions fits neither layout.
     """
-    with _opened(path) as array:
+    with open_container(path) as array:
         return _stored_axes(array, spatial_dims, axes, path)
 
 
 def read_container_axes(path: str | Path, spatial_dims: int,
                         axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
     """An HDF5 dataset or zarr array, read whole, and its :class:`StoredAxes`."""
-    with _opened(path) as array:
+    with open_container(path) as array:
         stored = _stored_axes(array, spatial_dims, axes, path)
         try:
             data = np.asarray(array[...])
@@ -104,12 +104,17 @@ def read_container_axes(path: str | Path, spatial_dims: int,
 
 def container_spatial_dims(path: str | Path) -> int:
     """2 for a 2-dimensional array, else 3 (as a one-channel label array is read)."""
-    with _opened(path) as array:
+    with open_container(path) as array:
         return 2 if len(array.shape) == 2 else 3
 
 
 @contextmanager
-def _opened(path: str | Path) -> Iterator[Any]:
+def open_container(path: str | Path) -> Iterator[Any]:
+    """The HDF5 dataset or zarr array that ``path`` names, open (and nothing read) while the context lasts.
+
+    Raises:
+        BiounetError: naming the spec, for a missing file, a missing array or an ambiguous one.
+    """
     spec = split_spec(path)
     if spec is None:
         raise BiounetError("not an HDF5 or zarr path", path)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
 from biounet.infer.blending import Blender
+from biounet.infer.blocks import Block, block_tiles
 from biounet.infer.channel_axis import WithChannelAxis
 from biounet.infer.devices import parameter_device, prepare_model, resolve_device
 from biounet.infer.tiling import Tile, plan_tiles
@@ -21,8 +22,8 @@ from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
 
-__all__ = ["DEFAULT_TILE", "logits_to_probabilities", "predict", "prepare_model", "probabilities_to_mask",
-           "resolve_device"]
+__all__ = ["DEFAULT_TILE", "TilePredictor", "logits_to_probabilities", "predict", "prepare_model",
+           "probabilities_to_mask", "resolve_device"]
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the
 # paper's tile, 516^2 of 700^2 at ours), but beyond ~700 px the feature maps outgrow the CPU caches and the
@@ -79,26 +80,68 @@ def predict(
     if isinstance(model, Checkpoint):
         normalization = normalization or model.normalization
         model = model.model
-    config = model.config
-    image = _checked_input(image, config)
-    spatial = tuple(int(s) for s in image.shape[1:])
-    plan = plan_tiles(config, spatial, _tile_shape(tile, config.spatial_dims), overlap,
-                      square=tta and config.spatial_dims == 2)
-    out = _checked_output(out, (config.out_channels, *spatial), zeroed=plan.blend)
-    torch_device = parameter_device(model) if device is None else resolve_device(device)
-    forward = _forward(prepare_model(model, torch_device), tta)
-    blender = Blender(plan) if plan.blend else None
-    tiles = list(plan)
-    batches = _tile_batches(image, tiles, batch_size or (1 if torch_device.type == "cpu" else 4),
-                            normalization or Normalization("none"))
-    with torch.inference_mode(), tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress,
-                                      leave=False) as bar:
-        for chunk, inputs in batches:
-            probabilities = forward(torch.from_numpy(inputs).to(torch_device, non_blocking=True))
-            for t, p in zip(chunk, probabilities.float().cpu().numpy(), strict=True):
-                _write_tile(out, t, p, blender)
-            bar.update(len(chunk))
+    image = _checked_input(image, model.config)
+    predictor = TilePredictor(model, tuple(int(s) for s in image.shape[1:]), tile=tile, batch_size=batch_size,
+                              overlap=overlap, tta=tta, device=device)
+    out = _checked_output(out, (model.config.out_channels, *predictor.plan.image_shape),
+                          zeroed=predictor.plan.blend)
+    normalization = normalization or Normalization("none")
+    predictor.run(image, out, normalization, normalization.fit(image), progress=progress)
     return out
+
+
+class TilePredictor:
+    """A model made ready to predict images of one shape tile by tile, whole or one block at a time.
+
+    Args:
+        model: the network; left as it is (inference runs on a prepared copy).
+        image_shape: the spatial shape of the images it will predict.
+        tile: see :func:`predict`.
+        batch_size: see :func:`predict`.
+        overlap: see :func:`predict`.
+        tta: see :func:`predict`.
+        device: see :func:`predict`.
+
+    Attributes:
+        plan: the whole image's tile plan; blocks (:mod:`biounet.infer.blocks`) are cut from it.
+        classes: output channels.
+    """
+
+    def __init__(self, model: UNet, image_shape: tuple[int, ...], *, tile: int | tuple[int, ...] | None = None,
+                 batch_size: int | None = None, overlap: float = 0.25, tta: bool = False,
+                 device: str | torch.device | None = None) -> None:
+        config = model.config
+        self.plan = plan_tiles(config, image_shape, _tile_shape(tile, config.spatial_dims), overlap,
+                               square=tta and config.spatial_dims == 2)
+        self.classes = config.out_channels
+        self.device = parameter_device(model) if device is None else resolve_device(device)
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
+        self._forward = _forward(prepare_model(model, self.device), tta)
+        self._blender = Blender(self.plan) if self.plan.blend else None
+
+    def run(self, image: Any, out: Any, normalization: Normalization, stats: tuple[np.ndarray, np.ndarray],
+            block: Block | None = None, progress: bool = False) -> None:
+        """Writes the probabilities of ``block`` (the whole image when ``None``) into ``out``.
+
+        Args:
+            image: ``(C, *spatial)`` array-like of the planned shape; only the tiles' regions are read.
+            out: ``(classes, *block.shape)`` array-like; for blended (``same``) models it must hold zeros.
+            normalization: applied per tile with ``stats``.
+            stats: ``normalization.fit`` of the whole image, so that every block is normalised alike.
+            block: a block of :func:`~biounet.infer.blocks.plan_blocks` for this plan, or ``None``.
+            progress: show a progress bar over tiles.
+        """
+        if block is None:
+            tiles, origin = list(self.plan), (0,) * len(self.plan.image_shape)
+        else:
+            tiles, origin = block_tiles(self.plan, block), block.start
+        with torch.inference_mode(), tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress,
+                                          leave=False) as bar:
+            for chunk, inputs in _tile_batches(image, tiles, self.batch_size, normalization, stats):
+                probabilities = self._forward(torch.from_numpy(inputs).to(self.device, non_blocking=True))
+                for t, p in zip(chunk, probabilities.float().cpu().numpy(), strict=True):
+                    _write_tile(out, origin, t, p, self._blender)
+                bar.update(len(chunk))
 
 
 def _checked_input(image: Any, config: UNetConfig) -> Any:
@@ -147,10 +190,9 @@ def _forward(model: UNet, tta: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda batch: averaged(run, batch, group)
 
 
-def _tile_batches(image: Any, tiles: list[Tile], batch_size: int,
-                  normalization: Normalization) -> Iterator[tuple[list[Tile], np.ndarray]]:
+def _tile_batches(image: Any, tiles: list[Tile], batch_size: int, normalization: Normalization,
+                  stats: tuple[np.ndarray, np.ndarray]) -> Iterator[tuple[list[Tile], np.ndarray]]:
     """Batches of tiles with their normalised, mirror-padded input regions, read one batch at a time."""
-    stats = normalization.fit(image)
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first:first + batch_size]
         inputs = np.stack([
@@ -162,15 +204,21 @@ def _tile_batches(image: Any, tiles: list[Tile], batch_size: int,
         yield chunk, inputs
 
 
-def _write_tile(out: Any, tile: Tile, probabilities: np.ndarray, blender: Blender | None) -> None:
-    """Writes a tile's output (cropped to the image) into ``out``, or adds it weighted when blending."""
-    region = (slice(None), *tile.output_slices())
-    extent = tuple(slice(0, b - a) for a, b in zip(tile.output_start, tile.output_stop, strict=True))
-    crop = probabilities[(slice(None),) + extent]
+def _write_tile(out: Any, origin: tuple[int, ...], tile: Tile, probabilities: np.ndarray,
+                blender: Blender | None) -> None:
+    """Writes the part of a tile's output that lies in ``out`` (whose first pixel is ``origin`` in image
+    coordinates), or adds it weighted when blending."""
+    lo = [max(a, o) for a, o in zip(tile.output_start, origin, strict=True)]
+    hi = [min(b, o + n) for b, o, n in zip(tile.output_stop, origin, out.shape[1:], strict=True)]
+    if any(a >= b for a, b in zip(lo, hi, strict=True)):
+        return
+    local = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, tile.output_start, strict=True))
+    region = (slice(None), *(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin, strict=True)))
+    crop = probabilities[(slice(None),) + local]
     if blender is None:
         out[region] = crop
     else:
-        out[region] = out[region] + crop * blender.weights(tile)
+        out[region] = out[region] + crop * blender.weights(tile)[local]
 
 
 def probabilities_to_mask(probabilities: np.ndarray) -> np.ndarray:

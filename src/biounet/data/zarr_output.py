@@ -1,0 +1,205 @@
+"""Predictions written block by block into a zarr store, with a record of the blocks that are done.
+
+``<stem>.zarr`` (zarr format 2, readable by zarr 2 and 3, napari and Fiji's n5/zarr readers) holds:
+
+- ``prob/0``: the class probabilities, ``(T, C, Z, Y, X)`` with the axes the input has (OME-Zarr 0.4
+  order: time, channel, space), float32, float16, or uint8 (``round(255 p)``);
+- ``mask/0``: the class indices, ``(T, Z, Y, X)`` likewise, uint8 (uint16 beyond 256 classes);
+- ``blocks``: the completion record, one uint8 per (item, block), set to 1 after the block's data.
+
+``prob`` and ``mask`` are OME-Zarr images (``multiscales`` with the axes and the input's voxel size as the
+scale). Their chunks never straddle a block, so blocks written at once by different processes never touch
+the same chunk, and the record is one chunk per block for the same reason. A block whose process died while
+writing it is not marked, and is written again when the same command is run again: the store's ``biounet``
+attribute holds the job (input, model, settings); a store from a different job is replaced.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biounet.data.optional import optional_import
+from biounet.errors import BiounetError
+from biounet.infer.blocks import Block
+
+PROB_DTYPES = ("float32", "float16", "uint8")
+# Chunks of at most this edge (per spatial axis, in 2D; its cube root's worth in 3D): viewers fetch a screen
+# without decoding a whole block.
+_CHUNK_VALUES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """What a prediction store holds, in the canonical order (time, then space).
+
+    Attributes:
+        batch_axes: letters of the axes iterated over (``T``, ``Z`` of a stack for a 2D model), in TZ order.
+        spatial_axes: the model's spatial axes (``YX`` or ``ZYX``).
+        batch_shape: their sizes.
+        spatial_shape: their sizes.
+        classes: probability channels.
+        block_shape: the block grid's block size.
+        spacing: the voxel size of each batch and spatial axis (1 for time).
+    """
+
+    batch_axes: str
+    spatial_axes: str
+    batch_shape: tuple[int, ...]
+    spatial_shape: tuple[int, ...]
+    classes: int
+    block_shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // b) for n, b in zip(self.spatial_shape, self.block_shape, strict=True))
+
+
+class PredictionStore:
+    """A ``<stem>.zarr`` prediction store, created or resumed by :meth:`open`, attached to by workers.
+
+    Args:
+        path: the store.
+        layout: what it holds.
+        prob_dtype: one of :data:`PROB_DTYPES`.
+    """
+
+    def __init__(self, path: Path, layout: StoreLayout, prob_dtype: str) -> None:
+        self.path, self.layout, self.prob_dtype = path, layout, prob_dtype
+        zarr = optional_import("zarr", "writing .zarr outputs", path)
+        root = zarr.open_group(str(path), mode="r+")
+        self._prob, self._mask, self._done = root["prob/0"], root["mask/0"], root["blocks"]
+
+    @classmethod
+    def open(cls, path: Path, layout: StoreLayout, prob_dtype: str, job: dict[str, Any]) -> PredictionStore:
+        """The store at ``path``: resumed if it was made for the same ``job``, else created anew.
+
+        Args:
+            path: ``<stem>.zarr``.
+            layout: what it holds.
+            prob_dtype: one of :data:`PROB_DTYPES`.
+            job: what makes the output (input, its shape, model digest, tile, TTA, ...), all JSON values.
+        """
+        if prob_dtype not in PROB_DTYPES:
+            raise BiounetError(f"unknown probability dtype {prob_dtype!r}; use {', '.join(PROB_DTYPES)}")
+        zarr = optional_import("zarr", "writing .zarr outputs", path)
+        record = {"job": job, "prob_dtype": prob_dtype, "block_shape": list(layout.block_shape)}
+        if path.exists():
+            try:
+                found = zarr.open_group(str(path), mode="r").attrs.get("biounet")
+            except Exception:
+                found = None
+            if found == record:
+                return cls(path, layout, prob_dtype)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        root = zarr.open_group(str(path), mode="w", zarr_format=2)
+        _create_image(root, "prob", (*_time(layout), layout.classes, *_space(layout)),
+                      (*(1 for _ in _time(layout)), layout.classes, *_chunks(layout)), prob_dtype,
+                      _axes(layout, channel=True), _scale(layout, channel=True))
+        mask_dtype = "uint8" if layout.classes <= 256 else "uint16"
+        _create_image(root, "mask", (*_time(layout), *_space(layout)), (*(1 for _ in _time(layout)),
+                      *_chunks(layout)), mask_dtype, _axes(layout, channel=False), _scale(layout, channel=False))
+        grid = (*layout.batch_shape, *layout.grid)
+        _create_array(root, "blocks", grid, (1,) * len(grid), "uint8")
+        root.attrs["biounet"] = record  # last: a store without it is an unfinished creation, made again
+        return cls(path, layout, prob_dtype)
+
+    def pending(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """``(item index, block index)`` of every block not yet written, items in order."""
+        done = np.asarray(self._done[...])
+        nb = len(self.layout.batch_shape)
+        return [(tuple(int(i) for i in index[:nb]), tuple(int(i) for i in index[nb:]))
+                for index in np.argwhere(done == 0)]
+
+    def write(self, item: tuple[int, ...], block: Block, probabilities: np.ndarray) -> None:
+        """Stores one block's ``(classes, *block.shape)`` probabilities and mask, then marks it done.
+
+        Args:
+            item: the block's item, an index into ``layout.batch_shape`` (canonical order).
+            block: the block.
+            probabilities: float32 probabilities of the block.
+        """
+        layout = self.layout
+        mask = np.argmax(probabilities, axis=0) if layout.classes > 1 else probabilities[0] > 0.5
+        prob = _quantised(probabilities, self.prob_dtype)
+        space = block.slices()
+        prob_key, mask_key = self._keys(item, space)
+        self._prob[prob_key] = prob
+        self._mask[mask_key] = mask.astype(self._mask.dtype)
+        self._done[tuple(item) + tuple(block.index)] = 1
+
+    def _keys(self, item: tuple[int, ...], space: tuple[slice, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Where a block goes in ``prob`` and ``mask``: time, (channel,) then Z of a stack and the block."""
+        layout = self.layout
+        values = dict(zip(layout.batch_axes, item, strict=True))
+        time = (values["T"],) if "T" in values else ()
+        stack_z = (values["Z"],) if "Z" in values else ()
+        return (*time, slice(None), *stack_z, *space), (*time, *stack_z, *space)
+
+
+def _time(layout: StoreLayout) -> tuple[int, ...]:
+    return layout.batch_shape[:1] if layout.batch_axes.startswith("T") else ()
+
+
+def _space(layout: StoreLayout) -> tuple[int, ...]:
+    """Sizes of the space axes: a stack's Z, then the model's spatial axes."""
+    stack_z = layout.batch_shape[layout.batch_axes.index("Z"):][:1] if "Z" in layout.batch_axes else ()
+    return (*stack_z, *layout.spatial_shape)
+
+
+def _chunks(layout: StoreLayout) -> tuple[int, ...]:
+    """Chunks of the space axes: one plane of a stack, and an even division of the block per axis."""
+    stack_z = (1,) if "Z" in layout.batch_axes else ()
+    edge = max(16, round(_CHUNK_VALUES ** (1 / len(layout.block_shape))))
+    chunks = []
+    for b in layout.block_shape:
+        parts = -(-b // edge)
+        while b % parts:
+            parts += 1
+        chunks.append(b // parts)
+    return (*stack_z, *chunks)
+
+
+def _axes(layout: StoreLayout, channel: bool) -> list[dict[str, str]]:
+    axes = [{"name": "t", "type": "time"}] if layout.batch_axes.startswith("T") else []
+    if channel:
+        axes.append({"name": "c", "type": "channel"})
+    space = ("Z" if "Z" in layout.batch_axes else "") + layout.spatial_axes
+    axes += [{"name": a.lower(), "type": "space"} for a in space]
+    return axes
+
+
+def _scale(layout: StoreLayout, channel: bool) -> list[float]:
+    sizes = dict(zip(layout.batch_axes + layout.spatial_axes, layout.spacing, strict=True))
+    scale = [1.0] if "T" in sizes else []
+    if channel:
+        scale.append(1.0)
+    space = ("Z" if "Z" in layout.batch_axes else "") + layout.spatial_axes
+    return scale + [float(sizes[a]) for a in space]
+
+
+def _create_image(root: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
+                  axes: list[dict[str, str]], scale: list[float]) -> None:
+    group = root.create_group(name)
+    _create_array(group, "0", shape, chunks, dtype)
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "name": name, "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+    }]
+
+
+def _create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> Any:
+    # zarr 3 names it create_array; zarr 2 create_dataset (deprecated in 3).
+    create = getattr(group, "create_array", None) or group.create_dataset
+    return create(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+
+
+def _quantised(probabilities: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        return np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return probabilities.astype(dtype)

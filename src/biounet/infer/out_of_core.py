@@ -1,0 +1,260 @@
+"""Prediction of inputs larger than memory, block by block into a zarr store, in one process or on Dask.
+
+The driver (:func:`predict_to_store`) opens the input lazily, fits each item's normalisation on a
+subsample, creates or resumes the output store, and hands every unfinished block to :func:`run_block`,
+either in a plain loop or as Dask tasks. A block task carries only a :class:`BlockJob` (paths and settings,
+a few hundred bytes) and two indices: the worker opens the input, loads the model once per process and
+writes the block into the store itself, so no image data passes through the scheduler and a worker's
+memory is bounded by one block. Blocks are cut from the whole image's tile plan
+(:mod:`biounet.infer.blocks`), so the store equals a single in-memory prediction wherever it was computed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from biounet import __version__
+from biounet.data.axes import StackPlan, plan_stack
+from biounet.data.lazy import ItemView, open_stored
+from biounet.data.optional import optional_import
+from biounet.data.zarr_output import PredictionStore, StoreLayout
+from biounet.errors import BiounetError
+from biounet.infer.blocks import plan_blocks
+from biounet.infer.predict import TilePredictor
+from biounet.models.checkpoint import Checkpoint, load_checkpoint
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs to predict any block of one input: paths and settings, no data.
+
+    Attributes:
+        input: the input file or HDF5/zarr spec.
+        axes: ``--axes`` for the input, or ``None`` for its own.
+        model: the checkpoint file.
+        store: the output ``<stem>.zarr``.
+        stats: per item (in ``np.ndindex`` order of the store's batch shape), the normalisation's
+            ``(offsets, scales)`` per channel, fitted by the driver on the whole item.
+        tile: see :func:`~biounet.infer.predict.predict`.
+        batch_size: see :func:`~biounet.infer.predict.predict`.
+        tta: see :func:`~biounet.infer.predict.predict`.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        prob_dtype: the store's probability dtype.
+        block: wanted block size (rounded to the tile grid), or ``None`` for the default.
+        threads: torch threads per process, or ``None`` to leave torch's choice.
+    """
+
+    input: str
+    axes: str | None
+    model: str
+    store: str
+    stats: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+    tile: int | None = None
+    batch_size: int | None = None
+    tta: bool = False
+    device: str = "cpu"
+    prob_dtype: str = "float32"
+    block: int | None = None
+    threads: int | None = None
+
+
+def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
+                     axes: str | None = None, tile: int | None = None, batch_size: int | None = None,
+                     tta: bool = False, device: str = "cpu", prob_dtype: str = "float32", block: int | None = None,
+                     scheduler: str | None = None, progress: bool = False) -> tuple[int, int]:
+    """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
+
+    Args:
+        input_path: the input file or HDF5/zarr spec; zarr, HDF5 and TIFF are read region by region.
+        checkpoint_path: the model's checkpoint file.
+        store: the output ``<stem>.zarr`` (see :mod:`biounet.data.zarr_output`).
+        axes: ``--axes`` for the input.
+        tile: see :func:`~biounet.infer.predict.predict`.
+        batch_size: see :func:`~biounet.infer.predict.predict`.
+        tta: see :func:`~biounet.infer.predict.predict`.
+        device: where the network runs (every Dask worker uses the same).
+        prob_dtype: ``float32``, ``float16`` or ``uint8``.
+        block: wanted block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
+        scheduler: ``None`` for a plain loop in this process; ``local:N`` for a local Dask cluster of ``N``
+            single-threaded worker processes; else a Dask scheduler's address (``tcp://host:8786``).
+        progress: show a progress bar over blocks.
+
+    Returns:
+        ``(blocks computed now, blocks in all)``.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint.config
+    with open_stored(input_path, config.spatial_dims, axes) as (array, stored):
+        stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, input_path)
+        layout_axes = _canonical(stack.batch_axes)
+        items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
+        stats = tuple(_fitted(checkpoint, ItemView(array, stack, index, config.in_channels, input_path))
+                      for index in items)
+    job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, tile,
+                   batch_size, tta, device, prob_dtype, block)
+    predictor = _predictor(checkpoint, stack.spatial_shape, job)
+    grid = plan_blocks(predictor.plan, block)
+    sizes = dict(zip(stored.axes, stored.spacing, strict=True))
+    layout = StoreLayout(layout_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape,
+                         config.out_channels, grid.block_shape,
+                         tuple(sizes[a] if a != "T" else 1.0 for a in layout_axes + stack.spatial_axes))
+    record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
+              "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": tile, "tta": tta,
+              "stats": [[list(o), list(s)] for o, s in stats]}
+    pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
+    total = len(stats) * len(grid)
+    if scheduler is None:
+        for item, index in tqdm(pending, desc="blocks", unit="block", disable=not progress):
+            run_block(job, item, index)
+    else:
+        _run_on_dask(job, pending, scheduler, progress)
+    return len(pending), total
+
+
+def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, ...]:
+    """Predicts one block of one item and writes it into the job's store (in whatever process runs it).
+
+    Args:
+        job: the job.
+        item: the item's index into the store's batch shape (``()`` for a single image or volume).
+        index: the block's index in the grid.
+
+    Returns:
+        ``(*item, *index)``, for a caller counting finished blocks.
+    """
+    state = _worker_state(job)
+    stats = job.stats[int(np.ravel_multi_index(item, state.store.layout.batch_shape)) if item else 0]
+    view = ItemView(state.array, state.stack, _plan_index(state.stack, item), state.checkpoint.config.in_channels,
+                    job.input)
+    block = plan_blocks(state.predictor.plan, state.store.layout.block_shape).block(index)
+    out = np.zeros((state.predictor.classes, *block.shape), np.float32)
+    try:
+        state.predictor.run(view, out, state.checkpoint.normalization,
+                            (np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32)), block)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), job.input) from exc
+    state.store.write(item, block, out)
+    return (*item, *index)
+
+
+@dataclass
+class _WorkerState:
+    checkpoint: Checkpoint
+    stack: StackPlan
+    array: Any
+    predictor: TilePredictor
+    store: PredictionStore
+    files: ExitStack
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_state(job: BlockJob) -> _WorkerState:
+    """The model, the opened input and the store, once per process and job (a Dask worker keeps them)."""
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    checkpoint = load_checkpoint(job.model)
+    config = checkpoint.config
+    files = ExitStack()
+    array, stored = files.enter_context(open_stored(job.input, config.spatial_dims, job.axes))
+    stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input)
+    predictor = _predictor(checkpoint, stack.spatial_shape, job)
+    grid = plan_blocks(predictor.plan, job.block)
+    layout = StoreLayout(_canonical(stack.batch_axes), stack.spatial_axes, _canonical_shape(stack),
+                         stack.spatial_shape, config.out_channels, grid.block_shape, ())
+    return _WorkerState(checkpoint, stack, array, predictor, PredictionStore(Path(job.store), layout, job.prob_dtype),
+                        files)
+
+
+def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
+    return TilePredictor(checkpoint.model, shape, tile=job.tile, batch_size=job.batch_size, tta=job.tta,
+                         device=job.device)
+
+
+def _fitted(checkpoint: Checkpoint, view: ItemView) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    offsets, scales = checkpoint.normalization.fit(view)
+    return tuple(float(v) for v in offsets), tuple(float(v) for v in scales)
+
+
+def _canonical(batch_axes: str) -> str:
+    """Batch axes in the stores' order: time first (OME-Zarr's), then a stack's Z."""
+    return "".join(a for a in "TZ" if a in batch_axes)
+
+
+def _canonical_shape(stack: StackPlan) -> tuple[int, ...]:
+    sizes = dict(zip(stack.batch_axes, stack.batch_shape, strict=True))
+    return tuple(sizes[a] for a in _canonical(stack.batch_axes))
+
+
+def _plan_index(stack: StackPlan, item: tuple[int, ...]) -> tuple[int, ...]:
+    """An item index in the store's (canonical) order as the stack plan's index (stored order)."""
+    values = dict(zip(_canonical(stack.batch_axes), item, strict=True))
+    return tuple(values[a] for a in stack.batch_axes)
+
+
+def _digest(path: Path) -> str:
+    """The checkpoint's SHA-256: a resumed store must come from the same weights."""
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _run_on_dask(job: BlockJob, pending: list[tuple[tuple[int, ...], tuple[int, ...]]], scheduler: str,
+                 progress: bool) -> None:
+    """Runs the pending blocks as Dask tasks; a worker that dies has its blocks retried elsewhere."""
+    with _DaskClient(scheduler) as (client, threads):
+        job = replace(job, threads=threads)
+        futures = [client.submit(run_block, job, item, index, pure=False, retries=2) for item, index in pending]
+        distributed = optional_import("distributed", "--dask")
+        with tqdm(total=len(futures), desc="blocks", unit="block", disable=not progress) as bar:
+            for future in distributed.as_completed(futures):
+                future.result()  # a block that failed on every try raises here, naming the input
+                bar.update(1)
+
+
+class _DaskClient:
+    """A Dask client for ``local:N`` (a LocalCluster of N single-threaded processes) or an address, with the
+    torch threads each task should use."""
+
+    def __init__(self, scheduler: str) -> None:
+        self.scheduler = scheduler
+        self.cleanup: list[Callable[[], None]] = []
+
+    def __enter__(self) -> tuple[Any, int | None]:
+        distributed = optional_import("distributed", "--dask")
+        if self.scheduler.startswith("local:"):
+            count = _positive_count(self.scheduler)
+            cluster = distributed.LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                                               dashboard_address=None)
+            client = distributed.Client(cluster)
+            self.cleanup = [client.close, cluster.close]
+            return client, max(1, (os.cpu_count() or 1) // count)
+        try:
+            client = distributed.Client(self.scheduler, timeout="30s")
+        except Exception as exc:
+            raise BiounetError(f"cannot reach the Dask scheduler at {self.scheduler} ({exc})") from exc
+        self.cleanup = [client.close]
+        return client, None
+
+    def __exit__(self, *exc: object) -> None:
+        for close in self.cleanup:
+            close()
+
+
+def _positive_count(scheduler: str) -> int:
+    text = scheduler.split(":", 1)[1]
+    if not text.isdigit() or int(text) < 1:
+        raise BiounetError(f"--dask {scheduler}: use local:N with N >= 1 worker processes, or a scheduler address")
+    return int(text)

@@ -1,0 +1,209 @@
+"""Block-wise prediction into a zarr store: equal to one in-memory prediction, resumable, lazily read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from biounet.data.axes import plan_stack
+from biounet.data.lazy import ItemView
+from biounet.infer import predict
+from biounet.infer.blocks import block_tiles, plan_blocks
+from biounet.infer.out_of_core import predict_to_store
+from biounet.infer.predict import TilePredictor
+from biounet.infer.tiling import plan_tiles
+from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.config import UNetConfig
+from biounet.models.normalization import Normalization
+from biounet.models.unet import UNet
+
+zarr = pytest.importorskip("zarr")
+
+
+def _checkpoint(path: Path, config: UNetConfig, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = UNet(config)
+    for module in model.modules():  # untrained batch norms would be identity; make them count
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    save_checkpoint(path, model, Normalization("percentile", 1.0, 99.0))
+    return path
+
+
+def _zarr_input(path: Path, image: np.ndarray, chunks: tuple[int, ...]) -> str:
+    array = zarr.open_array(str(path), mode="w", shape=image.shape, chunks=chunks, dtype=image.dtype)
+    array[...] = image
+    return str(path)
+
+
+def _stored(store: Path, name: str) -> np.ndarray:
+    return np.asarray(zarr.open_group(str(store), mode="r")[f"{name}/0"][...])
+
+
+CONFIGS = {
+    "2d-valid": (UNetConfig(base_channels=4, depth=2), (1, 203, 171), 48),
+    "2d-same": (UNetConfig(base_channels=4, depth=2, padding="same", norm="batch"), (1, 150, 133), 40),
+    "3d-valid": (UNetConfig(spatial_dims=3, base_channels=2, depth=2, norm="batch"), (1, 47, 39, 42), 12),
+    "3d-same": (UNetConfig(spatial_dims=3, base_channels=2, depth=2, padding="same", norm="instance"),
+                (1, 30, 37, 28), 12),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_blocks_equal_one_whole_prediction(name: str) -> None:
+    config, shape, block = CONFIGS[name]
+    image = np.random.default_rng(1).random(shape, np.float32)
+    torch.manual_seed(0)
+    model = UNet(config).eval()
+    tile = 44 if config.spatial_dims == 2 else 28
+    whole = predict(model, image, tile=tile)
+    predictor = TilePredictor(model, shape[1:], tile=tile)
+    grid = plan_blocks(predictor.plan, block)
+    assert len(grid) > 1
+    stats = Normalization("none").fit(image)
+    covered = np.zeros(shape[1:], np.int32)
+    for b in grid:
+        out = np.zeros((config.out_channels, *b.shape), np.float32)
+        predictor.run(image, out, Normalization("none"), stats, b)
+        np.testing.assert_allclose(out, whole[(slice(None), *b.slices())], atol=1e-5)
+        covered[b.slices()] += 1
+    assert (covered == 1).all()
+
+
+def test_valid_blocks_share_no_tile() -> None:
+    config = UNetConfig.paper()
+    plan = plan_tiles(config, (2000, 1500), (572, 572))
+    grid = plan_blocks(plan, 800)
+    assert grid.block_shape == (768, 768)  # two tile steps of 384
+    counts = [len(block_tiles(plan, b)) for b in grid]
+    assert sum(counts) == len(plan)
+
+
+@pytest.mark.parametrize("name", ["2d-valid", "3d-same"])
+def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str) -> None:
+    config, shape, block = CONFIGS[name]
+    rng = np.random.default_rng(2)
+    image = (rng.random(shape[1:]) * 1000).astype(np.uint16)
+    source = _zarr_input(tmp_path / "in.zarr", image, tuple(max(8, s // 3) for s in image.shape))
+    ckpt = _checkpoint(tmp_path / "m.pt", config)
+    store = tmp_path / "out.zarr"
+    done, total = predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)
+    assert done == total > 1
+    expected = predict(load_checkpoint(ckpt), image.astype(np.float32),
+                       tile=44 if config.spatial_dims == 2 else 28)
+    np.testing.assert_allclose(_stored(store, "prob"), expected, atol=1e-5)
+    assert (_stored(store, "mask") == expected.argmax(0)).all()
+    # A run that died: two blocks unmarked (and one of them garbled) are the only ones computed again.
+    record = zarr.open_group(str(store), mode="r+")["blocks"]
+    flat = np.zeros(record.shape, np.uint8).ravel()
+    flat[:] = 1
+    flat[[0, -1]] = 0
+    record[...] = flat.reshape(record.shape)
+    zarr.open_group(str(store), mode="r+")["prob/0"][...] = 0
+    again, _ = predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)
+    assert again == 2
+    rerun = _stored(store, "prob")
+    tile = (44,) * 2 if config.spatial_dims == 2 else (28,) * 3
+    blocks = list(plan_blocks(plan_tiles(config, image.shape, tile), block))
+    for b in (blocks[0], blocks[-1]):
+        region = (slice(None), *b.slices())
+        np.testing.assert_allclose(rerun[region], expected[region], atol=1e-5)
+    assert np.abs(rerun[(slice(None), *blocks[1].slices())]).max() == 0  # finished before: not recomputed
+    # Finished: nothing to do; another model: the store is made anew.
+    assert predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)[0] == 0
+    other = _checkpoint(tmp_path / "other.pt", config, seed=5)
+    assert predict_to_store(source, other, store, tile=44 if config.spatial_dims == 2 else 28,
+                            block=block)[0] == total
+
+
+def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
+    """A 2D grey model on a Z stack of RGB planes stored as a tiled TIFF: read region by region, each plane
+    normalised on its own, output in (C, Z, Y, X) with the input's voxel size."""
+    rng = np.random.default_rng(3)
+    stack = (rng.random((3, 70, 90, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack, tile=(32, 32), photometric="rgb", metadata={"axes": "ZYXS"},
+                     resolution=(2.0, 2.0), resolutionunit=tifffile.RESUNIT.NONE)
+    ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=4, depth=2))
+    store = tmp_path / "stack.zarr"
+    done, total = predict_to_store(str(path), ckpt, store, tile=44, block=32)
+    assert done == total == 3 * 9
+    checkpoint = load_checkpoint(ckpt)
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    for z in range(3):
+        grey = (stack[z].astype(np.float32) * weights).sum(-1)
+        np.testing.assert_allclose(_stored(store, "prob")[:, z], predict(checkpoint, grey, tile=44), atol=1e-5)
+    attrs = zarr.open_group(str(store), mode="r")["prob"].attrs["multiscales"][0]
+    assert [a["name"] for a in attrs["axes"]] == ["c", "z", "y", "x"]
+    assert attrs["datasets"][0]["coordinateTransformations"][0]["scale"][2:] == [0.5, 0.5]
+
+
+def test_item_view_reads_only_its_region() -> None:
+    stored = np.arange(2 * 5 * 3 * 7, dtype=np.int32).reshape(2, 5, 7, 3)  # T, Y, X, C
+    plan = plan_stack("TYXC", stored.shape, 2, 3)
+    view = ItemView(stored, plan, (1,))
+    assert view.shape == (3, 5, 7)
+    np.testing.assert_array_equal(view[:, 1:4:2, 2:6], np.moveaxis(stored[1], -1, 0)[:, 1:4:2, 2:6])
+    np.testing.assert_array_equal(view[1], stored[1, :, :, 1])
+
+
+def test_cli_zarr_output_from_hdf5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h5py = pytest.importorskip("h5py")
+    from biounet.cli.main import main
+
+    volume = (np.random.default_rng(4).random((20, 33, 29)) * 4000).astype(np.uint16)
+    with h5py.File(tmp_path / "vol.h5", "w") as handle:
+        handle.create_dataset("raw", data=volume, chunks=(5, 11, 11))
+    config = UNetConfig(spatial_dims=3, base_channels=2, depth=2, padding="same", norm="instance")
+    ckpt = _checkpoint(tmp_path / "m.pt", config)
+    args = ["predict", "--model", str(ckpt), f"{tmp_path / 'vol.h5'}:raw", "--out", str(tmp_path / "o"),
+            "--out-format", "zarr", "--tile", "20", "--block", "16", "--prob-dtype", "uint8"]
+    assert main(args) == 0
+    assert "12 of 12 blocks computed" in capsys.readouterr().out
+    expected = predict(load_checkpoint(ckpt), volume.astype(np.float32), tile=20)
+    prob = _stored(tmp_path / "o" / "vol.zarr", "prob")
+    assert prob.dtype == np.uint8 and np.abs(prob / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
+    assert main(args) == 0
+    assert "0 of 12 blocks computed; 12 done by an earlier run" in capsys.readouterr().out
+    assert main([*args, "--outputs", "prob,instances"]) == 2
+    assert "need --out-format tiff" in capsys.readouterr().err
+
+
+def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) -> None:
+    """Blocks computed on a 2-worker Dask cluster, one worker killed mid-run: the store still completes and
+    equals the one made in this process."""
+    distributed = pytest.importorskip("distributed")
+    import os
+    import signal
+    import threading
+    import time
+
+    image = (np.random.default_rng(5).random((300, 280)) * 255).astype(np.uint8)
+    source = _zarr_input(tmp_path / "in.zarr", image, (64, 64))
+    ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=8, depth=2))
+    done, total = predict_to_store(source, ckpt, tmp_path / "one.zarr", tile=60, block=40)
+    assert done == total >= 40
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        result: dict[str, tuple[int, int]] = {}
+        runner = threading.Thread(target=lambda: result.setdefault("run", predict_to_store(
+            source, ckpt, tmp_path / "dask.zarr", tile=60, block=40, scheduler=cluster.scheduler_address)))
+        runner.start()
+        record = tmp_path / "dask.zarr" / "blocks"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                record.exists() and np.asarray(zarr.open_array(str(record), mode="r")[...]).sum() >= 3):
+            time.sleep(0.05)
+        os.kill(pids[0], signal.SIGKILL)
+        at_kill = int(np.asarray(zarr.open_array(str(record), mode="r")[...]).sum())
+        runner.join(120)
+    assert 3 <= at_kill < total
+    assert result["run"] == (total, total)
+    np.testing.assert_array_equal(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"))
+    np.testing.assert_array_equal(_stored(tmp_path / "dask.zarr", "mask"), _stored(tmp_path / "one.zarr", "mask"))
