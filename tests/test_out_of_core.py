@@ -82,6 +82,8 @@ def test_valid_blocks_share_no_tile() -> None:
     assert grid.block_shape == (768, 768)  # two tile steps of 384
     counts = [len(block_tiles(plan, b)) for b in grid]
     assert sum(counts) == len(plan)
+    whole = plan_blocks(plan, 4000)  # larger than the image: one block, and the same when given back
+    assert whole.block_shape == (2000, 1500) and plan_blocks(plan, whole.block_shape) == whole
 
 
 @pytest.mark.parametrize("name", ["2d-valid", "3d-same"])

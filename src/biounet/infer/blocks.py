@@ -100,6 +100,9 @@ def plan_blocks(plan: TilePlan, block: int | Shape | None = None) -> BlockGrid:
         raise ValueError(f"block must be {dims} positive sizes, got {block}")
     shape = []
     for want, starts, out, n in zip(wanted, plan.starts, plan.output_tile, plan.image_shape, strict=True):
+        if want >= n:  # one block along this axis (also when given a grid's clipped size back)
+            shape.append(n)
+            continue
         if not plan.blend:
             step = starts[1] - starts[0] if len(starts) > 1 else out
             want = max(1, round(want / step)) * step

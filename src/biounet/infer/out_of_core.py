@@ -30,7 +30,7 @@ from biounet.data.lazy import ItemView, open_stored
 from biounet.data.optional import optional_import
 from biounet.data.zarr_output import PredictionStore, StoreLayout
 from biounet.errors import BiounetError
-from biounet.infer.blocks import plan_blocks
+from biounet.infer.blocks import BlockGrid, plan_blocks
 from biounet.infer.predict import TilePredictor
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 
@@ -137,7 +137,7 @@ def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> t
     stats = job.stats[int(np.ravel_multi_index(item, state.store.layout.batch_shape)) if item else 0]
     view = ItemView(state.array, state.stack, _plan_index(state.stack, item), state.checkpoint.config.in_channels,
                     job.input)
-    block = plan_blocks(state.predictor.plan, state.store.layout.block_shape).block(index)
+    block = state.grid.block(index)
     out = np.zeros((state.predictor.classes, *block.shape), np.float32)
     try:
         state.predictor.run(view, out, state.checkpoint.normalization,
@@ -154,6 +154,7 @@ class _WorkerState:
     stack: StackPlan
     array: Any
     predictor: TilePredictor
+    grid: BlockGrid
     store: PredictionStore
     files: ExitStack
 
@@ -172,8 +173,8 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     grid = plan_blocks(predictor.plan, job.block)
     layout = StoreLayout(_canonical(stack.batch_axes), stack.spatial_axes, _canonical_shape(stack),
                          stack.spatial_shape, config.out_channels, grid.block_shape, ())
-    return _WorkerState(checkpoint, stack, array, predictor, PredictionStore(Path(job.store), layout, job.prob_dtype),
-                        files)
+    return _WorkerState(checkpoint, stack, array, predictor, grid,
+                        PredictionStore(Path(job.store), layout, job.prob_dtype), files)
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
