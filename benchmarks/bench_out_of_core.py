@@ -32,7 +32,7 @@ import zarr
 from scipy import ndimage
 
 from biounet.infer import predict
-from biounet.infer.out_of_core import predict_to_store
+from biounet.infer.out_of_core import local_cluster, predict_to_store
 from biounet.infer.predict import TilePredictor, prepare_model
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig
@@ -68,8 +68,7 @@ def child(args: argparse.Namespace) -> None:
     if args.dask:
         import distributed
 
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with local_cluster(2) as cluster, distributed.Client(cluster) as client:
             started = time.perf_counter()
             done, total = predict_to_store(args.input, args.model, args.store, scheduler=cluster.scheduler_address)
             seconds = time.perf_counter() - started

@@ -37,10 +37,13 @@ def adjust_brightness(image: torch.Tensor, offset: torch.Tensor) -> torch.Tensor
     return image + _per_sample(offset, image)
 
 
-def add_noise(image: torch.Tensor, std: torch.Tensor, seed: int) -> torch.Tensor:
-    """Adds Gaussian noise with standard deviation ``std`` ``(N,)``, drawn from a generator seeded with
-    ``seed`` on the image's device: the same seed gives the same noise.
+def add_noise(image: torch.Tensor, std: torch.Tensor, seed: int, first: int = 0) -> torch.Tensor:
+    """Adds Gaussian noise with standard deviation ``std`` ``(N,)``. Sample ``i`` draws its noise from a
+    generator seeded with ``seed + first + i`` on the image's device, so the same seed gives the same noise,
+    and a sample's noise does not depend on which other samples share its batch (or its process).
     """
-    generator = torch.Generator(device=image.device).manual_seed(seed)
-    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    noise = torch.empty_like(image)
+    for i in range(image.shape[0]):
+        generator = torch.Generator(device=image.device).manual_seed(seed + first + i)
+        noise[i] = torch.randn(image.shape[1:], generator=generator, device=image.device, dtype=image.dtype)
     return image + noise * _per_sample(std, image)

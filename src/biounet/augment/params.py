@@ -32,6 +32,8 @@ class AugmentParams:
         brightness: ``(N,)`` additive offsets.
         noise: ``(N,)`` noise standard deviations.
         noise_seed: seeds the generator of the noise, so that applying twice gives the same noise.
+        first_sample: the index of the first of these samples in the batch they were drawn for (see
+            :meth:`rows`); it picks each sample's noise.
     """
 
     spatial_shape: tuple[int, ...]
@@ -44,6 +46,17 @@ class AugmentParams:
     brightness: torch.Tensor | None = None
     noise: torch.Tensor | None = None
     noise_seed: int = 0
+    first_sample: int = 0
+
+    def rows(self, start: int, stop: int) -> AugmentParams:
+        """The parameters of samples ``start..stop-1`` only: what one process of a distributed run applies
+        to its share of a batch drawn for all of them."""
+        def part(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[start:stop]
+
+        return AugmentParams(self.spatial_shape, part(self.matrix), part(self.offset), part(self.control),
+                             self.control_spacing, part(self.gamma), part(self.contrast), part(self.brightness),
+                             part(self.noise), self.noise_seed, self.first_sample + start)
 
     @property
     def spatial(self) -> bool:
@@ -98,7 +111,7 @@ class AugmentParams:
         if self.brightness is not None:
             image = adjust_brightness(image, self.brightness)
         if self.noise is not None:
-            image = add_noise(image, self.noise, self.noise_seed)
+            image = add_noise(image, self.noise, self.noise_seed, self.first_sample)
         return image, label, weight
 
     def _check(self, image: torch.Tensor, label: torch.Tensor | None, weight: torch.Tensor | None) -> None:

@@ -10,14 +10,14 @@ from biounet.errors import BiounetError
 
 # module -> (what pip installs, biounet extra that pulls it in)
 _EXTRAS = {"nibabel": ("nibabel", "nifti"), "h5py": ("h5py", "hdf5"), "zarr": ("zarr", "zarr"),
-          "distributed": ("dask[distributed]", "cluster")}
+          "distributed": ("dask[distributed]", "cluster"), "dask": ("dask[distributed]", "cluster")}
 
 
 def optional_import(module: str, purpose: str, path: str | Path | None = None) -> ModuleType:
     """Imports ``module`` or says which extra provides it.
 
     Args:
-        module: ``"nibabel"``, ``"h5py"``, ``"zarr"`` or ``"distributed"``.
+        module: ``"nibabel"``, ``"h5py"``, ``"zarr"``, ``"dask"`` or ``"distributed"``.
         purpose: what needs it, for the message, e.g. ``"reading .nii.gz"``.
         path: the file concerned, put in front of the message.
 

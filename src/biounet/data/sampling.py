@@ -36,13 +36,24 @@ class PatchSampler:
         self.probabilities = sizes / sizes.sum()
         self.foreground = [e.foreground for e in examples]
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``."""
+    def sample(self, batch: int, generator: torch.Generator,
+               keep: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``.
+
+        Args:
+            batch: patches to draw.
+            generator: source of every random draw.
+            keep: the patches to read of the ``batch`` drawn (one process's share in a distributed run); the
+                others are drawn, so the generator advances alike in every process, but not read.
+        """
         images, targets, weights = [], [], []
-        for _ in range(batch):
+        wanted = range(batch)[keep or slice(None)]
+        for k in range(batch):
             index = int(torch.multinomial(self.probabilities, 1, generator=generator))
             example = self.examples[index]
             start = self._output_start(example, self.foreground[index], generator)
+            if k not in wanted:
+                continue
             region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
             images.append(read_mirrored(example.image, region))
             targets.append(read_mirrored(example.target[None], region)[0])

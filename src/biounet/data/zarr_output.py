@@ -26,6 +26,7 @@ import numpy as np
 from biounet.data.optional import optional_import
 from biounet.errors import BiounetError
 from biounet.infer.blocks import Block
+from biounet.infer.predict import probabilities_to_mask
 
 PROB_DTYPES = ("float32", "float16", "uint8")
 # Chunks of at most this edge (per spatial axis, in 2D; its cube root's worth in 3D): viewers fetch a screen
@@ -124,8 +125,7 @@ class PredictionStore:
             block: the block.
             probabilities: float32 probabilities of the block.
         """
-        layout = self.layout
-        mask = np.argmax(probabilities, axis=0) if layout.classes > 1 else probabilities[0] > 0.5
+        mask = probabilities_to_mask(probabilities)
         prob = _quantised(probabilities, self.prob_dtype)
         space = block.slices()
         prob_key, mask_key = self._keys(item, space)

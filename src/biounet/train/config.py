@@ -92,8 +92,9 @@ class TrainConfig:
         class_names: one name per class (default background/foreground).
         tile: network input tile in pixels, one side for all axes or one per axis (rounded up to a valid
             size).
-        batch_size: patches per step.
-        samples_per_epoch: patches per epoch.
+        batch_size: patches per step, per process in a distributed run (N processes with batch size B train
+            as one with N * B).
+        samples_per_epoch: patches per epoch (over all processes).
         epochs: epoch budget.
         minutes: wall-clock budget (whichever of epochs/minutes ends first).
         foreground_oversampling: probability of centring a patch on a foreground pixel.
@@ -107,6 +108,8 @@ class TrainConfig:
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
         deterministic: use deterministic algorithms only (slower on GPU).
+        sync_batchnorm: in a distributed run on GPUs, batch norms use the statistics of all ranks' patches
+            (SyncBatchNorm), as one process with the whole batch would.
         init: a checkpoint (or shipped model name) whose weights the run starts from (fine-tuning); its
             architecture must equal ``model``. Empty: He initialisation.
     """
@@ -131,6 +134,7 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     seed: int = 0
     deterministic: bool = False
+    sync_batchnorm: bool = False
     init: str = ""
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet, center_crop
 from biounet.train.budget import Budget
 from biounet.train.config import TrainConfig
+from biounet.train.distributed import Ranks
 from biounet.train.interrupts import deferred_interrupt
 
 Callback = Callable[["Trainer"], None]
@@ -85,14 +86,27 @@ class Trainer:
         validate: ``validate(model) -> {metric: value}`` on held-out images.
         out_dir: run directory for ``last.pt`` and ``model.pt``.
         device: training device.
+        ranks: this process's place in a distributed run (:mod:`biounet.train.distributed`): each rank
+            trains on its share of every batch of ``batch_size`` patches per rank, under
+            DistributedDataParallel; rank 0 validates and writes.
     """
 
     def __init__(self, config: TrainConfig, model: UNet, sampler: PatchSampler,
-                 validate: Callable[[UNet], dict[str, float]], out_dir: Path, device: torch.device) -> None:
+                 validate: Callable[[UNet], dict[str, float]], out_dir: Path, device: torch.device,
+                 ranks: Ranks | None = None) -> None:
         self.config, self.sampler, self.validate, self.out_dir, self.device = config, sampler, validate, out_dir, device
+        self.ranks = ranks or Ranks()
         self.memory_format = torch.channels_last if config.model.spatial_dims == 2 else torch.channels_last_3d
+        if config.sync_batchnorm and self.ranks.distributed:
+            if device.type != "cuda":
+                raise BiounetError("sync_batchnorm needs CUDA devices (torch synchronises batch norms on GPUs "
+                                   "only); on CPUs leave it off: each rank normalises its own batch")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
         self.model = model.to(device)
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        # What the steps run: the model itself, or DDP around it, which averages the gradients over ranks.
+        self.network: nn.Module = self.model if not self.ranks.distributed else nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.optim.step_size,
@@ -113,6 +127,11 @@ class Trainer:
         self._consistent = True
 
     @property
+    def steps_per_epoch(self) -> int:
+        """Steps per epoch: every step trains ``batch_size`` patches on every rank."""
+        return math.ceil(self.config.samples_per_epoch / (self.config.batch_size * self.ranks.world))
+
+    @property
     def last_path(self) -> Path:
         return self.out_dir / "last.pt"
 
@@ -130,6 +149,8 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------------
 
     def save(self, path: Path, with_state: bool) -> None:
+        if not self.ranks.main:
+            return
         # Never overwrite a good checkpoint with weights that have already blown up.
         if not self._weights_finite():
             raise TrainingDivergedError(f"weights became non-finite at step {self.state.step}; training stopped. The "
@@ -189,17 +210,23 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def train_step(self) -> float:
-        config = self.config
-        images, targets, weights = self.sampler.sample(config.batch_size, self.sample_rng)
+        """One step on this rank's share of a batch drawn for all ranks alike (the same generators, seeded
+        the same on every rank): the patches and augmentations of rank r are rows r*B..(r+1)*B-1 of the
+        batch that one process with batch size world*B would draw, so N ranks train as that process does."""
+        config, ranks = self.config, self.ranks
+        share = slice(ranks.rank * config.batch_size, (ranks.rank + 1) * config.batch_size)
+        total = config.batch_size * ranks.world
+        images, targets, weights = self.sampler.sample(total, self.sample_rng, share)
         images, targets, weights = (t.to(self.device, non_blocking=True) for t in (images, targets, weights))
-        images, aug_targets, aug_weights = self.augmenter(images, targets, weights, generator=self.augment_rng)
+        params = self.augmenter.sample(total, tuple(images.shape[2:]), self.augment_rng)
+        images, aug_targets, aug_weights = params.rows(share.start, share.stop).apply(images, targets, weights)
         assert aug_targets is not None and aug_weights is not None
-        logits = self.model(images.contiguous(memory_format=self.memory_format))
+        logits = self.network(images.contiguous(memory_format=self.memory_format))
         out_shape = tuple(logits.shape[2:])
         target = center_crop(aug_targets[:, None], out_shape)[:, 0]
         weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
         loss: torch.Tensor = self.loss_fn(logits, target, weight)
-        if not torch.isfinite(loss):
+        if not ranks.all(bool(torch.isfinite(loss))):
             raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "
                 f"checkpoint is {self.last_path if self.last_path.exists() else 'not written yet'} "
@@ -233,7 +260,7 @@ class Trainer:
 
     def _run_epochs(self) -> None:
         config, budget = self.config, self.budget
-        steps_per_epoch = math.ceil(config.samples_per_epoch / config.batch_size)
+        steps_per_epoch = self.steps_per_epoch
         if budget.limited and not budget.validation_seconds:
             # The end of the run must fit the budget from the first step on, so one validation is timed now.
             self._timed_validation()
@@ -243,7 +270,7 @@ class Trainer:
             out_of_time = False
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
-                if not budget.room_for_step():
+                if not self.ranks.agree(budget.room_for_step()):
                     out_of_time = True
                     break
                 started = time.monotonic()
@@ -266,7 +293,7 @@ class Trainer:
             # Validation changes no state, so a Ctrl-C during it (the longest part of an epoch's end) stops
             # at once and still saves the finished steps.
             validating = (self.state.epoch + 1) % config.val_every == 0 or finished
-            if validating and not finished and not budget.room_for_validation_and_step():
+            if validating and not finished and not self.ranks.agree(budget.room_for_validation_and_step()):
                 finished = out_of_time = True  # this validation is the run's last
             metrics = self._timed_validation() if validating else None
             with deferred_interrupt():
@@ -286,10 +313,12 @@ class Trainer:
         self.stop_reason = "epoch budget spent"
 
     def _timed_validation(self) -> dict[str, float]:
+        """Rank 0 validates; the others wait for its scores, so that every rank keeps the same best and
+        stops early alike."""
         started = time.monotonic()
-        metrics = self.validate(self.model)
+        metrics = self.validate(self.model) if self.ranks.main else {}
         self.budget.note_validation(time.monotonic() - started)
-        return metrics
+        return dict(self.ranks.broadcast(metrics))
 
     def _timed_save(self) -> None:
         started = time.monotonic()
