@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from biounet.errors import BiounetError
-from biounet.train.config import apply_overrides, load_config
+from biounet.train.config import TrainConfig, apply_overrides, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,12 +33,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
     parser.add_argument("--device", default="cpu", metavar="DEVICE",
                         help="cpu (default), cuda, cuda:N or mps; a GPU is used only when named here")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient "
+                             "scaler (same as --set amp=auto); the CPU stays float32")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from biounet.train.run import plan_run, train
+    from biounet.infer.devices import resolve_device
+    from biounet.train import distributed
+
+    ranks, device = distributed.start(resolve_device(args.device))
+    try:
+        started = time.monotonic()
+        # Rank 0 plans (it times the candidate widths) and the others take its config, or its error.
+        config, error = _config(args) if ranks.main else (None, None)
+        config, error = ranks.broadcast((config, error))
+        if error is not None:
+            raise BiounetError(error)
+        from biounet.train.run import train
+
+        trainer = train(config, args.out, resume=args.resume, device=device, progress=not args.quiet and ranks.main,
+                        spent_seconds=time.monotonic() - started, ranks=ranks)
+        state = trainer.state
+        if ranks.main:
+            print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
+                  f"{trainer.stop_reason}; best val_{config.monitor} = {state.best} at epoch {state.best_epoch}")
+            print(f"model: {args.out / 'model.pt'}")
+    finally:
+        distributed.stop()
+    return 0
+
+
+def _config(args: argparse.Namespace) -> tuple[TrainConfig | None, str | None]:
+    """The run's config from the flags (planned without --config), or the one-line error that stops it."""
+    from biounet.train.run import plan_run
 
     overrides = list(args.overrides)
     for flag, key in [("images", "data.images"), ("labels", "data.labels"), ("val_images", "data.val_images"),
@@ -46,26 +76,22 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    started = time.monotonic()
-    if args.resume:
-        config = apply_overrides(saved_config(args.out), overrides)
-    elif args.config is None and args.images is not None and args.labels is not None:
-        # The label convention given with --set (kind, foreground, ignore) is the one the plan reads the data by.
-        labels = apply_overrides({}, [o for o in overrides if o.startswith("labels.")]).labels
-        plan, fingerprint = plan_run(args.images, args.labels, args.device, args.minutes, args.epochs,
-                                     progress=not args.quiet, labels_config=labels)
-        print(fingerprint.report())
-        print(plan.report())
-        config = plan.config(overrides)  # --set wins over the plan
-    else:
-        config = load_config(args.config, overrides)
-    trainer = train(config, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
-                    spent_seconds=time.monotonic() - started)
-    state = trainer.state
-    print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
-          f"{trainer.stop_reason}; best val_{config.monitor} = {state.best} at epoch {state.best_epoch}")
-    print(f"model: {args.out / 'model.pt'}")
-    return 0
+    if args.amp:
+        overrides.append("amp=auto")
+    try:
+        if args.resume:
+            return apply_overrides(saved_config(args.out), overrides), None
+        if args.config is None and args.images is not None and args.labels is not None:
+            # The label convention given with --set (kind, foreground, ignore) is the one the plan reads the data by.
+            labels = apply_overrides({}, [o for o in overrides if o.startswith("labels.")]).labels
+            plan, fingerprint = plan_run(args.images, args.labels, args.device, args.minutes, args.epochs,
+                                         progress=not args.quiet, labels_config=labels)
+            print(fingerprint.report())
+            print(plan.report())
+            return plan.config(overrides), None  # --set wins over the plan
+        return load_config(args.config, overrides), None
+    except BiounetError as exc:
+        return None, str(exc)
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:

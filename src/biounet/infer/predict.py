@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from biounet.errors import BiounetError
-from biounet.geometry import read_mirrored
+from biounet.geometry import BoxCache, read_mirrored
 from biounet.infer.blending import Blender
 from biounet.infer.blocks import Block, block_tiles
 from biounet.infer.channel_axis import WithChannelAxis
@@ -135,6 +135,9 @@ class TilePredictor:
             tiles, origin = list(self.plan), (0,) * len(self.plan.image_shape)
         else:
             tiles, origin = block_tiles(self.plan, block), block.start
+            # A block's tiles overlap by their halos: its input is read once, not chunk by chunk per tile.
+            image = BoxCache.for_regions(image, [list(zip(t.input_start, t.input_stop, strict=True))
+                                                 for t in tiles])
         with torch.inference_mode(), tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress,
                                           leave=False) as bar:
             for chunk, inputs in _tile_batches(image, tiles, self.batch_size, normalization, stats):

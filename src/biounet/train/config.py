@@ -108,6 +108,8 @@ class TrainConfig:
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
         deterministic: use deterministic algorithms only (slower on GPU).
+        amp: mixed precision on CUDA (``--amp``): ``auto`` (bfloat16 where the GPU has it, else float16 with
+            a gradient scaler), ``bf16``, ``fp16``, or ``off``; the CPU path stays float32.
         sync_batchnorm: in a distributed run on GPUs, batch norms use the statistics of all ranks' patches
             (SyncBatchNorm), as one process with the whole batch would.
         init: a checkpoint (or shipped model name) whose weights the run starts from (fine-tuning); its
@@ -134,6 +136,7 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     seed: int = 0
     deterministic: bool = False
+    amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     sync_batchnorm: bool = False
     init: str = ""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from biounet.models.checkpoint import load_checkpoint
 from biounet.models.unet import UNet
 from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from biounet.train.config import TrainConfig
+from biounet.train.distributed import Ranks
 from biounet.train.plan import Plan
 from biounet.train.plots import plot_curves, plot_overlay
 from biounet.train.trainer import Trainer
@@ -113,11 +113,14 @@ def plan_run(images: Path, labels: Path, device: str | None = None, minutes: flo
     return make_plan(found, images, labels, resolve_device(device), minutes, epochs), found
 
 
-def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | None = None,
-          progress: bool = True, spent_seconds: float = 0.0) -> Trainer:
+def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | torch.device | None = None,
+          progress: bool = True, spent_seconds: float = 0.0, ranks: Ranks | None = None) -> Trainer:
     """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
     ``curves.png`` and ``overlays/`` into ``out_dir``. A ``minutes`` budget holds for all of it, from reading
     the data to the overlays (see :mod:`biounet.train.budget`), plus ``spent_seconds`` (e.g. planning).
+
+    In a distributed run (``ranks`` from :func:`biounet.train.distributed.start`), every rank calls this
+    with the same config; rank 0 alone validates, tunes and writes.
 
     Raises:
         BiounetError: for bad data or config, an existing run without ``resume``, or a missing one with it.
@@ -128,6 +131,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         raise BiounetError("a run already exists here; use --resume to continue it or choose another --out",
                            out_dir)
     started = time.monotonic() - spent_seconds  # a minute budget counts reading the data too
+    ranks = ranks or Ranks()
     torch_device = resolve_device(device)
     torch.manual_seed(config.seed)
     if config.deterministic:
@@ -141,20 +145,23 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     sampler = PatchSampler(train_examples, input_shape, config.model.output_shape(input_shape),
                            config.foreground_oversampling)
     trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes), out_dir,
-                      torch_device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+                      torch_device, ranks)
     if resume:
         trainer.resume()
-    with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(config.to_yaml())
-    ProgressBar(math.ceil(config.samples_per_epoch / config.batch_size), progress).attach(trainer)
-    CSVLogger(out_dir / "log.csv").attach(trainer)
-    TensorBoardLogger(out_dir / "tensorboard").attach(trainer)
-    trainer.add_callback("on_epoch_end", lambda t: plot_curves(t.state.history, out_dir / "curves.png"))
+    if ranks.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as tmp:
+            tmp.write_text(config.to_yaml())
+        ProgressBar(trainer.steps_per_epoch, progress).attach(trainer)
+        CSVLogger(out_dir / "log.csv").attach(trainer)
+        TensorBoardLogger(out_dir / "tensorboard").attach(trainer)
+        trainer.add_callback("on_epoch_end", lambda t: plot_curves(t.state.history, out_dir / "curves.png"))
     trainer.run(setup_seconds=time.monotonic() - started)
-    if config.instance_task:
-        tune_checkpoint(out_dir / "model.pt", val_examples)
-    write_overlays(out_dir, val_examples)
+    if ranks.main:
+        if config.instance_task:
+            tune_checkpoint(out_dir / "model.pt", val_examples)
+        write_overlays(out_dir, val_examples)
+    ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run
     return trainer
 
 
