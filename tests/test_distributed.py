@@ -72,3 +72,32 @@ def test_ranks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(Exception, match="inconsistent torchrun environment"):
         environment_ranks()
+
+
+def test_dataloader_workers_draw_the_patches_of_the_in_process_path(tmp_path: Path) -> None:
+    from biounet.data.sampling import PatchSampler
+    from biounet.models.unet import UNet
+    from biounet.train.run import load_examples
+    from biounet.train.trainer import Trainer
+
+    images, labels = write_disc_dataset(tmp_path / "data", 4)
+    batches = {}
+    for workers in (0, 2):
+        config = apply_overrides({}, [*BASE, f"data.images={images}", f"data.labels={labels}", "batch_size=3",
+                                      f"data_workers={workers}"])
+        config, examples, _ = load_examples(config, progress=False)
+        shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
+        sampler = PatchSampler(examples, shape, config.model.output_shape(shape))
+        trainer = Trainer(config, UNet(config.model), sampler, lambda m: {}, tmp_path, torch.device("cpu"))
+        drawn = []
+        for step in range(3):
+            trainer.state.step = step
+            drawn.append(trainer._next_batch())
+        trainer.state.step = 1  # a resumed run starts again at its step counter
+        drawn.append(trainer._next_batch())
+        batches[workers] = drawn
+    for a, b in zip(batches[0], batches[2], strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y)
+    assert all(torch.equal(x, y) for x, y in zip(batches[0][1], batches[0][3], strict=True))
+    assert not torch.equal(batches[0][0][0], batches[0][1][0])

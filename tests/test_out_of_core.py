@@ -207,5 +207,31 @@ def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) ->
         runner.join(120)
     assert 3 <= at_kill < total
     assert result["run"] == (total, total)
-    np.testing.assert_array_equal(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"))
-    np.testing.assert_array_equal(_stored(tmp_path / "dask.zarr", "mask"), _stored(tmp_path / "one.zarr", "mask"))
+    # Workers run torch with one thread, this process with more: summation orders differ in the last bit.
+    np.testing.assert_allclose(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"),
+                               atol=1e-5, rtol=0)
+    assert (_stored(tmp_path / "dask.zarr", "mask") != _stored(tmp_path / "one.zarr", "mask")).mean() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def cluster() -> object:
+    distributed = pytest.importorskip("distributed")
+    from biounet.infer.out_of_core import local_cluster
+
+    with local_cluster(2) as running, distributed.Client(running):
+        yield running
+
+
+@pytest.mark.parametrize("name", ["2d-same", "3d-valid", "3d-same"])
+def test_dask_equals_one_process_for_every_kind_of_model(tmp_path: Path, name: str, cluster: object) -> None:
+    config, shape, block = CONFIGS[name]
+    image = (np.random.default_rng(6).random(shape[1:]) * 255).astype(np.uint8)
+    source = _zarr_input(tmp_path / "in.zarr", image, tuple(max(8, s // 2) for s in image.shape))
+    ckpt = _checkpoint(tmp_path / "m.pt", config)
+    tile = 44 if config.spatial_dims == 2 else 28
+    one = predict_to_store(source, ckpt, tmp_path / "one.zarr", tile=tile, block=block)
+    dask = predict_to_store(source, ckpt, tmp_path / "dask.zarr", tile=tile, block=block,
+                            scheduler=cluster.scheduler_address)  # type: ignore[attr-defined]
+    assert one == dask and one[0] > 1
+    np.testing.assert_allclose(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"),
+                               atol=1e-5, rtol=0)

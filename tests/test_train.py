@@ -138,7 +138,7 @@ def test_sampler_reads_input_tiles_around_output_windows(tmp_path: Path) -> None
 
 
 def test_training_learns_and_writes_the_run(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, "epochs=12", "optim.lr=0.01", "samples_per_epoch=8", "augment.rotate=0",
+    config = tiny_config(tmp_path, "epochs=12", "optim.lr=0.003", "samples_per_epoch=8", "augment.rotate=0",
                          "augment.elastic_sigma=0")
     out = tmp_path / "run"
     trainer = train(config, out, progress=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -36,30 +38,21 @@ class PatchSampler:
         self.probabilities = sizes / sizes.sum()
         self.foreground = [e.foreground for e in examples]
 
-    def sample(self, batch: int, generator: torch.Generator,
-               keep: slice | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``.
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``, drawn one after another
+        from ``generator``."""
+        patches = [self.patch(generator) for _ in range(batch)]
+        return tuple(torch.stack(parts) for parts in zip(*patches, strict=True))  # type: ignore[return-value]
 
-        Args:
-            batch: patches to draw.
-            generator: source of every random draw.
-            keep: the patches to read of the ``batch`` drawn (one process's share in a distributed run); the
-                others are drawn, so the generator advances alike in every process, but not read.
-        """
-        images, targets, weights = [], [], []
-        wanted = range(batch)[keep or slice(None)]
-        for k in range(batch):
-            index = int(torch.multinomial(self.probabilities, 1, generator=generator))
-            example = self.examples[index]
-            start = self._output_start(example, self.foreground[index], generator)
-            if k not in wanted:
-                continue
-            region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
-            images.append(read_mirrored(example.image, region))
-            targets.append(read_mirrored(example.target[None], region)[0])
-            weights.append(read_mirrored(example.weight[None], region)[0])
-        return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets)),
-                torch.from_numpy(np.stack(weights)))
+    def patch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One ``(image (C, *in), target (*in) int64, weight (*in) float32)`` patch drawn from ``generator``."""
+        index = int(torch.multinomial(self.probabilities, 1, generator=generator))
+        example = self.examples[index]
+        start = self._output_start(example, self.foreground[index], generator)
+        region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
+        return (torch.from_numpy(read_mirrored(example.image, region)),
+                torch.from_numpy(read_mirrored(example.target[None], region)[0]),
+                torch.from_numpy(read_mirrored(example.weight[None], region)[0]))
 
     def _output_start(self, example: Example, foreground: np.ndarray, generator: torch.Generator) -> Shape:
         shape = example.target.shape
@@ -71,3 +64,45 @@ class PatchSampler:
                          for c, o, n in zip(centre, self.output_shape, shape, strict=True))
         return tuple(int(torch.randint(max(n - o, 0) + 1, (1,), generator=generator))
                      for n, o in zip(shape, self.output_shape, strict=True))
+
+
+class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """The patches of a run by number: patch ``g`` is drawn with a generator seeded from ``(seed, g)``.
+
+    Any process draws the same patch ``g`` (a DataLoader worker, another rank, a resumed run), so the data
+    a run trains on depends on the seed and the step only, not on who reads it.
+
+    Args:
+        sampler: where patches come from.
+        seed: the run's seed.
+    """
+
+    def __init__(self, sampler: PatchSampler, seed: int) -> None:
+        self.sampler, self.seed = sampler, seed
+
+    def __getitem__(self, number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = np.random.SeedSequence([self.seed, number]).generate_state(2, np.uint32)
+        generator = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+        return self.sampler.patch(generator)
+
+
+class StepBatches(torch.utils.data.Sampler[list[int]]):
+    """The patch numbers of steps ``start``, ``start + 1``, ...: each step draws ``batch * world`` patches,
+    and a rank takes its ``batch`` of them (rows ``rank * batch`` on), as one process would split them.
+
+    Args:
+        start: the first step (a resumed run's step counter).
+        batch: patches per step on this rank.
+        rank: this process's rank.
+        world: number of ranks.
+    """
+
+    def __init__(self, start: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.batch, self.rank, self.world = start, batch, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            first = step * self.batch * self.world + self.rank * self.batch
+            yield list(range(first, first + self.batch))
+            step += 1

@@ -108,6 +108,8 @@ class TrainConfig:
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
         deterministic: use deterministic algorithms only (slower on GPU).
+        data_workers: DataLoader worker processes that draw the patches; -1: 0 on the CPU (they would
+            compete with the training threads), min(4, cores - 1) on CUDA.
         amp: mixed precision on CUDA (``--amp``): ``auto`` (bfloat16 where the GPU has it, else float16 with
             a gradient scaler), ``bf16``, ``fp16``, or ``off``; the CPU path stays float32.
         sync_batchnorm: in a distributed run on GPUs, batch norms use the statistics of all ranks' patches
@@ -136,6 +138,7 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0
     seed: int = 0
     deterministic: bool = False
+    data_workers: int = -1
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     sync_batchnorm: bool = False
     init: str = ""

@@ -10,20 +10,22 @@ Logging, plots and progress reporting are callbacks. Ctrl-C takes effect between
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from biounet.augment import Augmenter
 from biounet.data.instance_targets import CLASS_NAMES
 from biounet.data.labels import IGNORE_INDEX
-from biounet.data.sampling import PatchSampler
+from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
@@ -120,7 +122,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = not config.deterministic
         self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
-        self.sample_rng = torch.Generator().manual_seed(config.seed)
+        # Patches are numbered and each is drawn from its own seed (see PatchDataset), so DataLoader workers,
+        # ranks and resumed runs draw the same ones; the loader starts at the step counter.
+        self.patches = PatchDataset(sampler, config.seed)
+        self._loader: Iterator[list[torch.Tensor]] | None = None
+        self._loader_step = -1
         self.augment_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.state = TrainState()
         self.callbacks: dict[str, list[Callback]] = defaultdict(list)
@@ -168,8 +174,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "sample": self.sample_rng.get_state(),
-                        "augment": self.augment_rng.get_state().cpu()},
+                "rng": {"torch": torch.get_rng_state(), "augment": self.augment_rng.get_state().cpu()},
             }
             if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 # cuDNN and CUDA kernels (dropout, random init of buffers) draw from the per-device generators.
@@ -207,7 +212,6 @@ class Trainer:
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"]["torch"])
-        self.sample_rng.set_state(saved["rng"]["sample"])
         self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.get_state().device))
         cuda_states = saved["rng"].get("cuda")
         if cuda_states and torch.cuda.is_available():
@@ -218,16 +222,14 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def train_step(self) -> float:
-        """One step on this rank's share of a batch drawn for all ranks alike (the same generators, seeded
-        the same on every rank): the patches and augmentations of rank r are rows r*B..(r+1)*B-1 of the
-        batch that one process with batch size world*B would draw, so N ranks train as that process does."""
+        """One step on this rank's share of the step's batch: the patches (numbered, see PatchDataset) and
+        the augmentations (drawn for all ranks alike, from generators seeded the same on every rank) of rank
+        r are rows r*B..(r+1)*B-1 of the batch one process with batch size world*B would use, so N ranks
+        train as that process does."""
         config, ranks = self.config, self.ranks
         share = slice(ranks.rank * config.batch_size, (ranks.rank + 1) * config.batch_size)
         total = config.batch_size * ranks.world
-        images, targets, weights = self.sampler.sample(total, self.sample_rng, share)
-        if self.device.type == "cuda":  # page-locked, so that the copy overlaps the work queued before it
-            images, targets, weights = (t.pin_memory() for t in (images, targets, weights))
-        images, targets, weights = (t.to(self.device, non_blocking=True) for t in (images, targets, weights))
+        images, targets, weights = (t.to(self.device, non_blocking=True) for t in self._next_batch())
         params = self.augmenter.sample(total, tuple(images.shape[2:]), self.augment_rng)
         images, aug_targets, aug_weights = params.rows(share.start, share.stop).apply(images, targets, weights)
         assert aug_targets is not None and aug_weights is not None
@@ -248,6 +250,20 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
+
+    def _next_batch(self) -> list[torch.Tensor]:
+        """This rank's patches of the current step, from a DataLoader started at the step counter (again
+        whenever the counter is not where the loader left off: a resumed run, a timing call)."""
+        if self._loader is None or self._loader_step != self.state.step:
+            cuda = self.device.type == "cuda"
+            workers = self.config.data_workers if self.config.data_workers >= 0 else \
+                (min(4, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0)
+            batches = StepBatches(self.state.step, self.config.batch_size, self.ranks.rank, self.ranks.world)
+            self._loader = iter(DataLoader(self.patches, batch_sampler=batches, num_workers=workers,
+                                           pin_memory=cuda, persistent_workers=workers > 0,
+                                           prefetch_factor=2 if workers else None))
+        self._loader_step = self.state.step + 1
+        return next(self._loader)
 
     def run(self, setup_seconds: float = 0.0) -> TrainState:
         """Trains until the epoch or minute budget is spent or early stopping triggers.
