@@ -101,3 +101,15 @@ def test_dataloader_workers_draw_the_patches_of_the_in_process_path(tmp_path: Pa
             assert torch.equal(x, y)
     assert all(torch.equal(x, y) for x, y in zip(batches[0][1], batches[0][3], strict=True))
     assert not torch.equal(batches[0][0][0], batches[0][1][0])
+
+
+def test_amp_is_read_from_yaml_and_refused_on_the_cpu(tmp_path: Path) -> None:
+    from biounet.errors import BiounetError
+
+    assert apply_overrides({}, ["amp=off"]).amp == "off" and apply_overrides({}, ["amp=on"]).amp == "auto"
+    images, labels = write_disc_dataset(tmp_path / "data", 3)
+    code = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "run"),
+                 "--quiet", "--amp", "--epochs", "1", *[a for s in BASE[:3] for a in ("--set", s)]])
+    assert code == 2 and not (tmp_path / "run" / "last.pt").exists()
+    with pytest.raises(BiounetError, match="invalid training config: amp"):
+        apply_overrides({}, ["amp=half"])

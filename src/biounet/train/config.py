@@ -150,6 +150,13 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise BiounetError(f"invalid training config: {name} must be >= 1, got {value}")
+        amp: object = self.amp
+        if isinstance(amp, bool):  # YAML reads a bare off/on as a boolean
+            object.__setattr__(self, "amp", "auto" if amp else "off")
+        if self.amp not in ("off", "auto", "bf16", "fp16"):
+            raise BiounetError(f"invalid training config: amp {self.amp!r} (use off, auto, bf16 or fp16)")
+        if self.data_workers < -1:
+            raise BiounetError(f"invalid training config: data_workers must be >= -1, got {self.data_workers}")
         if self.monitor not in ("dice", "iou", "rand_error", "accuracy"):
             raise BiounetError(f"invalid training config: monitor {self.monitor!r} (use dice, iou, rand_error or "
                                "accuracy)")
