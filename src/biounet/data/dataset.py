@@ -35,6 +35,14 @@ class Example:
     objects: np.ndarray | None = None
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.target.shape)
+
+    @property
+    def size(self) -> int:
+        return int(self.target.size)
+
+    @property
     def foreground(self) -> np.ndarray:
         """Flat indices of annotated foreground pixels (for foreground oversampling)."""
         return np.flatnonzero(self.target.ravel() > 0)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from biounet.data.dataset import Example
+from biounet.data.lazy_example import LazyExample
 from biounet.geometry import read_mirrored
 from biounet.models.config import Shape
 
@@ -28,13 +29,13 @@ class PatchSampler:
         foreground_oversampling: probability of centring a patch on a foreground pixel.
     """
 
-    def __init__(self, examples: list[Example], input_shape: Shape, output_shape: Shape,
+    def __init__(self, examples: Sequence[Example | LazyExample], input_shape: Shape, output_shape: Shape,
                  foreground_oversampling: float = 0.0) -> None:
         self.examples = examples
         self.input_shape, self.output_shape = input_shape, output_shape
         self.offset = tuple((o - i) // 2 for i, o in zip(input_shape, output_shape, strict=True))
         self.oversampling = foreground_oversampling
-        sizes = torch.tensor([e.target.size for e in examples], dtype=torch.float64)
+        sizes = torch.tensor([e.size for e in examples], dtype=torch.float64)
         self.probabilities = sizes / sizes.sum()
         self.foreground = [e.foreground for e in examples]
 
@@ -50,12 +51,15 @@ class PatchSampler:
         example = self.examples[index]
         start = self._output_start(example, self.foreground[index], generator)
         region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
+        if isinstance(example, LazyExample):
+            return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example.patch(region))  # type: ignore[return-value]
         return (torch.from_numpy(read_mirrored(example.image, region)),
                 torch.from_numpy(read_mirrored(example.target[None], region)[0]),
                 torch.from_numpy(read_mirrored(example.weight[None], region)[0]))
 
-    def _output_start(self, example: Example, foreground: np.ndarray, generator: torch.Generator) -> Shape:
-        shape = example.target.shape
+    def _output_start(self, example: Example | LazyExample, foreground: np.ndarray,
+                      generator: torch.Generator) -> Shape:
+        shape = example.shape
         use_foreground = len(foreground) > 0 and float(torch.rand(1, generator=generator)) < self.oversampling
         if use_foreground:
             flat = int(foreground[int(torch.randint(len(foreground), (1,), generator=generator))])

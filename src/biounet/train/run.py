@@ -13,6 +13,7 @@ from biounet.atomic import atomic_path
 from biounet.data.dataset import Example, load_example, pair_files, split_validation
 from biounet.data.fingerprint import Fingerprint
 from biounet.data.labels import LabelConfig, format_values, label_values, read_label
+from biounet.data.lazy_example import LazyExample, is_large, large_label_values
 from biounet.errors import BiounetError
 from biounet.infer.predict import probabilities_to_mask, resolve_device
 from biounet.models.checkpoint import load_checkpoint
@@ -26,7 +27,8 @@ from biounet.train.trainer import Trainer
 from biounet.train.validation import make_validator, predict_example
 
 
-def load_examples(config: TrainConfig, progress: bool = True) -> tuple[TrainConfig, list[Example], list[Example]]:
+def load_examples(config: TrainConfig,
+                  progress: bool = True) -> tuple[TrainConfig, list[Example | LazyExample], list[Example]]:
     """Training and validation examples as the config's ``data`` section describes.
 
     Args:
@@ -35,7 +37,9 @@ def load_examples(config: TrainConfig, progress: bool = True) -> tuple[TrainConf
 
     Returns:
         The config with its label convention resolved from all training labels (see
-        :meth:`~biounet.data.labels.LabelConfig.resolve`), the training examples and the validation ones.
+        :meth:`~biounet.data.labels.LabelConfig.resolve`), the training examples (a
+        :class:`~biounet.data.lazy_example.LazyExample` for a pair too large for memory) and the validation
+        ones.
 
     Raises:
         BiounetError: naming the file, for missing or unreadable data and labels that do not fit.
@@ -54,10 +58,14 @@ def load_examples(config: TrainConfig, progress: bool = True) -> tuple[TrainConf
     kwargs = dict(spatial_dims=config.model.spatial_dims, in_channels=config.model.in_channels,
                   num_classes=config.num_classes,
                   normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
-    loaded = [load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
-              for i, lbl in tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
-                                 leave=False)]
-    return config, loaded[:len(train_pairs)], loaded[len(train_pairs):]
+    dims = config.model.spatial_dims
+    # Training pairs too large for memory are read patch by patch; validation images are predicted whole.
+    loaded: list[Example | LazyExample] = [
+        LazyExample(i, lbl, seed=config.seed, **kwargs)  # type: ignore[arg-type]
+        if k < len(train_pairs) and is_large(i, dims) else load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
+        for k, (i, lbl) in enumerate(tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
+                                          leave=False))]
+    return config, loaded[:len(train_pairs)], [e for e in loaded[len(train_pairs):] if isinstance(e, Example)]
 
 
 def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: list[Path],
@@ -76,7 +84,7 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
             training set without foreground.
     """
     dims, classes = config.model.spatial_dims, config.num_classes
-    found = [label_values(read_label(path, dims), path)
+    found = [large_label_values(path, dims) if is_large(path, dims) else label_values(read_label(path, dims), path)
              for path in tqdm(train_labels + val_labels, desc="labels", unit="img", disable=not progress,
                               leave=False)]
     labels = config.labels.resolve(found[:len(train_labels)], classes)
