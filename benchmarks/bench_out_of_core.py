@@ -5,7 +5,9 @@ volume (a 3D U-Net, valid convolutions with batch norm, base 8, depth 2, random 
 zarr array, this prints:
 
 - one process, no Dask (``predict_to_store``, what ``biounet predict --out-format zarr`` runs): wall time,
-  peak RSS, and the time against (number of tiles x one tile's time, measured on the same tile shape);
+  peak RSS, and the time against (number of tiles x one tile's time, measured on the same tile shape just
+  before), and against the sum of the run's own forward passes (what reading, normalising, writing and the
+  block bookkeeping add, free of this machine's drift in speed);
 - a LocalCluster of 2 worker processes x 1 thread (``--dask``): wall time against the one-process run with
   2 threads, and each worker's peak RSS;
 - the largest difference between the two stores, and between the one-process store and an in-memory
@@ -75,10 +77,34 @@ def child(args: argparse.Namespace) -> None:
             workers = [v / 1024 for v in client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                        .values()]
     else:
+        forward = _timed_forward()
         done, total = predict_to_store(args.input, args.model, args.store)
         seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "blocks": [done, total], "workers_mb": workers,
+                      "forward": forward[0] if not args.dask else 0.0, "tiles": forward[1] if not args.dask else 0,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _timed_forward() -> list[float]:
+    """Makes every TilePredictor add its forward passes' seconds and count to the list returned."""
+    spent = [0.0, 0]
+    init = TilePredictor.__init__
+
+    def timed_init(self: TilePredictor, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        forward = self._forward
+
+        def timed(x: torch.Tensor) -> torch.Tensor:
+            started = time.perf_counter()
+            result = forward(x)
+            spent[0] += time.perf_counter() - started
+            spent[1] += 1
+            return result
+
+        self._forward = timed  # type: ignore[method-assign]
+
+    TilePredictor.__init__ = timed_init  # type: ignore[method-assign]
+    return spent
 
 
 def run_child(input_path: Path, model: Path, store: Path, threads: int, dask: bool) -> dict[str, object]:
@@ -126,7 +152,8 @@ def case(name: str, work: Path, model: Path, shape: tuple[int, ...], chunks: tup
     size = "x".join(map(str, shape))
     print(f"{name} {size}: one process (2 threads) {one['seconds']:.1f} s, peak RSS {one['rss_mb']:.0f} MB, "
           f"{tiles} tiles x {per_tile:.3f} s = {tiles * per_tile:.1f} s -> ratio "
-          f"{one['seconds'] / (tiles * per_tile):.3f}; blocks {one['blocks']}")
+          f"{one['seconds'] / (tiles * per_tile):.3f}; the run's own {one['tiles']} forward passes took "
+          f"{one['forward']:.1f} s -> ratio {one['seconds'] / one['forward']:.3f}; blocks {one['blocks']}")
     workers = ", ".join(f"{w:.0f}" for w in dask["workers_mb"])  # type: ignore[union-attr]
     print(f"{name} {size}: Dask 2 workers x 1 thread {dask['seconds']:.1f} s -> ratio to one process "
           f"{dask['seconds'] / one['seconds']:.3f}; worker peak RSS {workers} MB; driver {dask['rss_mb']:.0f} MB")

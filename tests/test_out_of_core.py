@@ -174,6 +174,8 @@ def test_cli_zarr_output_from_hdf5(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "0 of 12 blocks computed; 12 done by an earlier run" in capsys.readouterr().out
     assert main([*args, "--outputs", "prob,instances"]) == 2
     assert "need --out-format tiff" in capsys.readouterr().err
+    named = [*args[:args.index("--out") + 1], str(tmp_path / "named.zarr"), *args[args.index("--out") + 2:]]
+    assert main(named) == 0 and (_stored(tmp_path / "named.zarr", "prob") == prob).all()
 
 
 def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) -> None:

@@ -51,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--model", required=True, metavar="CKPT",
                         help="a biounet checkpoint (.pt) or a shipped model's name (isbi2012-membranes, "
                              "dsb2018-nuclei)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output directory (for zarr outputs of one input, OUT.zarr names the store itself)")
     parser.add_argument("--tta", action="store_true",
                         help="average over the 8 rotations/flips (in 3D: the flips of all axes)")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
@@ -103,10 +104,13 @@ def run(args: argparse.Namespace) -> int:
             zarr_outputs(chosen, path)
     if args.dask is not None and "zarr" not in formats.values():
         raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
-    args.out.mkdir(parents=True, exist_ok=True)
+    single_store = args.out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
+    if not single_store:
+        args.out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
         if formats[path] == "zarr":
-            store = args.out / f"{file_stem(path)}.zarr"
+            # --out big.zarr names the store itself for a single input; otherwise stores go into the folder.
+            store = args.out if single_store else args.out / f"{file_stem(path)}.zarr"
             done, total = predict_to_store(path, resolve_model(args.model), store, axes=args.axes, tile=args.tile,
                                            batch_size=args.batch_size, tta=args.tta, device=str(device),
                                            prob_dtype=args.prob_dtype, block=args.block, scheduler=args.dask,
