@@ -362,7 +362,8 @@ def _time_candidate(config: TrainConfig, width: int, device: torch.device, steps
     from biounet.models.unet import UNet
     from biounet.train.trainer import Trainer
 
-    candidate = apply_overrides(config.to_dict(), [f"model.base_channels={width}"])
+    # Patches drawn in this process: DataLoader workers would be started anew for every timed step.
+    candidate = apply_overrides(config.to_dict(), [f"model.base_channels={width}", "data_workers=0"])
     model_config = candidate.model
     tile = model_config.valid_input_shape(candidate.tile_shape, min_output=model_config.alignment)
     out = model_config.output_shape(tile)
