@@ -39,6 +39,7 @@ def test_two_ranks_train_as_one_process_with_their_batch(tmp_path: Path) -> None
                         "--quiet"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("stopped after epoch 1 (step 20,") == 1  # rank 0 alone reports
+    assert result.stdout.count("labels: binary labels") == 1
     one = load_checkpoint(tmp_path / "one" / "last.pt")
     ddp = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert one.extra["train_state"]["counters"]["step"] == ddp.extra["train_state"]["counters"]["step"] == 20

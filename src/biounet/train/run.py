@@ -27,13 +27,14 @@ from biounet.train.trainer import Trainer
 from biounet.train.validation import make_validator, predict_example
 
 
-def load_examples(config: TrainConfig,
-                  progress: bool = True) -> tuple[TrainConfig, list[Example | LazyExample], list[Example]]:
+def load_examples(config: TrainConfig, progress: bool = True,
+                  report: bool = True) -> tuple[TrainConfig, list[Example | LazyExample], list[Example]]:
     """Training and validation examples as the config's ``data`` section describes.
 
     Args:
         config: the run's config.
         progress: show progress bars.
+        report: print the label convention found (rank 0 of a distributed run does, the others don't).
 
     Returns:
         The config with its label convention resolved from all training labels (see
@@ -54,7 +55,8 @@ def load_examples(config: TrainConfig,
         train_pairs, val_pairs = pairs, pair_files(Path(data.val_images), Path(data.val_labels))
     else:
         train_pairs, val_pairs = split_validation(pairs, data.val_fraction, config.seed)
-    config = resolve_labels(config, [lbl for _, lbl in train_pairs], [lbl for _, lbl in val_pairs], progress)
+    config = resolve_labels(config, [lbl for _, lbl in train_pairs], [lbl for _, lbl in val_pairs], progress,
+                            report)
     kwargs = dict(spatial_dims=config.model.spatial_dims, in_channels=config.model.in_channels,
                   num_classes=config.num_classes,
                   normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
@@ -69,7 +71,7 @@ def load_examples(config: TrainConfig,
 
 
 def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: list[Path],
-                   progress: bool = True) -> TrainConfig:
+                   progress: bool = True, report: bool = True) -> TrainConfig:
     """``config`` with ``labels.kind`` and ``labels.foreground`` decided from all training labels together,
     checked on every training and validation label; prints the decision as one line.
 
@@ -78,6 +80,7 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
         train_labels: the training label files.
         val_labels: the validation label files (checked, not used to decide).
         progress: show a progress bar.
+        report: print the decision.
 
     Raises:
         BiounetError: naming the file and its values, for a label that does not fit the convention or a
@@ -92,8 +95,9 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
         labels.check(summary, classes)
     seen = sorted({v for s in found[:len(train_labels)] for v in s.values if v != labels.ignore})
     how = "detected from" if not config.labels.resolved else "as configured; checked on"
-    print(f"labels: {labels.describe()}, {how} {len(train_labels)} training labels with values "
-          f"{format_values(seen)}")
+    if report:
+        print(f"labels: {labels.describe()}, {how} {len(train_labels)} training labels with values "
+              f"{format_values(seen)}")
     return dataclasses.replace(config, labels=labels)
 
 
@@ -145,7 +149,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
     # The resolved config is the one the trainer, config.yaml and the checkpoints keep.
-    config, train_examples, val_examples = load_examples(config, progress)
+    config, train_examples, val_examples = load_examples(config, progress, report=ranks.main)
     model = initial_model(config)
     input_shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
     from biounet.data.sampling import PatchSampler
