@@ -172,7 +172,7 @@ def test_cli_zarr_output_from_hdf5(tmp_path: Path, capsys: pytest.CaptureFixture
     assert prob.dtype == np.uint8 and np.abs(prob / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
     assert main(args) == 0
     assert "0 of 12 blocks computed; 12 done by an earlier run" in capsys.readouterr().out
-    assert main([*args, "--outputs", "prob,instances"]) == 2
+    assert main([*args, "--outputs", "prob,objects"]) == 2
     assert "need --out-format tiff" in capsys.readouterr().err
     named = [*args[:args.index("--out") + 1], str(tmp_path / "named.zarr"), *args[args.index("--out") + 2:]]
     assert main(named) == 0 and (_stored(tmp_path / "named.zarr", "prob") == prob).all()

@@ -17,6 +17,7 @@ from biounet.data.writers import write_instances, write_prediction
 from biounet.data.zarr_output import PROB_DTYPES
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
+from biounet.infer.instances_store import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
@@ -67,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                              "wrong; NIfTI's i, j, k are YXZ")
     parser.add_argument("--out-format", choices=("auto", "tiff", "zarr"), default="auto",
                         help="tiff: the files above (NIfTI for NIfTI inputs); zarr: <stem>.zarr with prob/0 and "
-                             "mask/0 as OME-Zarr images, written block by block with the input read region by "
+                             "mask/0 (and instances/0, equal to the whole image's objects) as OME-Zarr images, "
+                             "written block by block with the input read region by "
                              "region (zarr, HDF5, TIFF), so memory stays bounded by a block, and a rerun after a "
                              "crash computes only the unfinished blocks; auto (default): zarr when the "
                              "probabilities would take 512 MiB or more, else tiff")
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         match_channels_shape_check(plan, config.in_channels, path)
         formats[path] = out_format(args.out_format, plan, config.out_channels)
         if formats[path] == "zarr":
-            zarr_outputs(chosen, path)
+            zarr_outputs(chosen, checkpoint, path)
     if args.dask is not None and "zarr" not in formats.values():
         raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
     single_store = args.out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
@@ -116,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
                                            prob_dtype=args.prob_dtype, block=args.block, scheduler=args.dask,
                                            progress=True)
             before = f"; {total - done} done by an earlier run" if done < total else ""
-            skipped = "; instances and objects are written for tiff outputs only" \
-                if chosen is None and checkpoint.instances is not None else ""
-            tqdm.write(f"{path} -> {store} ({done} of {total} blocks computed{before}{skipped})")
+            found = ""
+            if "instances" in outputs:
+                found = f"; {instances_to_store(store, checkpoint.instances)} objects in instances/0"
+            skipped = "; the objects table is written for tiff outputs only" \
+                if chosen is None and "objects" in outputs else ""
+            tqdm.write(f"{path} -> {store} ({done} of {total} blocks computed{before}{found}{skipped})")
             continue
         array, stored = read_stored(path, config.spatial_dims, args.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
@@ -153,11 +158,14 @@ def out_format(wanted: str, plan: StackPlan, classes: int) -> str:
     return "zarr" if values * 4 >= ZARR_FROM_BYTES else "tiff"
 
 
-def zarr_outputs(chosen: tuple[str, ...] | None, path: Path) -> None:
-    """Fails for outputs a zarr store does not hold (it holds prob and mask)."""
-    extra = [o for o in chosen or () if o not in ("prob", "mask")]
-    if extra:
-        raise BiounetError(f"zarr outputs hold prob and mask; {', '.join(extra)} need --out-format tiff", path)
+def zarr_outputs(chosen: tuple[str, ...] | None, checkpoint: Checkpoint, path: Path) -> None:
+    """Fails for outputs a zarr store does not hold (prob and mask always, instances for instance models and
+    models of one or two classes)."""
+    if "objects" in (chosen or ()):
+        raise BiounetError("zarr outputs hold prob, mask and instances; objects need --out-format tiff", path)
+    if "instances" in (chosen or ()) and checkpoint.instances is None and checkpoint.config.out_channels > 2:
+        raise BiounetError("zarr instances are made for instance models and models of one or two classes; "
+                           "use --out-format tiff for the components of each class", path)
 
 
 def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,

@@ -203,3 +203,16 @@ def _quantised(probabilities: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
     return probabilities.astype(dtype)
+
+
+def create_image_like(root: Any, name: str, like: str, dtype: str) -> Any:
+    """A new OME-Zarr image ``name/0`` in ``root`` with the shape, chunks, axes and scale of ``like/0``
+    (replacing an earlier ``name``), zeros of ``dtype``."""
+    source = root[f"{like}/0"]
+    if name in root:
+        del root[name]
+    scales = [dict(s, name=name) for s in root[like].attrs["multiscales"]]
+    group = root.create_group(name)
+    array = _create_array(group, "0", tuple(source.shape), tuple(source.chunks), dtype)
+    group.attrs["multiscales"] = scales
+    return array

@@ -2,9 +2,9 @@
 
 For a three-class model (:mod:`biounet.data.instance_targets`):
 
-1. seeds: the connected components (face connectivity) of ``interior > seed``; a boundary between two
-   touching objects keeps their interiors apart, so each object gets its own seed;
-2. the object pixels: ``interior + boundary > foreground``;
+1. the object pixels: ``interior + boundary > foreground``;
+2. seeds: the connected components (face connectivity) of ``interior > seed`` within the object pixels; a
+   boundary between two touching objects keeps their interiors apart, so each object gets its own seed;
 3. each seed grows over the object pixels by a watershed on ``1 - interior``, so two seeds meet where
    the interior probability is lowest, on the boundary between them;
 4. objects smaller than ``min_size`` pixels are dropped, and the ids made consecutive.
@@ -45,8 +45,9 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
     if channels == 3:
         interior = probabilities[1]
         objects = (probabilities[1] + probabilities[2]) > params.foreground
-        seeds, _ = ndimage.label(interior > params.seed)
-        seeds[~objects] = 0
+        # Seeds lie inside the objects, so each connected piece of the objects is split on its own: the
+        # property out-of-core instances (biounet.infer.instances_store) rely on.
+        seeds, _ = ndimage.label((interior > params.seed) & objects)
         ids = watershed(1.0 - interior, markers=seeds, mask=objects)  # type: ignore[no-untyped-call]
     elif channels in (1, 2):
         ids, _ = ndimage.label(probabilities[-1] > params.foreground)
