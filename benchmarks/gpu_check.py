@@ -4,7 +4,7 @@ On a machine with a GPU (none in CI), run
 
     .venv/bin/python benchmarks/gpu_check.py [--steps 300] [--device cuda]
 
-It makes a synthetic 2D nuclei-like dataset, then prints:
+It makes a synthetic 2D dataset of touching nuclei (the tests' ``write_nuclei_dataset``), then prints:
 
 1. training: seconds per step and peak GPU memory for float32 and for ``--amp`` (bfloat16 where the GPU has
    it, else float16 with a gradient scaler), ``steps`` steps each, the loss first and last (AMP must train);
@@ -19,6 +19,7 @@ It makes a synthetic 2D nuclei-like dataset, then prints:
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,31 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from biounet.data.sampling import PatchSampler
 from biounet.infer import predict
 from biounet.infer.predict import TilePredictor
 from biounet.train.config import apply_overrides
 from biounet.train.run import initial_model, load_examples
 from biounet.train.trainer import Trainer
-
-
-def dataset(folder: Path, count: int = 16, size: int = 256) -> tuple[Path, Path]:
-    import imageio.v3 as iio
-
-    rng = np.random.default_rng(0)
-    images, labels = folder / "images", folder / "labels"
-    images.mkdir(parents=True)
-    labels.mkdir(parents=True)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(count):
-        label = np.zeros((size, size), np.uint16)
-        for k in range(1, 25):
-            cy, cx, r = rng.integers(10, size - 10), rng.integers(10, size - 10), rng.integers(5, 12)
-            label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = k
-        image = 40 + 150 * (label > 0) + rng.normal(0, 20, (size, size))
-        iio.imwrite(images / f"{i:02d}.png", np.clip(image, 0, 255).astype(np.uint8))
-        iio.imwrite(labels / f"{i:02d}.png", label)
-    return images, labels
+from conftest import write_nuclei_dataset
 
 
 def synchronize(device: torch.device) -> None:
@@ -163,7 +147,7 @@ def main() -> None:
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     with tempfile.TemporaryDirectory() as folder:
-        images, labels = dataset(Path(folder) / "data")
+        images, labels = write_nuclei_dataset(Path(folder) / "data", 16, size=256)
         trainer = train_rows(images, labels, Path(folder) / "runs", device, args.steps)
         prediction_rows(trainer, device)
 
