@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from biounet import __version__
 from biounet.data.axes import StackPlan, plan_stack
+from biounet.data.layout import StoredAxes
 from biounet.data.lazy import ItemView, open_stored
 from biounet.data.optional import optional_import
 from biounet.data.zarr_output import PredictionStore, StoreLayout
@@ -98,18 +99,13 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
     config = checkpoint.config
     with open_stored(input_path, config.spatial_dims, axes) as (array, stored):
         stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, input_path)
-        layout_axes = _canonical(stack.batch_axes)
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
         stats = tuple(_fitted(checkpoint, ItemView(array, stack, index, config.in_channels, input_path))
                       for index in items)
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, tile,
                    batch_size, tta, device, prob_dtype, block)
-    predictor = _predictor(checkpoint, stack.spatial_shape, job)
-    grid = plan_blocks(predictor.plan, block)
-    sizes = dict(zip(stored.axes, stored.spacing, strict=True))
-    layout = StoreLayout(layout_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape,
-                         config.out_channels, grid.block_shape,
-                         tuple(sizes[a] if a != "T" else 1.0 for a in layout_axes + stack.spatial_axes))
+    grid = plan_blocks(_predictor(checkpoint, stack.spatial_shape, job).plan, block)
+    layout = _layout(stack, stored, config.out_channels, grid)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
               "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": tile, "tta": tta,
               "stats": [[list(o), list(s)] for o, s in stats]}
@@ -186,10 +182,16 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input)
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
     grid = plan_blocks(predictor.plan, job.block)
-    layout = StoreLayout(_canonical(stack.batch_axes), stack.spatial_axes, _canonical_shape(stack),
-                         stack.spatial_shape, config.out_channels, grid.block_shape, ())
-    return _WorkerState(checkpoint, stack, array, predictor, grid,
-                        PredictionStore(Path(job.store), layout, job.prob_dtype), files)
+    store = PredictionStore(Path(job.store), _layout(stack, stored, config.out_channels, grid), job.prob_dtype)
+    return _WorkerState(checkpoint, stack, array, predictor, grid, store, files)
+
+
+def _layout(stack: StackPlan, stored: StoredAxes, classes: int, grid: BlockGrid) -> StoreLayout:
+    """What the store holds for an input: items in the stores' order, blocks, voxel sizes (1 for time)."""
+    sizes = dict(zip(stored.axes, stored.spacing, strict=True))
+    batch_axes = _canonical(stack.batch_axes)
+    return StoreLayout(batch_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape, classes,
+                       grid.block_shape, tuple(1.0 if a == "T" else sizes[a] for a in batch_axes + stack.spatial_axes))
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
