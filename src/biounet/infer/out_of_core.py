@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,7 @@ def _digest(path: Path) -> str:
 def _run_on_dask(job: BlockJob, pending: list[tuple[tuple[int, ...], tuple[int, ...]]], scheduler: str,
                  progress: bool) -> None:
     """Runs the pending blocks as Dask tasks; a worker that dies has its blocks retried elsewhere."""
-    with _DaskClient(scheduler) as (client, threads):
+    with _dask_client(scheduler) as (client, threads):
         job = replace(job, threads=threads)
         futures = [client.submit(run_block, job, item, index, pure=False, retries=2) for item, index in pending]
         distributed = optional_import("distributed", "--dask")
@@ -260,32 +260,22 @@ def local_cluster(workers: int) -> Any:
                                         dashboard_address=None)
 
 
-class _DaskClient:
+@contextmanager
+def _dask_client(scheduler: str) -> Iterator[tuple[Any, int | None]]:
     """A Dask client for ``local:N`` (a LocalCluster of N single-threaded processes) or an address, with the
-    torch threads each task should use."""
-
-    def __init__(self, scheduler: str) -> None:
-        self.scheduler = scheduler
-        self.cleanup: list[Callable[[], None]] = []
-
-    def __enter__(self) -> tuple[Any, int | None]:
-        distributed = optional_import("distributed", "--dask")
-        if self.scheduler.startswith("local:"):
-            count = _positive_count(self.scheduler)
-            cluster = local_cluster(count)
-            client = distributed.Client(cluster)
-            self.cleanup = [client.close, cluster.close]
-            return client, max(1, (os.cpu_count() or 1) // count)
-        try:
-            client = distributed.Client(self.scheduler, timeout="30s")
-        except Exception as exc:
-            raise BiounetError(f"cannot reach the Dask scheduler at {self.scheduler} ({exc})") from exc
-        self.cleanup = [client.close]
-        return client, None
-
-    def __exit__(self, *exc: object) -> None:
-        for close in self.cleanup:
-            close()
+    torch threads each task should use (``None``: the workers' own)."""
+    distributed = optional_import("distributed", "--dask")
+    if scheduler.startswith("local:"):
+        count = _positive_count(scheduler)
+        with local_cluster(count) as cluster, distributed.Client(cluster) as client:
+            yield client, max(1, (os.cpu_count() or 1) // count)
+        return
+    try:
+        client = distributed.Client(scheduler, timeout="30s")
+    except Exception as exc:
+        raise BiounetError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from exc
+    with client:
+        yield client, None
 
 
 def _positive_count(scheduler: str) -> int:
