@@ -101,10 +101,10 @@ class PredictionStore:
         root = zarr.open_group(str(path), mode="w", zarr_format=2)
         _create_image(root, "prob", (*_time(layout), layout.classes, *_space(layout)),
                       (*(1 for _ in _time(layout)), layout.classes, *_chunks(layout)), prob_dtype,
-                      _axes(layout, channel=True), _scale(layout, channel=True))
+                      *_axes_and_scale(layout, channel=True))
         mask_dtype = "uint8" if layout.classes <= 256 else "uint16"
         _create_image(root, "mask", (*_time(layout), *_space(layout)), (*(1 for _ in _time(layout)),
-                      *_chunks(layout)), mask_dtype, _axes(layout, channel=False), _scale(layout, channel=False))
+                      *_chunks(layout)), mask_dtype, *_axes_and_scale(layout, channel=False))
         grid = (*layout.batch_shape, *layout.grid)
         _create_array(root, "blocks", grid, (1,) * len(grid), "uint8")
         root.attrs["biounet"] = record  # last: a store without it is an unfinished creation, made again
@@ -165,22 +165,14 @@ def _chunks(layout: StoreLayout) -> tuple[int, ...]:
     return (*stack_z, *chunks)
 
 
-def _axes(layout: StoreLayout, channel: bool) -> list[dict[str, str]]:
-    axes = [{"name": "t", "type": "time"}] if layout.batch_axes.startswith("T") else []
-    if channel:
-        axes.append({"name": "c", "type": "channel"})
-    space = ("Z" if "Z" in layout.batch_axes else "") + layout.spatial_axes
-    axes += [{"name": a.lower(), "type": "space"} for a in space]
-    return axes
-
-
-def _scale(layout: StoreLayout, channel: bool) -> list[float]:
+def _axes_and_scale(layout: StoreLayout, channel: bool) -> tuple[list[dict[str, str]], list[float]]:
+    """OME-Zarr axes (time, channel, then space: a stack's Z and the model's axes) and their scale."""
     sizes = dict(zip(layout.batch_axes + layout.spatial_axes, layout.spacing, strict=True))
-    scale = [1.0] if "T" in sizes else []
-    if channel:
-        scale.append(1.0)
-    space = ("Z" if "Z" in layout.batch_axes else "") + layout.spatial_axes
-    return scale + [float(sizes[a]) for a in space]
+    letters = ("T" if layout.batch_axes.startswith("T") else "") + ("C" if channel else "") + \
+        ("Z" if "Z" in layout.batch_axes else "") + layout.spatial_axes
+    kinds = {"T": "time", "C": "channel"}
+    axes = [{"name": a.lower(), "type": kinds.get(a, "space")} for a in letters]
+    return axes, [1.0 if a in kinds else float(sizes[a]) for a in letters]
 
 
 def _create_image(root: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
