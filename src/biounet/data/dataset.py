@@ -12,6 +12,7 @@ import torch
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, read_label
 from biounet.data.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.errors import BiounetError
+from biounet.geometry import read_mirrored
 from biounet.models.normalization import Normalization
 
 
@@ -41,6 +42,11 @@ class Example:
     @property
     def size(self) -> int:
         return int(self.target.size)
+
+    def patch(self, region: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image (C, *R), target (*R), weight (*R))`` of a region (mirrored beyond the image's edge)."""
+        return (read_mirrored(self.image, region), read_mirrored(self.target[None], region)[0],
+                read_mirrored(self.weight[None], region)[0])
 
     @property
     def foreground(self) -> np.ndarray:

@@ -9,7 +9,6 @@ import torch
 
 from biounet.data.dataset import Example
 from biounet.data.lazy_example import LazyExample
-from biounet.geometry import read_mirrored
 from biounet.models.config import Shape
 
 
@@ -51,11 +50,9 @@ class PatchSampler:
         example = self.examples[index]
         start = self._output_start(example, self.foreground[index], generator)
         region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
-        if isinstance(example, LazyExample):
-            return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example.patch(region))  # type: ignore[return-value]
-        return (torch.from_numpy(read_mirrored(example.image, region)),
-                torch.from_numpy(read_mirrored(example.target[None], region)[0]),
-                torch.from_numpy(read_mirrored(example.weight[None], region)[0]))
+        image, target, weight = example.patch(region)
+        return (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)),
+                torch.from_numpy(np.ascontiguousarray(weight)))
 
     def _output_start(self, example: Example | LazyExample, foreground: np.ndarray,
                       generator: torch.Generator) -> Shape:
