@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from biounet.data.axes import StackPlan
+from biounet.data.lazy import ItemView
 from biounet.errors import BiounetError
 from biounet.geometry import BoxCache, read_mirrored
 from biounet.infer.blending import Blender
 from biounet.infer.blocks import Block, block_tiles
-from biounet.infer.channel_axis import WithChannelAxis
 from biounet.infer.devices import parameter_device, prepare_model, resolve_device
 from biounet.infer.tiling import Tile, plan_tiles
 from biounet.infer.tta import averaged, transforms
@@ -150,8 +151,8 @@ class TilePredictor:
 def _checked_input(image: Any, config: UNetConfig) -> Any:
     """``image`` as ``(C, *spatial)``, checked against the model; a missing channel axis is added per read."""
     dims = config.spatial_dims
-    if image.ndim == dims:
-        image = WithChannelAxis(image)
+    if image.ndim == dims:  # one channel: the axis is added per read, not by reading the array whole
+        image = ItemView(image, StackPlan(tuple(int(n) for n in image.shape), "ZYX"[-dims:], dims), ())
     if image.ndim != dims + 1 or image.shape[0] != config.in_channels:
         raise BiounetError(
             f"image of shape {tuple(image.shape)} does not fit a model with {config.in_channels} channel(s) "
