@@ -44,16 +44,24 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
     channels = probabilities.shape[0]
     if channels == 3:
         interior = probabilities[1]
-        objects = (probabilities[1] + probabilities[2]) > params.foreground
+        objects = object_pixels(probabilities, params)
         # Seeds lie inside the objects, so each connected piece of the objects is split on its own: the
         # property out-of-core instances (biounet.infer.instances_store) rely on.
         seeds, _ = ndimage.label((interior > params.seed) & objects)
         ids = watershed(1.0 - interior, markers=seeds, mask=objects)  # type: ignore[no-untyped-call]
     elif channels in (1, 2):
-        ids, _ = ndimage.label(probabilities[-1] > params.foreground)
+        ids, _ = ndimage.label(object_pixels(probabilities, params))
     else:
         raise BiounetError(f"instances need 1, 2 or 3 probability channels, got {channels}")
     return drop_small(ids, params.min_size)
+
+
+def object_pixels(probabilities: np.ndarray, params: InstanceParams) -> np.ndarray:
+    """The pixels of some object: ``interior + boundary > foreground`` for three channels, the last channel
+    ``> foreground`` for one or two."""
+    if probabilities.shape[0] == 3:
+        return (probabilities[1] + probabilities[2]) > params.foreground
+    return probabilities[-1] > params.foreground
 
 
 def drop_small(ids: np.ndarray, min_size: int) -> np.ndarray:

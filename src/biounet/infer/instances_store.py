@@ -28,6 +28,7 @@ from skimage.segmentation import watershed
 from biounet.data.optional import optional_import
 from biounet.data.zarr_output import create_image_like
 from biounet.errors import BiounetError
+from biounet.infer.instances import object_pixels
 from biounet.models.instance_params import InstanceParams
 
 
@@ -94,11 +95,8 @@ class _Target:
 
 
 def _objects(probabilities: np.ndarray, params: InstanceParams | None) -> np.ndarray:
-    """The object pixels of :func:`instances_from_probabilities`."""
-    if params is None or probabilities.shape[0] != 3:
-        threshold = 0.5 if params is None else params.foreground
-        return probabilities[-1] > threshold
-    return (probabilities[1] + probabilities[2]) > params.foreground
+    """The object pixels: :func:`object_pixels`, or a semantic model's last channel above 0.5."""
+    return probabilities[-1] > 0.5 if params is None else object_pixels(probabilities, params)
 
 
 def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: InstanceParams | None,
