@@ -127,20 +127,16 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
     return len(pending), total
 
 
-def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, ...]:
+def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> None:
     """Predicts one block of one item and writes it into the job's store (in whatever process runs it).
 
     Args:
         job: the job.
         item: the item's index into the store's batch shape (``()`` for a single image or volume).
         index: the block's index in the grid.
-
-    Returns:
-        ``(*item, *index)``, for a caller counting finished blocks.
     """
     block, out = compute_block(job, item, index)
     _worker_state(job).store.write(item, block, out)
-    return (*item, *index)
 
 
 def compute_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> tuple[Block, np.ndarray]:
