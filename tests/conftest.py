@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Qt draws off screen; napari's OpenGL canvas still gets its context from the X server that pytest-xvfb
+# starts (Qt's xcb platform would need more system libraries than a bare machine has).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO / "data" / "isbi2012"

@@ -6,21 +6,19 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from biounet.cli.inputs import expand_inputs
 from biounet.data.axes import StackPlan, plan_stack
-from biounet.data.instances import instances_from_classes
-from biounet.data.readers import ImageMeta, file_stem, image_format, match_channels, probe_stored, read_stored
+from biounet.data.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
 from biounet.data.writers import write_instances, write_prediction
 from biounet.data.zarr_output import PROB_DTYPES
 from biounet.errors import BiounetError
-from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.instances_store import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
-from biounet.infer.predict import predict, probabilities_to_mask, resolve_device
+from biounet.infer.predict import probabilities_to_mask, resolve_device
+from biounet.infer.stack import check_channels, predict_stack, stack_instances
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.pretrained import resolve_model
 
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     for path in files:
         stored = probe_stored(path, config.spatial_dims, args.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
-        match_channels_shape_check(plan, config.in_channels, path)
+        check_channels(plan, config.in_channels, path)
         formats[path] = out_format(args.out_format, plan, config.out_channels)
         if formats[path] == "zarr":
             zarr_outputs(chosen, checkpoint, path)
@@ -168,42 +166,6 @@ def zarr_outputs(chosen: tuple[str, ...] | None, checkpoint: Checkpoint, path: P
                            "use --out-format tiff for the components of each class", path)
 
 
-def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,
-                  tile: int | None = None, batch_size: int | None = None, tta: bool = False,
-                  device: torch.device | None = None) -> np.ndarray:
-    """Probabilities for every item of a stored array (each plane of a stack for a 2D model), in its order.
-
-    Each item is predicted exactly as a file holding only that item would be, normalisation included.
-
-    Args:
-        checkpoint: the model and its normalisation.
-        array: the array as stored.
-        plan: how ``array`` is split into ``(C, *spatial)`` items (:func:`~biounet.data.axes.plan_stack`).
-        path: the input, for messages.
-        tile: see :func:`~biounet.infer.predict.predict`.
-        batch_size: see :func:`~biounet.infer.predict.predict`.
-        tta: see :func:`~biounet.infer.predict.predict`.
-        device: see :func:`~biounet.infer.predict.predict`.
-
-    Returns:
-        ``(classes, *plan.out_shape)`` float32 probabilities.
-    """
-    config = checkpoint.model.config
-    stacked = np.zeros((config.out_channels, *plan.batch_shape, *plan.spatial_shape), np.float32)
-    count = int(np.prod(plan.batch_shape, dtype=np.int64))
-    for index, item in tqdm(plan.items(array), total=count, desc="slices", unit="slice", disable=count < 2,
-                            leave=False):
-        image = match_channels(item, config.in_channels, path)
-        region: tuple[slice | int, ...] = (slice(None), *index)
-        try:
-            predict(checkpoint.model, image, tile=tile, batch_size=batch_size, tta=tta,
-                    normalization=checkpoint.normalization, device=device, progress=count < 2,
-                    out=stacked[region])
-        except BiounetError as exc:
-            raise BiounetError(str(exc), path) from exc
-    return plan.to_stored_order(stacked)
-
-
 def parse_outputs(text: str) -> tuple[str, ...]:
     """The outputs a ``--outputs`` list names, in :data:`OUTPUTS` order.
 
@@ -224,44 +186,6 @@ def default_outputs(checkpoint: Checkpoint) -> tuple[str, ...]:
     return OUTPUTS if checkpoint.instances is not None else ("prob", "mask")
 
 
-def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan) -> np.ndarray:
-    """Object ids for every item (plane, or volume of a time series) of a prediction, unique over all items.
-
-    An instance model's objects come from its probabilities (:func:`instances_from_probabilities` with the
-    checkpoint's parameters); a semantic model's are the connected components of each class of its mask.
-    Each item is split on its own, as a file holding only it would be, and its ids are offset past those of
-    the items before it.
-
-    Args:
-        checkpoint: the model, and its instance parameters if it has them.
-        probs: ``(classes, *plan.out_shape)`` probabilities, as :func:`predict_stack` gives them.
-        mask: ``plan.out_shape`` class indices of ``probs``.
-        plan: the stack's :class:`~biounet.data.axes.StackPlan`.
-
-    Returns:
-        ``int32`` ids of shape ``(*plan.batch_shape, *plan.spatial_shape)`` (items first; back to the stored
-        order with ``plan.to_stored_order(ids[None])[0]``).
-
-    Raises:
-        BiounetError: if the stack has more objects than ``int32`` ids can number.
-    """
-    prob_items, mask_items = _items_first(probs, plan), _items_first(mask[None], plan)[0]
-    ids = np.zeros(mask_items.shape, np.int32)
-    offset, limit = 0, int(np.iinfo(np.int32).max)
-    for index in np.ndindex(*plan.batch_shape):
-        if checkpoint.instances is not None:
-            region: tuple[slice | int, ...] = (slice(None), *index)
-            item = instances_from_probabilities(prob_items[region], checkpoint.instances)
-        else:
-            item = instances_from_classes(mask_items[index])
-        count = int(item.max(initial=0))  # both number their objects 1..count
-        if offset + count > limit:
-            raise BiounetError(f"more than {limit} objects in one stack")
-        ids[index] = np.where(item > 0, item + offset, 0)
-        offset += count
-    return ids
-
-
 def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarray:
     """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
 
@@ -274,20 +198,6 @@ def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarra
         region: tuple[slice | int, ...] = (slice(None), *index)
         raw[region] = item[:channels]
     return raw
-
-
-def _items_first(stored: np.ndarray, plan: StackPlan) -> np.ndarray:
-    """``(K, *plan.out_shape)`` moved to ``(K, *batch_shape, *spatial_shape)``: the inverse of ``to_stored_order``."""
-    inner = plan.batch_axes + plan.spatial_axes
-    return np.transpose(stored, (0, *(1 + plan.out_axes.index(a) for a in inner)))
-
-
-def match_channels_shape_check(plan: StackPlan, want: int, path: Path) -> None:
-    """Fails early for channel counts that :func:`match_channels` cannot adapt."""
-    have = plan.channels
-    if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have in (1, 4)):
-        raise BiounetError(f"image has {have} channel(s) (axes {plan.axes.replace('-', '')}) but the model "
-                           f"expects {want}; if the file's axes are not these, give them with --axes", path)
 
 
 def _positive(text: str) -> int:

@@ -50,6 +50,7 @@ def predict(
     device: str | torch.device | None = None,
     out: Any = None,
     progress: bool = False,
+    on_tiles: Callable[[int, int], None] | None = None,
 ) -> Any:
     """Per-class probabilities for an image of any size, by overlap-tile prediction.
 
@@ -74,6 +75,8 @@ def predict(
         out: where to write, any array-like of shape ``(classes, *spatial)`` and float dtype; by default a
             new float32 NumPy array. With blending it is zeroed first and accumulated into.
         progress: show a progress bar over tiles.
+        on_tiles: called after every batch of tiles with (tiles done, tiles in all), e.g. by a GUI's
+            progress bar; an exception raised in it stops the prediction (a cancel button).
 
     Returns:
         ``out``, holding probabilities (softmax over classes; sigmoid for one output channel).
@@ -87,7 +90,7 @@ def predict(
     out = _checked_output(out, (model.config.out_channels, *predictor.plan.image_shape),
                           zeroed=predictor.plan.blend)
     normalization = normalization or Normalization("none")
-    predictor.run(image, out, normalization, normalization.fit(image), progress=progress)
+    predictor.run(image, out, normalization, normalization.fit(image), progress=progress, on_tiles=on_tiles)
     return out
 
 
@@ -121,7 +124,8 @@ class TilePredictor:
         self._blender = Blender(self.plan) if self.plan.blend else None
 
     def run(self, image: Any, out: Any, normalization: Normalization, stats: tuple[np.ndarray, np.ndarray],
-            block: Block | None = None, progress: bool = False) -> None:
+            block: Block | None = None, progress: bool = False,
+            on_tiles: Callable[[int, int], None] | None = None) -> None:
         """Writes the probabilities of ``block`` (the whole image when ``None``) into ``out``.
 
         Args:
@@ -131,6 +135,7 @@ class TilePredictor:
             stats: ``normalization.fit`` of the whole image, so that every block is normalised alike.
             block: a block of :func:`~biounet.infer.blocks.plan_blocks` for this plan, or ``None``.
             progress: show a progress bar over tiles.
+            on_tiles: see :func:`predict`.
         """
         if block is None:
             tiles, origin = list(self.plan), (0,) * len(self.plan.image_shape)
@@ -139,6 +144,7 @@ class TilePredictor:
             # A block's tiles overlap by their halos: its input is read once, not chunk by chunk per tile.
             image = BoxCache.for_regions(image, [list(zip(t.input_start, t.input_stop, strict=True))
                                                  for t in tiles])
+        done = 0
         with torch.inference_mode(), tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress,
                                           leave=False) as bar:
             for chunk, inputs in _tile_batches(image, tiles, self.batch_size, normalization, stats):
@@ -146,6 +152,9 @@ class TilePredictor:
                 for t, p in zip(chunk, probabilities.float().cpu().numpy(), strict=True):
                     _write_tile(out, origin, t, p, self._blender)
                 bar.update(len(chunk))
+                done += len(chunk)
+                if on_tiles is not None:
+                    on_tiles(done, len(tiles))
 
 
 def _checked_input(image: Any, config: UNetConfig) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from biounet.train.config import TrainConfig
 from biounet.train.distributed import Ranks
 from biounet.train.plan import Plan
 from biounet.train.plots import plot_curves, plot_overlay
-from biounet.train.trainer import Trainer
+from biounet.train.trainer import Callback, Trainer
 from biounet.train.validation import make_validator, predict_example
 
 
@@ -126,13 +127,25 @@ def plan_run(images: Path, labels: Path, device: str | None = None, minutes: flo
 
 
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | torch.device | None = None,
-          progress: bool = True, spent_seconds: float = 0.0, ranks: Ranks | None = None) -> Trainer:
+          progress: bool = True, spent_seconds: float = 0.0, ranks: Ranks | None = None,
+          callbacks: Mapping[str, Sequence[Callback]] | None = None) -> Trainer:
     """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
     ``curves.png`` and ``overlays/`` into ``out_dir``. A ``minutes`` budget holds for all of it, from reading
     the data to the overlays (see :mod:`biounet.train.budget`), plus ``spent_seconds`` (e.g. planning).
 
     In a distributed run (``ranks`` from :func:`biounet.train.distributed.start`), every rank calls this
     with the same config; rank 0 alone validates, tunes and writes.
+
+    Args:
+        config: the run's configuration.
+        out_dir: the run directory.
+        resume: continue the run in ``out_dir`` from ``last.pt``.
+        device: the training device.
+        progress: show progress bars.
+        spent_seconds: time already spent on this run (planning), counted against a minute budget.
+        ranks: this process's place in a distributed run.
+        callbacks: more callbacks per trainer event (see :class:`~biounet.train.trainer.Trainer`), e.g. a
+            GUI's live plot; a callback may call ``trainer.request_stop()``.
 
     Raises:
         BiounetError: for bad data or config, an existing run without ``resume``, or a missing one with it.
@@ -168,9 +181,12 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         CSVLogger(out_dir / "log.csv").attach(trainer)
         TensorBoardLogger(out_dir / "tensorboard").attach(trainer)
         trainer.add_callback("on_epoch_end", lambda t: plot_curves(t.state.history, out_dir / "curves.png"))
+    for event, functions in (callbacks or {}).items():
+        for function in functions:
+            trainer.add_callback(event, function)
     trainer.run(setup_seconds=time.monotonic() - started)
     if ranks.main:
-        if config.instance_task:
+        if config.instance_task and (out_dir / "model.pt").exists():  # none if stopped before any validation
             tune_checkpoint(out_dir / "model.pt", val_examples)
         write_overlays(out_dir, val_examples)
     ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run

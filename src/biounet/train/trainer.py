@@ -133,6 +133,7 @@ class Trainer:
         self.last_loss = math.nan
         self.row: dict[str, float] = {}
         self.stop_reason = ""
+        self._stop_request = ""
         self.budget = Budget(math.inf)
         # False while a step or an epoch's bookkeeping is half done: such a state is not worth saving.
         self._consistent = True
@@ -149,6 +150,11 @@ class Trainer:
     @property
     def best_path(self) -> Path:
         return self.out_dir / "model.pt"
+
+    def request_stop(self, reason: str = "stopped on request") -> None:
+        """Ends the run after the current step as a spent budget would: a last validation, then the run's
+        outputs. Safe to call from another thread (a GUI's stop button) or from a callback."""
+        self._stop_request = reason
 
     def add_callback(self, event: str, callback: Callback) -> None:
         self.callbacks[event].append(callback)
@@ -299,7 +305,7 @@ class Trainer:
             out_of_time = False
             # A run resumed from a mid-epoch checkpoint finishes that epoch's remaining steps.
             for _ in range(self.state.epoch_step, steps_per_epoch):
-                if not self.ranks.agree(budget.room_for_step()):
+                if self._stop_request or not self.ranks.agree(budget.room_for_step()):
                     out_of_time = True
                     break
                 started = time.monotonic()
@@ -316,7 +322,7 @@ class Trainer:
                         last_save = time.monotonic()
             if out_of_time and self.state.epoch_step == 0:
                 # The last epoch's validation was the last one that fitted; nothing was trained since.
-                self.stop_reason = "time budget spent"
+                self.stop_reason = self._stop_request or "time budget spent"
                 return
             finished = out_of_time or self.state.epoch + 1 >= config.epochs
             # Validation changes no state, so a Ctrl-C during it (the longest part of an epoch's end) stops
@@ -334,7 +340,7 @@ class Trainer:
                 self.trigger("on_epoch_end")
                 budget.note_epoch_end(time.monotonic() - started)
             if finished:
-                self.stop_reason = "time budget spent" if out_of_time else "epoch budget spent"
+                self.stop_reason = self._stop_request or ("time budget spent" if out_of_time else "epoch budget spent")
                 return
             if config.patience and self.state.stale_validations >= config.patience:
                 self.stop_reason = f"no improvement in {config.patience} validations"

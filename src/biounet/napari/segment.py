@@ -1,0 +1,197 @@
+"""The Segment widget: a model, an image layer, a few settings; the result as probability and Labels layers."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from biounet.errors import BiounetError
+from biounet.napari.layers import ORIGINAL, Segmentation, layer_axes, segment
+from biounet.napari.models import MODELS, devices, load_model
+from biounet.napari.progress import JobCancelledError, ProgressRelay
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
+
+
+class SegmentWidget(QWidget):
+    """Segments an image layer with a biounet model in a worker thread (the viewer stays responsive).
+
+    Adds ``<image> probability`` (the foreground probability) and ``<image> objects`` (an instance model's
+    objects) or ``<image> classes`` (a semantic model's mask), at the image's scale and position. A 2D model
+    segments stacks and time series plane by plane; a 3D model segments volumes.
+
+    Args:
+        napari_viewer: the viewer (napari passes it).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.model = QComboBox()
+        self.browse = QPushButton("Open…")
+        self.browse.setToolTip("a biounet checkpoint (.pt) or a BioImage Model Zoo package made by biounet (.zip)")
+        self.image = QComboBox()
+        self.tta = QCheckBox("test-time augmentation (8x slower, a little more accurate)")
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 4096)
+        self.tile.setSpecialValueText("model default")
+        self.tile.setToolTip("network input size per axis in pixels; smaller needs less memory")
+        self.device = QComboBox()
+        self.device.addItems(devices())
+        self.run_button = QPushButton("Segment")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.browse)
+        form = QFormLayout()
+        form.addRow("model", model_row)
+        form.addRow("image", self.image)
+        form.addRow("tile", self.tile)
+        form.addRow("device", self.device)
+        form.addRow(self.tta)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._cancel = threading.Event()
+        self._relay = ProgressRelay()
+        self._relay.fraction.connect(lambda f: self.progress.setValue(round(1000 * f)))
+        self.worker: Any = None
+        self._refresh_models()
+        self._refresh_images()
+        MODELS.changed.connect(self._model_added)
+        self.browse.clicked.connect(self._open_model)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+
+    # -- choices ---------------------------------------------------------------------------------------
+
+    def _refresh_models(self, select: str | None = None) -> None:
+        current = select or self.model.currentText()
+        self.model.clear()
+        self.model.addItems(MODELS.names())
+        if current in MODELS.names():
+            self.model.setCurrentText(current)
+
+    def _model_added(self, name: str) -> None:
+        self._refresh_models(select=name)
+
+    def _open_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a biounet model", "", "biounet models (*.pt *.zip)")
+        if path:
+            MODELS.add(path)
+
+    def _refresh_images(self, *_: Any) -> None:
+        from napari.layers import Image
+
+        current = self.image.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        self.image.clear()
+        self.image.addItems(names)
+        if current in names:
+            self.image.setCurrentText(current)
+        elif names:
+            self.image.setCurrentText(names[-1])
+
+    # -- the job ---------------------------------------------------------------------------------------
+
+    def run(self) -> Any:
+        """Starts segmenting the chosen image; returns the worker (``None`` if nothing could start)."""
+        name = self.image.currentText()
+        if not name or self.model.currentText() not in MODELS.names():
+            self.status.setText("choose a model and an image layer")
+            return None
+        layer: Image = self.viewer.layers[name]
+        data = layer.data[0] if layer.multiscale else layer.data
+        settings = {"tile": self.tile.value() or None, "tta": self.tta.isChecked(),
+                    "device": self.device.currentText()}
+        model_path = MODELS.path(self.model.currentText())
+        self._cancel.clear()
+        relay, cancel = self._relay, self._cancel
+
+        def report(fraction: float) -> None:
+            if cancel.is_set():
+                raise JobCancelledError
+            relay.fraction.emit(fraction)
+
+        def job() -> tuple[Segmentation, str]:
+            checkpoint = load_model(model_path)
+            axes = layer_axes(np.shape(data), bool(layer.rgb), checkpoint.config.spatial_dims,
+                              checkpoint.config.in_channels)
+            return segment(checkpoint, data, bool(layer.rgb), on_progress=report, **settings), axes  # type: ignore[arg-type]
+
+        self.worker = create_worker(job, _ignore_errors=True)
+        self.worker.returned.connect(lambda result: self._add_layers(layer, *result))
+        self.worker.errored.connect(self._failed)
+        self.worker.finished.connect(self._finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"segmenting {name}…")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        """Stops the running job after its current batch of tiles."""
+        self._cancel.set()
+        self.status.setText("cancelling…")
+
+    def _add_layers(self, image: Image, result: Segmentation, axes: str) -> None:
+        # The layer's scale and position, for the axes the result has (the image's without channels).
+        shown = axes[:-1] if image.rgb else axes
+        keep = [i for i, a in enumerate(shown) if a != "C"]
+        scale = [image.scale[i] for i in keep]
+        translate = [image.translate[i] for i in keep]
+        self.viewer.add_image(result.probability, name=f"{image.name} probability", scale=scale,
+                              translate=translate, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.5,
+                              blending="additive", visible=False)
+        kind = "objects" if result.instances else "classes"
+        self.viewer.add_labels(result.labels, name=f"{image.name} {kind}", scale=scale, translate=translate,
+                               opacity=0.5, metadata={ORIGINAL: result.labels.copy()})
+        found = int(result.labels.max(initial=0))
+        self.status.setText(f"{found} objects" if result.instances else f"{found + 1} classes in the mask")
+        self.progress.setValue(1000)
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, JobCancelledError):
+            self.status.setText("cancelled")
+        elif isinstance(exc, BiounetError | OSError | MemoryError):
+            self.status.setText(f"error: {exc}")
+        else:
+            self.status.setText(f"error: {type(exc).__name__}: {exc}")
+
+    def _finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)

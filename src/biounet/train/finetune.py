@@ -1,0 +1,59 @@
+"""Fine-tuning: a training config that continues a trained model on new labelled images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from biounet.data.dataset import pair_files
+from biounet.models.checkpoint import load_checkpoint
+from biounet.pretrained import resolve_model
+from biounet.train.config import TrainConfig, apply_overrides
+
+
+def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: float,
+                    label_kind: str | None = None, ignore: int | None = None,
+                    overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config of a run that starts from ``init``'s weights and trains on the pairs in two folders.
+
+    The model's own training config is kept (architecture, normalisation, loss, augmentation, optimiser,
+    tile, batch), as a run resumed on other data would; the learning rate then decays to 0 over the budget
+    (``poly``), so that the last steps settle. With fewer than two pairs the training pair is also the
+    validation pair: a handful of corrected images is too few to hold one out.
+
+    Args:
+        init: a checkpoint or a shipped model's name.
+        images: folder of training images.
+        labels: folder of their labels (same stems).
+        minutes: the run's budget.
+        label_kind: how the labels are read (``instances``, ``classes``, ...); default: objects for an
+            instance model, detected (``auto``) otherwise.
+        ignore: the label value of unannotated pixels.
+        overrides: ``key=value`` settings applied last (as ``--set``).
+
+    Raises:
+        BiounetError: naming the file, for an unreadable checkpoint or folders without pairs.
+    """
+    path = resolve_model(init)
+    source = load_checkpoint(path)
+    settings: dict[str, Any] = {}
+    if isinstance(source.extra.get("train_config"), str):
+        settings = yaml.safe_load(source.extra["train_config"]) or {}
+    settings["model"] = source.config.to_dict()
+    settings["normalization"] = source.normalization.to_dict()
+    settings["class_names"] = list(source.class_names)
+    kind = label_kind or ("instances" if source.instances is not None else "auto")
+    settings["labels"] = {"kind": kind, "foreground": None, "ignore": ignore}
+    single = len(pair_files(images, labels)) < 2
+    settings["data"] = {"images": str(images), "labels": str(labels), "val_images": str(images) if single else "",
+                        "val_labels": str(labels) if single else "",
+                        "val_fraction": settings.get("data", {}).get("val_fraction", 0.2)}
+    settings["init"] = str(path)
+    settings["minutes"] = minutes
+    settings["epochs"] = 1_000_000
+    settings["patience"] = 0
+    settings.setdefault("optim", {}).update(scheduler="poly", warmup=0.0)
+    return apply_overrides(settings, list(overrides))

@@ -1,0 +1,207 @@
+"""The napari plugin, headless: a real viewer (pytest-qt, napari's make_napari_viewer, drawn by Qt's
+offscreen platform into the virtual X server that pytest-xvfb starts), the widgets driven as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from biounet.cli.main import main
+from biounet.napari.layers import CONTEXT, IGNORE, ORIGINAL, layer_axes, training_label
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "biounet" / "napari" / "samples"
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+def viewer(make_napari_viewer: Factory) -> Any:
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("napari's canvas needs an X server: install Xvfb (apt install xvfb), which pytest-xvfb starts")
+    return make_napari_viewer()
+
+
+def wait_for(qtbot: Any, worker: Any, timeout: int = 300_000) -> None:
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def segment_widget(viewer: Any, model: str) -> Any:
+    _, widget = viewer.window.add_plugin_dock_widget("biounet", "Segment")
+    widget.model.setCurrentText(model)
+    assert widget.model.currentText() == model
+    return widget
+
+
+# --- pure layer logic ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shape", "rgb", "dims", "channels", "axes"), [
+    ((64, 80), False, 2, 1, "YX"),
+    ((64, 80, 3), True, 2, 3, "YXC"),
+    ((5, 64, 80), False, 2, 1, "ZYX"),       # a stack, plane by plane
+    ((4, 5, 64, 80, 4), True, 2, 3, "TZYXC"),
+    ((5, 64, 80), False, 3, 1, "ZYX"),       # a volume
+    ((3, 5, 64, 80), False, 3, 1, "TZYX"),
+    ((2, 64, 80), False, 2, 2, "CYX"),       # a first axis as long as the model's channels
+])
+def test_layer_axes(shape: tuple[int, ...], rgb: bool, dims: int, channels: int, axes: str) -> None:
+    assert layer_axes(shape, rgb, dims, channels) == axes
+
+
+def test_layer_axes_refuses_a_plane_for_a_3d_model() -> None:
+    from biounet.errors import BiounetError
+
+    with pytest.raises(BiounetError, match="does not fit a 3D model"):
+        layer_axes((64, 80), False, 3, 1)
+
+
+def test_training_label_keeps_the_corrections_and_a_margin() -> None:
+    original = np.zeros((40, 40), np.int32)
+    original[5:15, 5:15] = 1        # an object the user erases
+    original[25:35, 25:35] = 2      # one left as it is
+    corrected = original.copy()
+    corrected[5:15, 5:15] = 0
+    corrected[20:24, 5:9] = 3       # a new one
+    label = training_label(corrected, original)
+    changed = corrected != original
+    assert (label[changed] == corrected[changed]).all()
+    # Pixels far from any correction are not annotated; those within CONTEXT of one are, with their values.
+    assert (label[30, 30] == IGNORE) and (label[0, 39] == IGNORE)
+    assert label[5 - CONTEXT, 10] == 0 and label[5 - CONTEXT - 1, 10] == IGNORE
+    # A hand-drawn layer (no original) is annotated everywhere.
+    assert (training_label(corrected, None) == corrected).all()
+
+
+# --- the viewer ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sample", "model", "output"), [
+    ("dsb2018-nuclei", "dsb2018-nuclei", "instances"),
+    ("isbi2012-em", "isbi2012-membranes", "mask"),
+])
+def test_segment_equals_the_cli(viewer: Any, qtbot: Any, tmp_path: Path, sample: str, model: str,
+                                output: str) -> None:
+    viewer.open_sample("biounet", sample)
+    image = viewer.layers[-1]
+    image.scale = (0.5,) * (image.ndim)
+    widget = segment_widget(viewer, model)
+    wait_for(qtbot, widget.run())
+    labels = viewer.layers[-1]
+    assert labels.name == f"{image.name} {'objects' if output == 'instances' else 'classes'}"
+    assert main(["predict", str(SAMPLES / f"{sample}.png"), "--model", model, "--out", str(tmp_path), "--outputs",
+                 output]) == 0
+    written = tmp_path / f"{sample}_{'instances.tif' if output == 'instances' else 'mask.png'}"
+    expected = tifffile.imread(written) if written.suffix == ".tif" else iio.imread(written)
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)
+    assert labels.data.max() > (20 if output == "instances" else 0)
+    probability = viewer.layers[-2]
+    assert probability.name == f"{image.name} probability" and probability.data.shape == expected.shape
+    assert tuple(labels.scale) == (0.5, 0.5) and tuple(probability.scale) == (0.5, 0.5)
+
+
+def test_segment_a_stack_plane_by_plane(viewer: Any, qtbot: Any) -> None:
+    from biounet.napari.layers import segment
+    from biounet.napari.models import load_model
+
+    plane = iio.imread(SAMPLES / "isbi2012-em.png")[:200, :240]
+    stack = np.stack([plane, plane[::-1], plane[:, ::-1]])
+    viewer.add_image(stack, name="stack")
+    widget = segment_widget(viewer, "isbi2012-membranes")
+    wait_for(qtbot, widget.run())
+    labels = viewer.layers["stack classes"]
+    assert labels.data.shape == stack.shape
+    # Each plane is segmented as the plane alone would be, its normalisation included.
+    for k in range(3):
+        np.testing.assert_array_equal(labels.data[k], segment(load_model("isbi2012-membranes"), stack[k], False).labels)
+
+
+def test_cancel_stops_a_running_job(viewer: Any, qtbot: Any) -> None:
+    plane = iio.imread(SAMPLES / "isbi2012-em.png")
+    viewer.add_image(np.stack([plane] * 6), name="long")
+    widget = segment_widget(viewer, "isbi2012-membranes")
+    seen: list[float] = []
+    widget._relay.fraction.connect(lambda f: (seen.append(f), widget.cancel()))
+    wait_for(qtbot, widget.run())
+    assert widget.status.text() == "cancelled"
+    assert [layer.name for layer in viewer.layers] == ["long"]
+    assert seen and max(seen) < 0.5       # stopped after the first batch, not at the end
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: Path) -> None:
+    import torch
+
+    from biounet.models.checkpoint import load_checkpoint
+    from biounet.pretrained import resolve_model
+
+    viewer.open_sample("biounet", "dsb2018-nuclei")
+    image = viewer.layers[-1]
+    segment = segment_widget(viewer, "dsb2018-nuclei")
+    wait_for(qtbot, segment.run())
+    labels = viewer.layers[-1]
+    before = np.asarray(labels.data).copy()
+    # Correct it as a user would with the brush: erase one object, paint a new one in the background.
+    erased = int(np.bincount(before.ravel())[1:].argmax()) + 1
+    labels.fill(tuple(np.argwhere(before == erased)[0]), 0)
+    empty = np.argwhere(np.asarray(labels.data) == 0)
+    labels.brush_size = 9
+    new_label = int(before.max()) + 1
+    labels.paint(tuple(empty[len(empty) // 2]), new_label)
+    assert (np.asarray(labels.data) == new_label).sum() > 20 and not (np.asarray(labels.data) == erased).any()
+    assert labels.metadata[ORIGINAL].shape == before.shape
+
+    _, train = viewer.window.add_plugin_dock_widget("biounet", "Train / fine-tune")
+    train.image.setCurrentText(image.name)
+    train.labels.setCurrentText(labels.name)
+    train.start_from.setCurrentText("dsb2018-nuclei")
+    train.run_dir.edit.setText(str(tmp_path / "run"))
+    train.minutes.setValue(5.0)
+    train.settings.setText("epochs=2 samples_per_epoch=4")
+    wait_for(qtbot, train.run())
+    assert train.status.text().startswith("done"), train.status.text()
+    model = tmp_path / "run" / "model.pt"
+    tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
+    assert tuned.instances is not None
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
+                                                       shipped.model.state_dict().values(), strict=True))
+    # The training pair: the corrections (and a margin) with their values, the rest unannotated.
+    written = tifffile.imread(tmp_path / "run" / "data" / "labels" / f"{image.name.replace(' ', '_')}.tif")
+    now = np.asarray(labels.data)
+    changed = now != before
+    assert (written[changed] == now[changed]).all() and (written == IGNORE).mean() > 0.5
+    assert train.plot.losses and train.plot.scores      # the live plot got the steps and the validations
+    # Offered in the Segment widget at once, and used by it.
+    assert segment.model.currentText() == "run (trained)"
+    wait_for(qtbot, segment.run())
+    assert viewer.layers[-1].name.startswith(f"{image.name} objects") and viewer.layers[-1] is not labels
+    assert viewer.layers[-1].data.shape == before.shape
+
+
+def test_reader_opens_cli_outputs(viewer: Any, tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "isbi2012-em.png", tmp_path / "em.png")
+    predict = ["predict", str(tmp_path / "em.png"), "--model", "isbi2012-membranes", "--out"]
+    assert main([*predict, str(tmp_path / "tif")]) == 0
+    assert main([*predict, str(tmp_path / "em.zarr"), "--out-format", "zarr"]) == 0
+    mask = iio.imread(tmp_path / "tif" / "em_mask.png")
+    prob = tifffile.imread(tmp_path / "tif" / "em_prob.tif")
+    layers = viewer.open(str(tmp_path / "tif" / "em_mask.png"), plugin="biounet")
+    np.testing.assert_array_equal(np.asarray(layers[0].data), mask)
+    layers = viewer.open(str(tmp_path / "tif" / "em_prob.tif"), plugin="biounet")
+    assert len(layers) == 2
+    np.testing.assert_array_equal(np.asarray(layers[1].data), prob[1])
+    layers = viewer.open(str(tmp_path / "em.zarr"), plugin="biounet")
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Image", "Labels"]
+    np.testing.assert_array_equal(np.asarray(layers[2].data), mask)
+    np.testing.assert_allclose(np.asarray(layers[1].data), prob[1], atol=1e-6)
