@@ -120,6 +120,12 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Loads a checkpoint without unpickling arbitrary objects.
 
+    A BioImage Model Zoo package written by biounet (``biounet export --format bioimageio``) loads too, as the
+    checkpoint it was made from (see :func:`biounet.models.bioimageio.load_package`).
+
+    Args:
+        path: a checkpoint (``.pt``) or a biounet-made BioImage Model Zoo package (``.zip``).
+
     Raises:
         BiounetError: naming the file, if it is missing, corrupt, not a biounet checkpoint, from a newer
             format, or holds weights that do not fit its config.
@@ -127,6 +133,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise BiounetError("checkpoint not found" if not path.exists() else "is not a file", path)
+    # Imported here: the package module builds on this one.
+    from biounet.models.bioimageio import load_package, package_description_name
+
+    if package_description_name(path) is not None:
+        return load_package(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -137,6 +148,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as exc:  # torch.load on a foreign file can fail in many ways; all mean the same here
         raise BiounetError(f"not a biounet checkpoint (cannot read it as a PyTorch file: {type(exc).__name__})",
                            path) from exc
+    return checkpoint_from_payload(payload, path)
+
+
+def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
+    """The checkpoint a loaded ``torch.save`` dict (or a package's equivalent of it) describes.
+
+    Args:
+        payload: the dict, with ``format``, ``config`` (YAML text), ``state_dict`` and any extra entries.
+        path: the file it came from, for messages.
+
+    Raises:
+        BiounetError: naming ``path``, as :func:`load_checkpoint`.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BiounetError("not a biounet checkpoint (a PyTorch file without biounet's format marker)", path)
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
