@@ -173,7 +173,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     assert train.status.text().startswith("done"), train.status.text()
     model = tmp_path / "run" / "model.pt"
     tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
-    assert tuned.instances is not None
+    assert tuned.instances == shipped.instances  # a few corrections are too few objects to tune it on
     assert any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
                                                        shipped.model.state_dict().values(), strict=True))
     # The training pair: the corrections (and a margin) with their values, the rest unannotated.

@@ -16,6 +16,10 @@ FORMATS = ("onnx", "bioimageio")
 _BY_SUFFIX = {".onnx": "onnx", ".zip": "bioimageio"}
 
 
+SAMPLES = Path(str(resources.files("biounet.napari") / "samples"))
+SAMPLE_OF = {"isbi2012-membranes": "isbi2012-em", "dsb2018-nuclei": "dsb2018-nuclei"}
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX or as a BioImage Model Zoo package",
@@ -33,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (also of the package's ONNX weights)")
     group = parser.add_argument_group("bioimageio packages")
     group.add_argument("--test-image", type=Path, default=None, metavar="FILE",
-                       help="image to crop the test tensors and the cover from (default: a synthetic image)")
+                       help="image to crop the test tensors and the cover from (default: the sample image of a shipped "
+                            "model, else a synthetic image)")
     group.add_argument("--card", type=Path, default=None, metavar="FILE.md",
                        help="model card to include as documentation (default: CKPT's .md beside it, else one "
                             "made from the checkpoint)")
@@ -93,7 +98,8 @@ def _export_package(args: argparse.Namespace, path: Path, checkpoint: Checkpoint
     info = dataclasses.replace(info, authors=tuple(args.author or info.authors),
                                license=args.license or info.license, pixel_size=pixel_size, unit=unit)
     image = None
-    if args.test_image is not None:
-        image = match_channels(read_image(args.test_image, config.spatial_dims), config.in_channels,
-                               args.test_image)
+    # A shipped model's test tensors and cover come from its sample image (the napari plugin's).
+    test_image = args.test_image or (SAMPLES / f"{SAMPLE_OF[stem]}.png" if shipped and stem in SAMPLE_OF else None)
+    if test_image is not None:
+        image = match_channels(read_image(test_image, config.spatial_dims), config.in_channels, test_image)
     export_bioimageio(checkpoint, args.output, info, card=card, test_image=image, opset=args.opset)

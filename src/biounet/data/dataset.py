@@ -53,6 +53,13 @@ class Example:
         """Flat indices of annotated foreground pixels (for foreground oversampling)."""
         return np.flatnonzero(self.target.ravel() > 0)
 
+    @property
+    def partly_annotated(self) -> np.ndarray:
+        """Flat indices of the annotated pixels of a partly annotated image (sparse labels, painted
+        corrections); empty when every pixel is annotated."""
+        annotated = self.target.ravel() != IGNORE_INDEX
+        return np.empty(0, np.int64) if annotated.all() else np.flatnonzero(annotated)
+
 
 def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
     """Image/label pairs: two folders matched by file stem, or two equally long lists in order.

@@ -16,7 +16,9 @@ class PatchSampler:
     """Draws patches of the network's input size from a set of examples.
 
     The output window (where the loss is computed) is placed uniformly inside the image, or centred on a
-    random foreground pixel with probability ``foreground_oversampling``; the input patch extends half
+    random foreground pixel with probability ``foreground_oversampling``. In a partly annotated image, a
+    window that misses every annotated pixel (it would train on nothing) is centred on a random annotated
+    pixel instead. The input patch extends half
     the halo beyond it, mirrored outside the image as at prediction time. Images are drawn in proportion
     to their pixel count. Image, target and weight are all returned at the *input* size, so augmentation
     can deform them together before the targets are cropped to the output.
@@ -37,6 +39,8 @@ class PatchSampler:
         sizes = torch.tensor([e.size for e in examples], dtype=torch.float64)
         self.probabilities = sizes / sizes.sum()
         self.foreground = [e.foreground for e in examples]
+        # Only in-memory examples can tell cheaply; a lazily read volume keeps the uniform draw.
+        self.annotated = [e.partly_annotated if isinstance(e, Example) else np.empty(0, np.int64) for e in examples]
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``, drawn one after another
@@ -49,6 +53,8 @@ class PatchSampler:
         index = int(torch.multinomial(self.probabilities, 1, generator=generator))
         example = self.examples[index]
         start = self._output_start(example, self.foreground[index], generator)
+        if len(self.annotated[index]) and not self._annotated_in(example, start):
+            start = self._centred(example.shape, self.annotated[index], generator)
         region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
         image, target, weight = example.patch(region)
         return (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)),
@@ -59,12 +65,21 @@ class PatchSampler:
         shape = example.shape
         use_foreground = len(foreground) > 0 and float(torch.rand(1, generator=generator)) < self.oversampling
         if use_foreground:
-            flat = int(foreground[int(torch.randint(len(foreground), (1,), generator=generator))])
-            centre = np.unravel_index(flat, shape)
-            return tuple(int(min(max(c - o // 2, 0), max(n - o, 0)))
-                         for c, o, n in zip(centre, self.output_shape, shape, strict=True))
+            return self._centred(shape, foreground, generator)
         return tuple(int(torch.randint(max(n - o, 0) + 1, (1,), generator=generator))
                      for n, o in zip(shape, self.output_shape, strict=True))
+
+
+    def _centred(self, shape: Shape, pixels: np.ndarray, generator: torch.Generator) -> Shape:
+        """An output window centred on one of ``pixels`` (flat indices), drawn at random, inside the image."""
+        flat = int(pixels[int(torch.randint(len(pixels), (1,), generator=generator))])
+        centre = np.unravel_index(flat, shape)
+        return tuple(int(min(max(c - o // 2, 0), max(n - o, 0)))
+                     for c, o, n in zip(centre, self.output_shape, shape, strict=True))
+
+    def _annotated_in(self, example: Example | LazyExample, start: Shape) -> bool:
+        window = tuple(slice(s, s + o) for s, o in zip(start, self.output_shape, strict=True))
+        return bool((example.weight[window] > 0).any()) if isinstance(example, Example) else True
 
 
 class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):

@@ -7,18 +7,22 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from psygnal import Signal
+from qtpy.QtCore import QObject, Signal  # type: ignore[attr-defined]
 
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.pretrained import available, resolve_model
 
 
-class ModelList:
-    """Named models, newest last; ``changed`` is emitted with the name of each model added."""
+class ModelList(QObject):
+    """Named models, newest last; ``changed`` is emitted with the name of each model added.
+
+    A Qt signal, so that a widget connected to it is disconnected when Qt deletes the widget.
+    """
 
     changed = Signal(str)
 
     def __init__(self) -> None:
+        super().__init__()
         self._paths: dict[str, str] = {name: name for name in available()}
 
     def names(self) -> list[str]:

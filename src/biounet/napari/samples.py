@@ -21,5 +21,5 @@ def isbi_em() -> list[tuple[np.ndarray, dict[str, Any], str]]:
 
 
 def nuclei() -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """A 256 x 320 fluorescence image of nuclei from the Data Science Bowl 2018 (for ``dsb2018-nuclei``)."""
+    """A 520 x 696 fluorescence image of nuclei from the Data Science Bowl 2018 (for ``dsb2018-nuclei``)."""
     return [(_read("dsb2018-nuclei.png"), {"name": "DSB 2018 nuclei", "rgb": True}, "image")]
