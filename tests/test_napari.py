@@ -205,3 +205,54 @@ def test_reader_opens_cli_outputs(viewer: Any, tmp_path: Path) -> None:
     assert [type(layer).__name__ for layer in layers] == ["Image", "Image", "Labels"]
     np.testing.assert_array_equal(np.asarray(layers[2].data), mask)
     np.testing.assert_allclose(np.asarray(layers[1].data), prob[1], atol=1e-6)
+
+
+def test_segment_a_time_series_of_volumes_with_a_3d_model(viewer: Any, qtbot: Any, tmp_path: Path) -> None:
+    from biounet.models import UNet, UNetConfig
+    from biounet.models.checkpoint import save_checkpoint
+    from biounet.napari.layers import segment
+    from biounet.napari.models import MODELS, load_model
+
+    path = tmp_path / "volume.pt"
+    save_checkpoint(path, UNet(UNetConfig(spatial_dims=3, base_channels=2, depth=2, norm="batch")))
+    name = MODELS.add(path)
+    series = np.random.default_rng(0).integers(0, 255, (2, 20, 36, 40)).astype(np.uint8)  # T, Z, Y, X
+    viewer.add_image(series, name="series", scale=(1, 2.0, 0.5, 0.5), translate=(0, 10, 0, 0))
+    widget = segment_widget(viewer, name)
+    wait_for(qtbot, widget.run())
+    labels = viewer.layers["series classes"]
+    assert labels.data.shape == series.shape
+    assert tuple(labels.scale) == (1, 2.0, 0.5, 0.5) and tuple(labels.translate) == (0, 10, 0, 0)
+    for t in range(2):  # each volume as the volume alone
+        np.testing.assert_array_equal(labels.data[t], segment(load_model(str(path)), series[t], False).labels)
+    # A plane does not fit a 3D model: one line in the widget, no layer, no traceback.
+    viewer.add_image(series[0, 0], name="plane")
+    widget.image.setCurrentText("plane")
+    wait_for(qtbot, widget.run())
+    assert widget.status.text().startswith("error: a layer of shape (36, 40) does not fit a 3D model")
+    assert "plane classes" not in [layer.name for layer in viewer.layers]
+
+
+def test_train_from_folders(viewer: Any, qtbot: Any, tmp_path: Path) -> None:
+    from biounet.models import UNet, UNetConfig
+    from biounet.models.checkpoint import save_checkpoint
+    from biounet.napari.models import MODELS
+    from conftest import write_disc_dataset
+
+    images, labels = write_disc_dataset(tmp_path / "data", 3)
+    start = tmp_path / "start.pt"
+    save_checkpoint(start, UNet(UNetConfig(base_channels=4, depth=2)))
+    _, train = viewer.window.add_plugin_dock_widget("biounet", "Train / fine-tune")
+    train.source.setCurrentText("folders of images and labels")
+    assert train.pages.currentIndex() == 1
+    train.images_dir.edit.setText(str(images))
+    train.labels_dir.edit.setText(str(labels))
+    train.start_from.setCurrentText(MODELS.add(start))
+    train.run_dir.edit.setText(str(tmp_path / "run"))
+    train.settings.setText("epochs=2 samples_per_epoch=2 tile=92")
+    wait_for(qtbot, train.run())
+    assert train.status.text().startswith("done"), train.status.text()
+    assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "data").exists()
+    assert len(train.plot.scores) == 2
+    # A second run into the same directory is refused in one line.
+    assert train.run() is None and "a run already exists here" in train.status.text()

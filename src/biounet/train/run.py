@@ -202,8 +202,9 @@ def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> Non
     """Tunes an instance model's post-processing on ``examples`` and stores it in the checkpoint at ``path``
     (rewritten atomically); prints the accuracy@0.5 before and after.
 
-    Three settings are not tuned on fewer than :data:`MIN_TUNING_OBJECTS` objects (a few painted
-    corrections): the checkpoint then keeps the post-processing of the model it started from.
+    A run that started from an instance model keeps that model's post-processing when the validation
+    images hold fewer than :data:`MIN_TUNING_OBJECTS` objects (a few painted corrections): three settings
+    tuned on so few would be noise.
 
     Args:
         path: the best checkpoint (``model.pt``); nothing happens if there is none yet.
@@ -217,17 +218,17 @@ def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> Non
     from biounet.train.tuning import tune_instance_params
 
     objects = sum(len(np.unique(e.objects[e.objects > 0])) for e in examples if e.objects is not None)
-    if objects < MIN_TUNING_OBJECTS:
+    if objects < MIN_TUNING_OBJECTS and start:
         from biounet.pretrained import resolve_model
 
-        kept = load_checkpoint(resolve_model(start)).instances if start else None
+        kept = load_checkpoint(resolve_model(start)).instances
         if kept is not None:
             checkpoint = load_checkpoint(path)
             save_checkpoint(path, checkpoint.model, checkpoint.normalization, checkpoint.class_names,
                             extra=checkpoint.extra, instances=kept)
-        print(f"instances: {objects} validation objects are too few to tune the post-processing; kept "
-              f"{'that of ' + start if kept is not None else 'the defaults'}")
-        return
+            print(f"instances: {objects} validation objects are too few to tune the post-processing on; kept "
+                  f"that of {start}")
+            return
     checkpoint = load_checkpoint(path)
     probabilities = [predict_example(checkpoint.model, e) for e in examples]
     tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
