@@ -14,18 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import imageio.v3 as iio
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 
-def wait(worker: Any) -> None:
-    done: list[bool] = []
-    worker.finished.connect(lambda: done.append(True))
+def wait(widget: Any) -> None:
+    """Runs a widget's job and waits until its results are in the viewer."""
+    widget.run()
     deadline = time.monotonic() + 300
-    while not done and time.monotonic() < deadline:
+    while widget.busy and time.monotonic() < deadline:
         QApplication.processEvents()
         time.sleep(0.02)
     for _ in range(20):  # let the results draw
@@ -43,7 +42,7 @@ def main() -> None:
     _, segment = viewer.window.add_plugin_dock_widget("biounet", "Segment")
     _, train = viewer.window.add_plugin_dock_widget("biounet", "Train / fine-tune", tabify=False)
     segment.model.setCurrentText("dsb2018-nuclei")
-    wait(segment.run())
+    wait(segment)
     labels = viewer.layers[-1]
     # A correction, as with the brush: one object painted over with a new label.
     first = np.argwhere(labels.data == 1)[len(np.argwhere(labels.data == 1)) // 2]
@@ -53,7 +52,7 @@ def main() -> None:
     train.run_dir.edit.setText(str(Path(tempfile.mkdtemp()) / "fine-tuned"))
     train.minutes.setValue(1.0)
     train.settings.setText("samples_per_epoch=4")
-    wait(train.run())
+    wait(train)
     viewer.layers.selection.active = labels
     labels.opacity = 0.45
     viewer.reset_view()

@@ -31,10 +31,11 @@ def viewer(make_napari_viewer: Factory) -> Any:
     return make_napari_viewer()
 
 
-def wait_for(qtbot: Any, worker: Any, timeout: int = 300_000) -> None:
+def wait_for(qtbot: Any, widget: Any, worker: Any, timeout: int = 300_000) -> None:
+    """Waits for a widget's job: the widget's own state, since a fast job may end before a test could connect
+    to its worker's signals."""
     assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
 def segment_widget(viewer: Any, model: str) -> Any:
@@ -97,7 +98,7 @@ def test_segment_equals_the_cli(viewer: Any, qtbot: Any, tmp_path: Path, sample:
     image = viewer.layers[-1]
     image.scale = (0.5,) * (image.ndim)
     widget = segment_widget(viewer, model)
-    wait_for(qtbot, widget.run())
+    wait_for(qtbot, widget, widget.run())
     labels = viewer.layers[-1]
     assert labels.name == f"{image.name} {'objects' if output == 'instances' else 'classes'}"
     assert main(["predict", str(SAMPLES / f"{sample}.png"), "--model", model, "--out", str(tmp_path), "--outputs",
@@ -119,7 +120,7 @@ def test_segment_a_stack_plane_by_plane(viewer: Any, qtbot: Any) -> None:
     stack = np.stack([plane, plane[::-1], plane[:, ::-1]])
     viewer.add_image(stack, name="stack")
     widget = segment_widget(viewer, "isbi2012-membranes")
-    wait_for(qtbot, widget.run())
+    wait_for(qtbot, widget, widget.run())
     labels = viewer.layers["stack classes"]
     assert labels.data.shape == stack.shape
     # Each plane is segmented as the plane alone would be, its normalisation included.
@@ -133,7 +134,7 @@ def test_cancel_stops_a_running_job(viewer: Any, qtbot: Any) -> None:
     widget = segment_widget(viewer, "isbi2012-membranes")
     seen: list[float] = []
     widget._relay.fraction.connect(lambda f: (seen.append(f), widget.cancel()))
-    wait_for(qtbot, widget.run())
+    wait_for(qtbot, widget, widget.run())
     assert widget.status.text() == "cancelled"
     assert [layer.name for layer in viewer.layers] == ["long"]
     assert seen and max(seen) < 0.5       # stopped after the first batch, not at the end
@@ -149,7 +150,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     viewer.open_sample("biounet", "dsb2018-nuclei")
     image = viewer.layers[-1]
     segment = segment_widget(viewer, "dsb2018-nuclei")
-    wait_for(qtbot, segment.run())
+    wait_for(qtbot, segment, segment.run())
     labels = viewer.layers[-1]
     before = np.asarray(labels.data).copy()
     # Correct it as a user would with the brush: erase one object, paint a new one in the background.
@@ -169,7 +170,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     train.run_dir.edit.setText(str(tmp_path / "run"))
     train.minutes.setValue(5.0)
     train.settings.setText("epochs=2 samples_per_epoch=4")
-    wait_for(qtbot, train.run())
+    wait_for(qtbot, train, train.run())
     assert train.status.text().startswith("done"), train.status.text()
     model = tmp_path / "run" / "model.pt"
     tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
@@ -184,7 +185,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     assert train.plot.losses and train.plot.scores      # the live plot got the steps and the validations
     # Offered in the Segment widget at once, and used by it.
     assert segment.model.currentText() == "run (trained)"
-    wait_for(qtbot, segment.run())
+    wait_for(qtbot, segment, segment.run())
     assert viewer.layers[-1].name.startswith(f"{image.name} objects") and viewer.layers[-1] is not labels
     assert viewer.layers[-1].data.shape == before.shape
 
@@ -219,7 +220,7 @@ def test_segment_a_time_series_of_volumes_with_a_3d_model(viewer: Any, qtbot: An
     series = np.random.default_rng(0).integers(0, 255, (2, 20, 36, 40)).astype(np.uint8)  # T, Z, Y, X
     viewer.add_image(series, name="series", scale=(1, 2.0, 0.5, 0.5), translate=(0, 10, 0, 0))
     widget = segment_widget(viewer, name)
-    wait_for(qtbot, widget.run())
+    wait_for(qtbot, widget, widget.run())
     labels = viewer.layers["series classes"]
     assert labels.data.shape == series.shape
     assert tuple(labels.scale) == (1, 2.0, 0.5, 0.5) and tuple(labels.translate) == (0, 10, 0, 0)
@@ -228,7 +229,7 @@ def test_segment_a_time_series_of_volumes_with_a_3d_model(viewer: Any, qtbot: An
     # A plane does not fit a 3D model: one line in the widget, no layer, no traceback.
     viewer.add_image(series[0, 0], name="plane")
     widget.image.setCurrentText("plane")
-    wait_for(qtbot, widget.run())
+    wait_for(qtbot, widget, widget.run())
     assert widget.status.text().startswith("error: a layer of shape (36, 40) does not fit a 3D model")
     assert "plane classes" not in [layer.name for layer in viewer.layers]
 
@@ -250,7 +251,7 @@ def test_train_from_folders(viewer: Any, qtbot: Any, tmp_path: Path) -> None:
     train.start_from.setCurrentText(MODELS.add(start))
     train.run_dir.edit.setText(str(tmp_path / "run"))
     train.settings.setText("epochs=2 samples_per_epoch=2 tile=92")
-    wait_for(qtbot, train.run())
+    wait_for(qtbot, train, train.run())
     assert train.status.text().startswith("done"), train.status.text()
     assert (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "data").exists()
     assert len(train.plot.scores) == 2

@@ -127,6 +127,11 @@ class SegmentWidget(QWidget):
 
     # -- the job ---------------------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running (until its results are in the viewer)."""
+        return not self.run_button.isEnabled()
+
     def run(self) -> Any:
         """Starts segmenting the chosen image; returns the worker (``None`` if nothing could start)."""
         name = self.image.currentText()

@@ -148,6 +148,11 @@ class TrainWidget(QWidget):
 
     # -- the job ---------------------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running (until its results are in the viewer)."""
+        return not self.start_button.isEnabled()
+
     def run(self) -> Any:
         """Starts the run; returns the worker (``None`` if the choices are incomplete)."""
         run_dir = Path(self.run_dir.edit.text()).expanduser()
