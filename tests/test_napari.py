@@ -257,3 +257,31 @@ def test_train_from_folders(viewer: Any, qtbot: Any, tmp_path: Path) -> None:
     assert len(train.plot.scores) == 2
     # A second run into the same directory is refused in one line.
     assert train.run() is None and "a run already exists here" in train.status.text()
+
+
+def test_object_settings_come_from_the_checkpoint_and_change_the_objects(viewer: Any, qtbot: Any) -> None:
+    from biounet.models.instance_params import InstanceParams
+    from biounet.napari.layers import segment
+    from biounet.napari.models import load_model
+
+    viewer.open_sample("biounet", "dsb2018-nuclei")
+    widget = segment_widget(viewer, "dsb2018-nuclei")
+    shipped = load_model("dsb2018-nuclei").instances
+    assert widget.objects.isEnabled() and shipped is not None
+    assert (widget.seed.value(), widget.foreground.value(), widget.min_size.value()) == \
+        (shipped.seed, shipped.foreground, shipped.min_size)
+    widget.seed.setValue(0.8)
+    widget.min_size.setValue(200)
+    wait_for(qtbot, widget, widget.run())
+    labels = viewer.layers[-1].data
+    probability = viewer.layers[-2].data
+    sizes = np.unique(labels[labels > 0], return_counts=True)[1]
+    assert len(sizes) > 5 and sizes.min() >= 200
+    # The objects of these settings, not the checkpoint's.
+    expected = segment(load_model("dsb2018-nuclei"), viewer.layers[0].data, True,
+                       instances=InstanceParams(0.8, shipped.foreground, 200)).labels
+    np.testing.assert_array_equal(labels, expected)
+    assert probability.shape == labels.shape
+    # A semantic model has no object settings.
+    widget.model.setCurrentText("isbi2012-membranes")
+    assert not widget.objects.isEnabled()

@@ -3,6 +3,7 @@ corrected Labels layer into a training pair. No Qt here, so that all of it is te
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from biounet.infer.devices import resolve_device
 from biounet.infer.predict import probabilities_to_mask
 from biounet.infer.stack import check_channels, predict_stack, stack_instances
 from biounet.models.checkpoint import Checkpoint
+from biounet.models.instance_params import InstanceParams
 
 # The value written where a training label is not annotated (``labels.ignore`` of the run).
 IGNORE = -1
@@ -72,7 +74,8 @@ class Segmentation:
 
 
 def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = None, tta: bool = False,
-            device: str | None = None, on_progress: Callable[[float], None] | None = None) -> Segmentation:
+            device: str | None = None, instances: InstanceParams | None = None,
+            on_progress: Callable[[float], None] | None = None) -> Segmentation:
     """Segments an image layer's data exactly as ``biounet predict`` segments a file holding it.
 
     Args:
@@ -82,12 +85,15 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = 
         tile: network input size (default: the model's).
         tta: test-time augmentation.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (default cpu).
+        instances: an instance model's post-processing instead of the checkpoint's.
         on_progress: called with the fraction done; an exception raised in it stops the job.
 
     Raises:
         BiounetError: for data that does not fit the model.
     """
     config = checkpoint.config
+    if instances is not None and checkpoint.instances is not None:
+        checkpoint = dataclasses.replace(checkpoint, instances=instances)
     array = np.asarray(data)
     axes = layer_axes(array.shape, rgb, config.spatial_dims, config.in_channels)
     plan = plan_stack(axes, array.shape, config.spatial_dims, config.in_channels)

@@ -10,8 +10,10 @@ from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -22,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from biounet.errors import BiounetError
+from biounet.models.instance_params import InstanceParams
 from biounet.napari.layers import ORIGINAL, Segmentation, layer_axes, segment
 from biounet.napari.models import MODELS, devices, load_model
 from biounet.napari.progress import JobCancelledError, ProgressRelay
@@ -56,6 +59,19 @@ class SegmentWidget(QWidget):
         self.tile.setToolTip("network input size per axis in pixels; smaller needs less memory")
         self.device = QComboBox()
         self.device.addItems(devices())
+        # An instance model's post-processing, from its checkpoint (tuned on its validation images).
+        self.seed, self.foreground = _probability_box(), _probability_box()
+        self.seed.setToolTip("interior probability that seeds an object: higher splits fewer touching objects")
+        self.foreground.setToolTip("object probability a pixel needs: higher gives smaller objects")
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 10**9)
+        self.min_size.setSuffix(" px")
+        self.min_size.setToolTip("objects smaller than this are dropped")
+        self.objects = QGroupBox("objects (instance models)")
+        objects_form = QFormLayout(self.objects)
+        objects_form.addRow("seed", self.seed)
+        objects_form.addRow("foreground", self.foreground)
+        objects_form.addRow("min size", self.min_size)
         self.run_button = QPushButton("Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -73,6 +89,7 @@ class SegmentWidget(QWidget):
         form.addRow("tile", self.tile)
         form.addRow("device", self.device)
         form.addRow(self.tta)
+        form.addRow(self.objects)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -87,6 +104,7 @@ class SegmentWidget(QWidget):
         self._relay = ProgressRelay()
         self._relay.fraction.connect(lambda f: self.progress.setValue(round(1000 * f)))
         self.worker: Any = None
+        self.model.currentTextChanged.connect(self._model_chosen)
         self._refresh_models()
         self._refresh_images()
         MODELS.changed.connect(self._model_added)
@@ -107,6 +125,20 @@ class SegmentWidget(QWidget):
 
     def _model_added(self, name: str) -> None:
         self._refresh_models(select=name)
+
+    def _model_chosen(self, name: str) -> None:
+        """Shows the chosen model's post-processing (a model that cannot be read says so when run)."""
+        params = None
+        if name in MODELS.names():
+            try:
+                params = load_model(MODELS.path(name)).instances
+            except BiounetError as exc:
+                self.status.setText(f"error: {exc}")
+        self.objects.setEnabled(params is not None)
+        if params is not None:
+            self.seed.setValue(params.seed)
+            self.foreground.setValue(params.foreground)
+            self.min_size.setValue(params.min_size)
 
     def _open_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a biounet model", "", "biounet models (*.pt *.zip)")
@@ -140,8 +172,15 @@ class SegmentWidget(QWidget):
             return None
         layer: Image = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
-        settings = {"tile": self.tile.value() or None, "tta": self.tta.isChecked(),
-                    "device": self.device.currentText()}
+        settings: dict[str, Any] = {"tile": self.tile.value() or None, "tta": self.tta.isChecked(),
+                                    "device": self.device.currentText()}
+        if self.objects.isEnabled():
+            try:
+                settings["instances"] = InstanceParams(self.seed.value(), self.foreground.value(),
+                                                       self.min_size.value())
+            except BiounetError as exc:
+                self.status.setText(f"error: {exc}")
+                return None
         model_path = MODELS.path(self.model.currentText())
         self._cancel.clear()
         relay, cancel = self._relay, self._cancel
@@ -155,7 +194,7 @@ class SegmentWidget(QWidget):
             checkpoint = load_model(model_path)
             axes = layer_axes(np.shape(data), bool(layer.rgb), checkpoint.config.spatial_dims,
                               checkpoint.config.in_channels)
-            return segment(checkpoint, data, bool(layer.rgb), on_progress=report, **settings), axes  # type: ignore[arg-type]
+            return segment(checkpoint, data, bool(layer.rgb), on_progress=report, **settings), axes
 
         self.worker = create_worker(job, _ignore_errors=True)
         self.worker.returned.connect(lambda result: self._add_layers(layer, *result))
@@ -200,3 +239,11 @@ class SegmentWidget(QWidget):
     def _finished(self) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+
+def _probability_box() -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(0.01, 0.99)
+    box.setSingleStep(0.05)
+    box.setDecimals(3)
+    return box
