@@ -13,6 +13,8 @@ from biounet.models.checkpoint import load_checkpoint
 from biounet.pretrained import resolve_model
 from biounet.train.config import TrainConfig, apply_overrides
 
+FINE_TUNING_LR_FACTOR = 0.1
+
 
 def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: float,
                     label_kind: str | None = None, ignore: int | None = None,
@@ -20,9 +22,9 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     """The config of a run that starts from ``init``'s weights and trains on the pairs in two folders.
 
     The model's own training config is kept (architecture, normalisation, loss, augmentation, optimiser,
-    tile, batch), as a run resumed on other data would; the learning rate then decays to 0 over the budget
-    (``poly``), so that the last steps settle. With fewer than two pairs the training pair is also the
-    validation pair: a handful of corrected images is too few to hold one out.
+    tile, batch), as a run resumed on other data would, but with a tenth of its learning rate, which then
+    decays to 0 over the budget (``poly``), so that the last steps settle. With fewer than two pairs the
+    training pair is also the validation pair: a handful of corrected images is too few to hold one out.
 
     Args:
         init: a checkpoint or a shipped model's name.
@@ -55,5 +57,10 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     settings["minutes"] = minutes
     settings["epochs"] = 1_000_000
     settings["patience"] = 0
-    settings.setdefault("optim", {}).update(scheduler="poly", warmup=0.0)
+    optim = settings.setdefault("optim", {})
+    # A tenth of the rate the model was trained with: at its full rate a few minutes on a few corrected
+    # images wreck a trained network (measured with benchmarks/bench_corrections.py: accuracy@0.5 on the
+    # DSB test split fell from 0.59 to 0.003 at 1e-3, to 0.30 at 1e-4).
+    optim.update(lr=FINE_TUNING_LR_FACTOR * float(optim.get("lr", TrainConfig().optim.lr)), scheduler="poly",
+                 warmup=0.0)
     return apply_overrides(settings, list(overrides))

@@ -203,8 +203,8 @@ def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> Non
     (rewritten atomically); prints the accuracy@0.5 before and after.
 
     A run that started from an instance model keeps that model's post-processing when the validation
-    images hold fewer than :data:`MIN_TUNING_OBJECTS` objects (a few painted corrections): three settings
-    tuned on so few would be noise.
+    images are partly annotated (painted corrections: objects in their unannotated parts are neither right
+    nor wrong) or hold fewer than :data:`MIN_TUNING_OBJECTS` objects (settings tuned on so few are noise).
 
     Args:
         path: the best checkpoint (``model.pt``); nothing happens if there is none yet.
@@ -218,7 +218,8 @@ def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> Non
     from biounet.train.tuning import tune_instance_params
 
     objects = sum(len(np.unique(e.objects[e.objects > 0])) for e in examples if e.objects is not None)
-    if objects < MIN_TUNING_OBJECTS and start:
+    partial = any(bool((e.target == IGNORE_INDEX).any()) for e in examples)
+    if (objects < MIN_TUNING_OBJECTS or partial) and start:
         from biounet.pretrained import resolve_model
 
         kept = load_checkpoint(resolve_model(start)).instances
@@ -226,8 +227,8 @@ def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> Non
             checkpoint = load_checkpoint(path)
             save_checkpoint(path, checkpoint.model, checkpoint.normalization, checkpoint.class_names,
                             extra=checkpoint.extra, instances=kept)
-            print(f"instances: {objects} validation objects are too few to tune the post-processing on; kept "
-                  f"that of {start}")
+            why = "are partly annotated" if partial else f"hold {objects} objects, too few"
+            print(f"instances: the validation images {why} to tune the post-processing on; kept that of {start}")
             return
     checkpoint = load_checkpoint(path)
     probabilities = [predict_example(checkpoint.model, e) for e in examples]
