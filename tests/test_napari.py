@@ -85,6 +85,24 @@ def test_training_label_keeps_the_corrections_and_a_margin() -> None:
     assert (training_label(corrected, None) == corrected).all()
 
 
+def test_training_pairs_of_an_rgb_stack_are_the_annotated_planes(tmp_path: Path) -> None:
+    from biounet.data.readers import read_image
+    from biounet.errors import BiounetError
+    from biounet.napari.layers import write_training_pairs
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (3, 30, 40, 3)).astype(np.uint8)   # Z, Y, X, RGB
+    label = np.full((3, 30, 40), IGNORE, np.int32)
+    label[1, 5:15, 5:15] = 2
+    label[1, 20:25, :] = 0
+    images, labels, count = write_training_pairs(tmp_path, "cells", stack, True, label, 2, 3)
+    assert count == 1 and [f.name for f in images.iterdir()] == ["cells_z1.tif"]
+    np.testing.assert_array_equal(read_image(images / "cells_z1.tif"), np.moveaxis(stack[1], -1, 0))
+    np.testing.assert_array_equal(tifffile.imread(labels / "cells_z1.tif"), label[1])
+    with pytest.raises(BiounetError, match="nothing to train on"):
+        write_training_pairs(tmp_path / "none", "cells", stack, True, np.full_like(label, IGNORE), 2, 3)
+
+
 # --- the viewer ------------------------------------------------------------------------------------------
 
 

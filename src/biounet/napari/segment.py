@@ -27,7 +27,7 @@ from biounet.errors import BiounetError
 from biounet.models.instance_params import InstanceParams
 from biounet.napari.layers import ORIGINAL, Segmentation, layer_axes, segment
 from biounet.napari.models import MODELS, devices, load_model
-from biounet.napari.progress import JobCancelledError, ProgressRelay
+from biounet.napari.progress import JobCancelledError, ProgressRelay, failure_text
 
 if TYPE_CHECKING:
     import napari
@@ -229,12 +229,7 @@ class SegmentWidget(QWidget):
         self.progress.setValue(1000)
 
     def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, JobCancelledError):
-            self.status.setText("cancelled")
-        elif isinstance(exc, BiounetError | OSError | MemoryError):
-            self.status.setText(f"error: {exc}")
-        else:
-            self.status.setText(f"error: {type(exc).__name__}: {exc}")
+        self.status.setText(failure_text(exc))
 
     def _finished(self) -> None:
         self.run_button.setEnabled(True)

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from biounet.errors import BiounetError
 from biounet.napari.layers import IGNORE, ORIGINAL, training_label, write_training_pairs
 from biounet.napari.models import MODELS, devices, load_model
-from biounet.napari.progress import ProgressRelay
+from biounet.napari.progress import ProgressRelay, failure_text
 
 if TYPE_CHECKING:
     import napari
@@ -194,7 +194,7 @@ class TrainWidget(QWidget):
 
         self.worker = create_worker(job, _ignore_errors=True)
         self.worker.returned.connect(self._trained)
-        self.worker.errored.connect(lambda exc: self.status.setText(f"error: {exc}"))
+        self.worker.errored.connect(lambda exc: self.status.setText(failure_text(exc)))
         self.worker.finished.connect(self._finished)
         self.plot.clear(self._monitor(init))
         self.start_button.setEnabled(False)
