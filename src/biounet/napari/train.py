@@ -58,15 +58,15 @@ class TrainWidget(QWidget):
         self.source.addItems([LAYERS, FOLDERS])
         self.image = QComboBox()
         self.labels = QComboBox()
-        self.images_dir = _PathEdit("folder of training images", folder=True)
-        self.labels_dir = _PathEdit("folder of their labels (same file names)", folder=True)
+        self.images_dir = _PathEdit("folder of training images")
+        self.labels_dir = _PathEdit("folder of their labels (same file names)")
         self.start_from = QComboBox()
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0.1, 24 * 60)
         self.minutes.setValue(5.0)
         self.minutes.setSuffix(" min")
         self.minutes.setToolTip("the whole run's budget: reading the data, training, validation, saving")
-        self.run_dir = _PathEdit("the run directory (model.pt, log.csv, curves.png, overlays/)", folder=True)
+        self.run_dir = _PathEdit("the run directory (model.pt, log.csv, curves.png, overlays/)")
         self.run_dir.edit.setText(str(Path.home() / "biounet-runs" / time.strftime("run-%Y%m%d-%H%M%S")))
         self.settings = QLineEdit()
         self.settings.setPlaceholderText("optional key=value settings, e.g. samples_per_epoch=20 batch_size=2")
@@ -114,7 +114,7 @@ class TrainWidget(QWidget):
         self._relay = ProgressRelay()
         self._relay.fraction.connect(lambda f: self.progress.setValue(round(1000 * min(f, 1.0))))
         self._relay.loss.connect(self.plot.add_loss)
-        self._relay.epoch.connect(self._epoch_done)
+        self._relay.epoch.connect(self.plot.add_epoch)
         self.worker: Any = None
         self._refresh_models()
         self._refresh_layers()
@@ -236,9 +236,6 @@ class TrainWidget(QWidget):
         stored = load_model(init).extra.get("train_config")
         return f"val_{yaml.safe_load(stored).get('monitor', 'dice')}" if isinstance(stored, str) else "val_dice"
 
-    def _epoch_done(self, row: dict[str, float]) -> None:
-        self.plot.add_epoch(row)
-
     def _trained(self, model: Path) -> None:
         name = MODELS.add(model, f"{model.parent.name} (trained)")
         self.status.setText(f"done: {model}; offered in Segment as '{name}'")
@@ -270,9 +267,9 @@ def _stem(name: str) -> str:
 
 
 class _PathEdit(QWidget):
-    """A path field with a browse button."""
+    """A folder field with a browse button."""
 
-    def __init__(self, tip: str, folder: bool) -> None:
+    def __init__(self, tip: str) -> None:
         super().__init__()
         self.edit = QLineEdit()
         self.edit.setToolTip(tip)
@@ -283,7 +280,6 @@ class _PathEdit(QWidget):
         row.addWidget(self.edit, 1)
         row.addWidget(button)
         button.clicked.connect(self._browse)
-        self.folder = folder
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, self.edit.toolTip(), self.edit.text())
