@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="image files (.png .tif .jpg .nii .nii.gz .h5 .zarr), directories, globs, or "
                              "FILE.h5:DATASET / STORE.zarr:ARRAY for an array inside a file")
     parser.add_argument("--model", required=True, metavar="CKPT",
-                        help="a biounet checkpoint (.pt) or a shipped model's name (isbi2012-membranes, "
-                             "dsb2018-nuclei)")
+                        help="a biounet checkpoint (.pt), a BioImage Model Zoo package made by biounet export "
+                             "(.zip), or a shipped model's name (isbi2012-membranes, dsb2018-nuclei)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output directory (for zarr outputs of one input, OUT.zarr names the store itself)")
     parser.add_argument("--tta", action="store_true",
