@@ -66,11 +66,13 @@ class Segmentation:
         probability: float32 probability of the foreground (1 - P(background)) per pixel.
         labels: object ids (an instance model's objects) or class indices (a semantic model's mask).
         instances: whether ``labels`` holds object ids.
+        axes: the layer's axes (:func:`layer_axes`), channels included.
     """
 
     probability: np.ndarray
     labels: np.ndarray
     instances: bool
+    axes: str
 
 
 def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = None, tta: bool = False,
@@ -109,7 +111,7 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = 
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")
     return Segmentation(foreground.astype(np.float32, copy=False).reshape(shape), labels.reshape(shape),
-                        checkpoint.instances is not None)
+                        checkpoint.instances is not None, axes)
 
 
 def annotated(labels: np.ndarray, original: np.ndarray | None) -> np.ndarray:

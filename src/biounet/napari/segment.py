@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -25,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from biounet.errors import BiounetError
 from biounet.models.instance_params import InstanceParams
-from biounet.napari.layers import ORIGINAL, Segmentation, layer_axes, segment
+from biounet.napari.layers import ORIGINAL, Segmentation, segment
 from biounet.napari.models import MODELS, devices, load_model
 from biounet.napari.progress import JobCancelledError, ProgressRelay, failure_text
 
@@ -190,14 +189,11 @@ class SegmentWidget(QWidget):
                 raise JobCancelledError
             relay.fraction.emit(fraction)
 
-        def job() -> tuple[Segmentation, str]:
-            checkpoint = load_model(model_path)
-            axes = layer_axes(np.shape(data), bool(layer.rgb), checkpoint.config.spatial_dims,
-                              checkpoint.config.in_channels)
-            return segment(checkpoint, data, bool(layer.rgb), on_progress=report, **settings), axes
+        def job() -> Segmentation:
+            return segment(load_model(model_path), data, bool(layer.rgb), on_progress=report, **settings)
 
         self.worker = create_worker(job, _ignore_errors=True)
-        self.worker.returned.connect(lambda result: self._add_layers(layer, *result))
+        self.worker.returned.connect(lambda result: self._add_layers(layer, result))
         self.worker.errored.connect(self._failed)
         self.worker.finished.connect(self._finished)
         self.run_button.setEnabled(False)
@@ -212,9 +208,9 @@ class SegmentWidget(QWidget):
         self._cancel.set()
         self.status.setText("cancelling…")
 
-    def _add_layers(self, image: Image, result: Segmentation, axes: str) -> None:
+    def _add_layers(self, image: Image, result: Segmentation) -> None:
         # The layer's scale and position, for the axes the result has (the image's without channels).
-        shown = axes[:-1] if image.rgb else axes
+        shown = result.axes[:-1] if image.rgb else result.axes
         keep = [i for i, a in enumerate(shown) if a != "C"]
         scale = [image.scale[i] for i in keep]
         translate = [image.translate[i] for i in keep]
