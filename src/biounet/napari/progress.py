@@ -29,4 +29,4 @@ class ProgressRelay(QObject):
 
     fraction = Signal(float)
     loss = Signal(int, float)
-    epoch = Signal(dict)
+    epoch = Signal(dict, str)

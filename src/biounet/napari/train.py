@@ -184,7 +184,7 @@ class TrainWidget(QWidget):
                     trainer.request_stop("stopped in napari")
 
             def epoch_done(trainer: Trainer) -> None:
-                relay.epoch.emit(dict(trainer.row))
+                relay.epoch.emit(dict(trainer.row), f"val_{trainer.config.monitor}")
 
             train(config, run_dir, device=device, progress=False,
                   callbacks={"on_step_end": [step_done], "on_epoch_end": [epoch_done]})
@@ -196,7 +196,7 @@ class TrainWidget(QWidget):
         self.worker.returned.connect(self._trained)
         self.worker.errored.connect(lambda exc: self.status.setText(failure_text(exc)))
         self.worker.finished.connect(self._finished)
-        self.plot.clear(self._monitor(init))
+        self.plot.clear()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress.setValue(0)
@@ -227,14 +227,6 @@ class TrainWidget(QWidget):
         images_dir, labels_dir, _ = write_training_pairs(run_dir / "data", _stem(image.name), image.data,
                                                          bool(image.rgb), label, dims, channels)
         return images_dir, labels_dir, True
-
-    def _monitor(self, init: str) -> str:
-        if not init:
-            return "validation score"
-        import yaml
-
-        stored = load_model(init).extra.get("train_config")
-        return f"val_{yaml.safe_load(stored).get('monitor', 'dice')}" if isinstance(stored, str) else "val_dice"
 
     def _trained(self, model: Path) -> None:
         name = MODELS.add(model, f"{model.parent.name} (trained)")
@@ -299,16 +291,14 @@ class _LivePlot:
         self.canvas.setMinimumHeight(180)
         self.loss_axes = self.figure.add_subplot(111)
         self.score_axes = self.loss_axes.twinx()
+        self.clear()
+
+    def clear(self) -> None:
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.epochs: list[int] = []
         self.scores: list[float] = []
         self.monitor = "validation score"
-        self._draw()
-
-    def clear(self, monitor: str) -> None:
-        self.steps, self.losses, self.epochs, self.scores = [], [], [], []
-        self.monitor = monitor
         self._draw()
 
     def add_loss(self, step: int, loss: float) -> None:
@@ -317,13 +307,13 @@ class _LivePlot:
         if len(self.steps) % 5 == 1:  # redrawing costs more than a small step
             self._draw()
 
-    def add_epoch(self, row: dict[str, float]) -> None:
-        score = row.get(self.monitor)
-        if score is None:
-            score = next((v for k, v in row.items() if k.startswith("val_")), None)
-        if score is not None:
-            self.epochs.append(int(row.get("step", self.steps[-1] if self.steps else 0)))
-            self.scores.append(float(score))
+    def add_epoch(self, row: dict[str, float], monitor: str) -> None:
+        """An epoch's log row; ``monitor`` names its score that picks the best model (absent on epochs
+        without validation)."""
+        self.monitor = monitor
+        if monitor in row:
+            self.epochs.append(int(row["step"]))
+            self.scores.append(float(row[monitor]))
         self._draw()
 
     def _draw(self) -> None:
