@@ -151,12 +151,12 @@ def test_cancel_stops_a_running_job(viewer: Any, qtbot: Any) -> None:
     viewer.add_image(np.stack([plane] * 6), name="long")
     widget = segment_widget(viewer, "isbi2012-membranes")
     seen: list[float] = []
-    widget._relay.fraction.connect(lambda f: (seen.append(f), widget.cancel()))
+    widget.relay.fraction.connect(lambda f: (seen.append(f), widget.cancel()))
     wait_for(qtbot, widget, widget.run())
     assert widget.status.text() == "cancelled"
     assert [layer.name for layer in viewer.layers] == ["long"]
     assert seen and max(seen) < 0.5       # stopped after the first batch, not at the end
-    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
 
 
 def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: Path) -> None:

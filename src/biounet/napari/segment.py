@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,26 +12,23 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from biounet.errors import BiounetError
 from biounet.models.instance_params import InstanceParams
+from biounet.napari.jobs import JobCancelledError, JobWidget
 from biounet.napari.layers import ORIGINAL, Segmentation, segment
 from biounet.napari.models import MODELS, devices, load_model
-from biounet.napari.progress import JobCancelledError, ProgressRelay, failure_text
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(JobWidget):
     """Segments an image layer with a biounet model in a worker thread (the viewer stays responsive).
 
     Adds ``<image> probability`` (the foreground probability) and ``<image> objects`` (an instance model's
@@ -45,7 +40,7 @@ class SegmentWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
+        super().__init__("Segment", "Cancel")
         self.viewer = napari_viewer
         self.model = QComboBox()
         self.browse = QPushButton("Open…")
@@ -71,13 +66,6 @@ class SegmentWidget(QWidget):
         objects_form.addRow("seed", self.seed)
         objects_form.addRow("foreground", self.foreground)
         objects_form.addRow("min size", self.min_size)
-        self.run_button = QPushButton("Segment")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
@@ -89,27 +77,18 @@ class SegmentWidget(QWidget):
         form.addRow("device", self.device)
         form.addRow(self.tta)
         form.addRow(self.objects)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        self.add_job_controls(layout)
         layout.addStretch(1)
 
-        self._cancel = threading.Event()
-        self._relay = ProgressRelay()
-        self._relay.fraction.connect(lambda f: self.progress.setValue(round(1000 * f)))
-        self.worker: Any = None
         self.model.currentTextChanged.connect(self._model_chosen)
         self._refresh_models()
         self._refresh_images()
         MODELS.changed.connect(self._model_added)
         self.browse.clicked.connect(self._open_model)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.start_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
 
@@ -158,11 +137,6 @@ class SegmentWidget(QWidget):
 
     # -- the job ---------------------------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        """Whether a job is running (until its results are in the viewer)."""
-        return not self.run_button.isEnabled()
-
     def run(self) -> Any:
         """Starts segmenting the chosen image; returns the worker (``None`` if nothing could start)."""
         name = self.image.currentText()
@@ -181,8 +155,7 @@ class SegmentWidget(QWidget):
                 self.status.setText(f"error: {exc}")
                 return None
         model_path = MODELS.path(self.model.currentText())
-        self._cancel.clear()
-        relay, cancel = self._relay, self._cancel
+        relay, cancel = self.relay, self.stop_requested
 
         def report(fraction: float) -> None:
             if cancel.is_set():
@@ -192,20 +165,11 @@ class SegmentWidget(QWidget):
         def job() -> Segmentation:
             return segment(load_model(model_path), data, bool(layer.rgb), on_progress=report, **settings)
 
-        self.worker = create_worker(job, _ignore_errors=True)
-        self.worker.returned.connect(lambda result: self._add_layers(layer, result))
-        self.worker.errored.connect(self._failed)
-        self.worker.finished.connect(self._finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status.setText(f"segmenting {name}…")
-        self.worker.start()
-        return self.worker
+        return self.start_job(job, lambda result: self._add_layers(layer, result), f"segmenting {name}…")
 
     def cancel(self) -> None:
         """Stops the running job after its current batch of tiles."""
-        self._cancel.set()
+        self.stop_requested.set()
         self.status.setText("cancelling…")
 
     def _add_layers(self, image: Image, result: Segmentation) -> None:
@@ -223,13 +187,6 @@ class SegmentWidget(QWidget):
         found = int(result.labels.max(initial=0))
         self.status.setText(f"{found} objects" if result.instances else f"{found + 1} classes in the mask")
         self.progress.setValue(1000)
-
-    def _failed(self, exc: Exception) -> None:
-        self.status.setText(failure_text(exc))
-
-    def _finished(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
 
 def _probability_box() -> QDoubleSpinBox:

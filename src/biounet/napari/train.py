@@ -3,22 +3,18 @@ starting from a shipped model or a checkpoint, within a minutes budget, with a l
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QStackedWidget,
     QVBoxLayout,
@@ -26,9 +22,9 @@ from qtpy.QtWidgets import (
 )
 
 from biounet.errors import BiounetError
+from biounet.napari.jobs import JobWidget
 from biounet.napari.layers import IGNORE, ORIGINAL, training_label, write_training_pairs
 from biounet.napari.models import MODELS, devices, load_model
-from biounet.napari.progress import ProgressRelay, failure_text
 
 if TYPE_CHECKING:
     import napari
@@ -40,7 +36,7 @@ NEW_MODEL = "(new model, planned from the data)"
 LAYERS, FOLDERS = "image and Labels layers", "folders of images and labels"
 
 
-class TrainWidget(QWidget):
+class TrainWidget(JobWidget):
     """Trains or fine-tunes a model in a worker thread; the result is offered by the Segment widget at once.
 
     From layers, a Labels layer that a Segment run made is trained on where it was corrected (and a few
@@ -52,7 +48,7 @@ class TrainWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
+        super().__init__("Train", "Stop")
         self.viewer = napari_viewer
         self.source = QComboBox()
         self.source.addItems([LAYERS, FOLDERS])
@@ -72,14 +68,7 @@ class TrainWidget(QWidget):
         self.settings.setPlaceholderText("optional key=value settings, e.g. samples_per_epoch=20 batch_size=2")
         self.device = QComboBox()
         self.device.addItems(devices())
-        self.start_button = QPushButton("Train")
-        self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("ends the run after the current step, keeping the best model so far")
-        self.stop_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.plot = _LivePlot()
 
         layer_page, folder_page = QWidget(), QWidget()
@@ -100,22 +89,13 @@ class TrainWidget(QWidget):
         form.addRow("run directory", self.run_dir)
         form.addRow("device", self.device)
         form.addRow("settings", self.settings)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
+        self.add_job_controls(layout)
         layout.addWidget(self.plot.canvas, 1)
 
-        self._stop = threading.Event()
-        self._relay = ProgressRelay()
-        self._relay.fraction.connect(lambda f: self.progress.setValue(round(1000 * min(f, 1.0))))
-        self._relay.loss.connect(self.plot.add_loss)
-        self._relay.epoch.connect(self.plot.add_epoch)
-        self.worker: Any = None
+        self.relay.loss.connect(self.plot.add_loss)
+        self.relay.epoch.connect(self.plot.add_epoch)
         self._refresh_models()
         self._refresh_layers()
         MODELS.changed.connect(self._model_added)
@@ -148,11 +128,6 @@ class TrainWidget(QWidget):
 
     # -- the job ---------------------------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        """Whether a job is running (until its results are in the viewer)."""
-        return not self.start_button.isEnabled()
-
     def run(self) -> Any:
         """Starts the run; returns the worker (``None`` if the choices are incomplete)."""
         run_dir = Path(self.run_dir.edit.text()).expanduser()
@@ -167,8 +142,7 @@ class TrainWidget(QWidget):
         except BiounetError as exc:
             self.status.setText(f"error: {exc}")
             return None
-        self._stop.clear()
-        relay, stop = self._relay, self._stop
+        relay, stop = self.relay, self.stop_requested
 
         def job() -> Path:
             from biounet.train.run import train
@@ -192,21 +166,12 @@ class TrainWidget(QWidget):
                 raise BiounetError("stopped before the first validation: no model was saved", run_dir)
             return run_dir / "model.pt"
 
-        self.worker = create_worker(job, _ignore_errors=True)
-        self.worker.returned.connect(self._trained)
-        self.worker.errored.connect(lambda exc: self.status.setText(failure_text(exc)))
-        self.worker.finished.connect(self._finished)
         self.plot.clear()
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status.setText(f"training into {run_dir}…")
-        self.worker.start()
-        return self.worker
+        return self.start_job(job, self._trained, f"training into {run_dir}…")
 
     def stop(self) -> None:
         """Ends the run after the current step; it still validates and saves the best model."""
-        self._stop.set()
+        self.stop_requested.set()
         self.status.setText("stopping after this step…")
 
     def _folders(self, run_dir: Path, init: str) -> tuple[Path, Path, bool]:
@@ -232,10 +197,6 @@ class TrainWidget(QWidget):
         name = MODELS.add(model, f"{model.parent.name} (trained)")
         self.status.setText(f"done: {model}; offered in Segment as '{name}'")
         self.progress.setValue(1000)
-
-    def _finished(self) -> None:
-        self.start_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
 
 
 def _config(init: str, images: Path, labels: Path, from_layers: bool, minutes: float, device: str,
