@@ -20,7 +20,7 @@ pytest.importorskip("pytestqt")
 from biounet.cli.main import main
 from biounet.napari.layers import CONTEXT, IGNORE, ORIGINAL, layer_axes, training_label
 
-SAMPLES = Path(__file__).resolve().parents[1] / "src" / "biounet" / "napari" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "biounet" / "pretrained" / "samples"
 Factory = Callable[..., Any]
 
 

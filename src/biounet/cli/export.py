@@ -9,15 +9,11 @@ from pathlib import Path
 
 from biounet.errors import BiounetError
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
-from biounet.pretrained import resolve_model
+from biounet.pretrained import SAMPLE_IMAGES, resolve_model, sample_image
 
 FORMATS = ("onnx", "bioimageio")
 # The format an output's suffix implies when --format is not given.
 _BY_SUFFIX = {".onnx": "onnx", ".zip": "bioimageio"}
-
-
-SAMPLES = Path(str(resources.files("biounet.napari") / "samples"))
-SAMPLE_OF = {"isbi2012-membranes": "isbi2012-em", "dsb2018-nuclei": "dsb2018-nuclei"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -99,7 +95,7 @@ def _export_package(args: argparse.Namespace, path: Path, checkpoint: Checkpoint
                                license=args.license or info.license, pixel_size=pixel_size, unit=unit)
     image = None
     # A shipped model's test tensors and cover come from its sample image (the napari plugin's).
-    test_image = args.test_image or (SAMPLES / f"{SAMPLE_OF[stem]}.png" if shipped and stem in SAMPLE_OF else None)
+    test_image = args.test_image or (sample_image(stem) if shipped and stem in SAMPLE_IMAGES else None)
     if test_image is not None:
         image = match_channels(read_image(test_image, config.spatial_dims), config.in_channels, test_image)
     export_bioimageio(checkpoint, args.output, info, card=card, test_image=image, opset=args.opset)

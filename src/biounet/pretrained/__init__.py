@@ -1,6 +1,8 @@
 """Models shipped with the package, usable by name: ``biounet predict --model isbi2012-membranes``.
 
 Each ``<name>.pt`` here is an ordinary biounet checkpoint; ``<name>.md`` says how it was trained.
+``samples/`` holds an image of the kind each was made for (napari's sample data, the test tensors and cover
+of an exported package).
 """
 
 from __future__ import annotations
@@ -9,6 +11,14 @@ from importlib import resources
 from pathlib import Path
 
 from biounet.errors import BiounetError
+
+# The sample image of each shipped model, in samples/.
+SAMPLE_IMAGES = {"isbi2012-membranes": "isbi2012-em.png", "dsb2018-nuclei": "dsb2018-nuclei.png"}
+
+
+def sample_image(name: str) -> Path:
+    """The sample image of a shipped model (see :data:`SAMPLE_IMAGES`)."""
+    return Path(str(resources.files(__name__) / "samples" / SAMPLE_IMAGES[name]))
 
 
 def available() -> list[str]:
