@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biounet.data.readers import read_image
 from biounet.data.sparse import sparsify
 from biounet.infer import predict
 from biounet.infer.predict import prepare_model
+from biounet.io.readers import read_image
 from biounet.metrics.overlap import dice_iou
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint

@@ -65,7 +65,7 @@ def onnx_runtime_forward(model: UNet, x: np.ndarray) -> Callable[[], object] | N
         import onnxruntime as ort
     except ImportError:
         return None
-    from biounet.infer.export import export_onnx
+    from biounet.export.onnx import export_onnx
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     export_onnx(model, path, tile=x.shape[-1])

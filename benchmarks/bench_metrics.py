@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from biounet.data.readers import read_image
+from biounet.io.readers import read_image
 from biounet.metrics import dice_iou, isbi_challenge_scores
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.metrics.surface import surface_distances

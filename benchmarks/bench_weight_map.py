@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from bench_inference import best_time  # the benchmarks' shared timing helper
-from biounet.data.instances import separate_touching
-from biounet.losses import border_weight_map
+from biounet.data.instance_ids import separate_touching
+from biounet.data.weight_map import border_weight_map
 
 
 def random_cells(size: int, count: int, rng: np.random.Generator, touching: float = 0.35) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from biounet.cli.main import main
-from biounet.data.readers import read_image
+from biounet.io.readers import read_image
 from biounet.metrics.suite import pair_from_arrays, score
 
 REPO = Path(__file__).resolve().parents[1]

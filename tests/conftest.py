@@ -15,6 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO / "data" / "isbi2012"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips the tests that need napari's viewer at collection when there is no X server (pytest-xvfb sets
+    ``DISPLAY`` before collection when it finds Xvfb): skipped from inside a fixture instead, napari's
+    ``make_napari_viewer`` fails at teardown (``'Function' object has no attribute 'rep_call'``)."""
+    if os.environ.get("DISPLAY"):
+        return
+    skip = pytest.mark.skip(reason="napari's canvas needs an X server: install Xvfb (apt install xvfb), which "
+                                   "pytest-xvfb starts")
+    for item in items:
+        if "make_napari_viewer" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -19,9 +19,9 @@ import yaml
 
 from biounet.cli.main import main
 from biounet.errors import BiounetError
+from biounet.export.bioimageio import export_bioimageio, package_info
 from biounet.infer import predict
 from biounet.models import UNet, UNetConfig
-from biounet.models.bioimageio import export_bioimageio, package_info
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.normalization import Normalization
 from biounet.pretrained import resolve_model

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from skimage.draw import line
 
-from biounet.data.fingerprint import fingerprint
 from biounet.data.labels import LabelConfig
 from biounet.errors import BiounetError
+from biounet.plan.fingerprint import fingerprint
 
 
 def write_pairs(folder: Path, images: list[np.ndarray], labels: list[np.ndarray]) -> list[tuple[Path, Path]]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from biounet.data.instance_targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classes
 from biounet.data.labels import LabelConfig
+from biounet.data.targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classes
 from biounet.infer.instances import instances_from_probabilities
 from biounet.metrics.instances import instance_scores
 from biounet.models.instance_params import InstanceParams

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from biounet.data.instance_targets import boundary_classes
+from biounet.data.targets import boundary_classes
 from biounet.infer.blocks import Block
 from biounet.infer.instances import instances_from_probabilities
-from biounet.infer.instances_store import instances_to_store
+from biounet.infer.instances_blocks import instances_to_store
 from biounet.models.instance_params import InstanceParams
 
 zarr = pytest.importorskip("zarr")
-from biounet.data.zarr_output import PredictionStore, StoreLayout  # noqa: E402
+from biounet.infer.store import PredictionStore, StoreLayout  # noqa: E402
 
 
 def _touching(shape: tuple[int, ...], count: int, seed: int) -> np.ndarray:
@@ -85,8 +85,8 @@ def test_semantic_components_and_stacks_numbered_over_the_stack(tmp_path: Path) 
 def test_cli_zarr_instances_of_the_shipped_nuclei_model_equal_the_in_memory_ones(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from biounet.cli.main import main
-    from biounet.data.readers import read_image
     from biounet.infer import predict
+    from biounet.io.readers import read_image
     from biounet.models.checkpoint import load_checkpoint
     from biounet.pretrained import resolve_model
 

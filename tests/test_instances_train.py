@@ -13,7 +13,7 @@ import yaml
 from scipy import ndimage
 
 from biounet.cli.main import main
-from biounet.data.dataset import Example
+from biounet.data.examples import Example
 from biounet.metrics.instances import matching_dataset
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig

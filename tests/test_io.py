@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from biounet.data.readers import match_channels, probe_image, read_image
-from biounet.data.writers import write_mask, write_probabilities
 from biounet.errors import BiounetError
+from biounet.io.readers import match_channels, probe_image, read_image
+from biounet.io.writers import write_mask, write_probabilities
 from biounet.models.normalization import Normalization
 
 

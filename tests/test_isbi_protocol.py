@@ -158,7 +158,7 @@ def test_rand_error_pooled_over_images_of_different_shapes_uses_one_threshold() 
 
 def test_validation_selects_by_the_challenge_rand_error_not_per_image_thresholds(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from biounet.data.dataset import Example
+    from biounet.data.examples import Example
     from biounet.train import validation
 
     prob, truth = stack_with_different_best_thresholds()

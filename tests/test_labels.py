@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, label_values, read_label
+from biounet.data.weight_map import balanced_class_weights, border_weight_map
 from biounet.errors import BiounetError
-from biounet.losses import balanced_class_weights, border_weight_map
 
 
 def disc_mask(shape: tuple[int, int] = (40, 40), centre: tuple[int, int] = (20, 20), radius: int = 10) -> np.ndarray:

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from biounet.cli.main import main
 from biounet.data import lazy_example
-from biounet.data.dataset import WeightMapConfig, load_example
+from biounet.data.examples import WeightMapConfig, load_example
 from biounet.data.labels import LabelConfig
 from biounet.data.lazy_example import LazyExample
 from biounet.models.normalization import Normalization

@@ -9,13 +9,13 @@ import pytest
 import tifffile
 import torch
 
-from biounet.data.axes import plan_stack
-from biounet.data.lazy import ItemView
 from biounet.infer import predict
 from biounet.infer.blocks import block_tiles, plan_blocks
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TilePredictor
 from biounet.infer.tiling import plan_tiles
+from biounet.io.axes import plan_stack
+from biounet.io.lazy import ItemView
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization

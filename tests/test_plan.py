@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from biounet.cli.main import main
-from biounet.data.fingerprint import ChannelStats, ClassStats, Fingerprint, ObjectStats
 from biounet.data.labels import LabelConfig
 from biounet.models.checkpoint import load_checkpoint
+from biounet.plan.fingerprint import ChannelStats, ClassStats, Fingerprint, ObjectStats
+from biounet.plan.planner import MIN_STEPS, make_plan
 from biounet.train.config import load_config
-from biounet.train.plan import MIN_STEPS, make_plan
 from conftest import write_disc_dataset, write_lines_dataset
 
 CPU = torch.device("cpu")

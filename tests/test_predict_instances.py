@@ -13,12 +13,12 @@ import tifffile
 
 from biounet.cli import predict as predict_cli
 from biounet.cli.main import main
-from biounet.data.axes import StackPlan
-from biounet.data.readers import ImageMeta, read_image_meta
-from biounet.data.writers import write_instances
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.objects import object_columns
+from biounet.io.axes import StackPlan
+from biounet.io.readers import ImageMeta, read_image_meta
+from biounet.io.writers import write_instances
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import Checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams

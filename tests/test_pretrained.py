@@ -9,8 +9,8 @@ import pytest
 
 from biounet.cli.main import main
 from biounet.data.labels import read_label
-from biounet.data.readers import read_image
 from biounet.errors import BiounetError
+from biounet.io.readers import read_image
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.pretrained import available, resolve_model
 
@@ -60,9 +60,9 @@ def test_shipped_nuclei_model_separates_touching_nuclei_of_a_held_out_image(tmp_
 
 
 def test_instances_are_seamless_across_tiles() -> None:
-    from biounet.data.readers import match_channels
     from biounet.infer import predict
     from biounet.infer.instances import instances_from_probabilities
+    from biounet.io.readers import match_channels
     from biounet.models.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(resolve_model("dsb2018-nuclei"))

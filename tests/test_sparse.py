@@ -8,8 +8,9 @@ import torch
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
 from biounet.data.sparse import slice_positions, sparsify
+from biounet.data.weight_map import border_weight_map
 from biounet.errors import BiounetError
-from biounet.losses import border_weight_map, build_loss
+from biounet.losses import build_loss
 
 
 def test_slice_positions_split_the_axis_evenly() -> None:

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from biounet.cli.main import main
-from biounet.data.dataset import load_example, pair_files, split_validation
+from biounet.data.examples import load_example, pair_files, split_validation
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
 from biounet.data.sampling import PatchSampler
 from biounet.errors import BiounetError

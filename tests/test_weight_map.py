@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from biounet.data.instances import instances_from_classes, separate_touching
+from biounet.data.instance_ids import instances_from_classes, separate_touching
+from biounet.data.weight_map import balanced_class_weights, border_weight_map
 from biounet.errors import BiounetError
-from biounet.losses import balanced_class_weights, border_weight_map
 
 
 def border_term(distance_sum: float, w0: float = 10.0, sigma: float = 5.0) -> float:

@@ -16,8 +16,8 @@ import numpy as np
 from biounet.atomic import atomic_path
 from biounet.cli.inputs import expand_inputs
 from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
-from biounet.data.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.errors import BiounetError
+from biounet.io.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.metrics.instances import DatasetMatching, matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
-    """``(prediction, truth)`` pairs matched by :func:`~biounet.data.readers.file_stem`; of several predictions
+    """``(prediction, truth)`` pairs matched by :func:`~biounet.io.readers.file_stem`; of several predictions
     of one stem, an instance map (``_instances``) is taken first, then probabilities (``_prob``).
 
     Raises:
@@ -114,7 +114,7 @@ def load_pair(pred_path: Path, truth_path: Path, labels: LabelConfig, spacing: S
             truth alone.
         spacing: pixel/voxel size per spatial axis; ``None`` for the truth file's own.
         spatial_dims: 2 or 3; ``None`` decides from the truth file
-            (:func:`~biounet.data.readers.guess_spatial_dims`).
+            (:func:`~biounet.io.readers.guess_spatial_dims`).
 
     Raises:
         BiounetError: naming the file, for unreadable files, mismatched shapes or unusable values.

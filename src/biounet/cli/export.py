@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             import onnx  # noqa: F401  (torch's exporter needs it)
         except ImportError as exc:
             raise BiounetError("ONNX export needs the 'onnx' extra: pip install 'biounet[onnx]'") from exc
-        from biounet.infer.export import export_onnx
+        from biounet.export.onnx import export_onnx
 
         export_onnx(checkpoint.model, args.output, opset=args.opset)
     print(f"wrote {args.output}")
@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export_package(args: argparse.Namespace, path: Path, checkpoint: Checkpoint) -> None:
-    from biounet.data.readers import match_channels, read_image
-    from biounet.models.bioimageio import export_bioimageio, package_info
+    from biounet.export.bioimageio import export_bioimageio, package_info
+    from biounet.io.readers import match_channels, read_image
 
     config = checkpoint.config
     if args.card is not None and not args.card.is_file():

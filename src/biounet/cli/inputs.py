@@ -6,9 +6,9 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-from biounet.data.containers import check_container, is_zarr, split_spec
-from biounet.data.readers import SUPPORTED_SUFFIXES, file_stem, is_hidden, is_image_file, list_image_files
 from biounet.errors import BiounetError
+from biounet.io.containers import check_container, is_zarr, split_spec
+from biounet.io.readers import SUPPORTED_SUFFIXES, file_stem, is_hidden, is_image_file, list_image_files
 
 
 def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[Path]:
@@ -23,7 +23,7 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
     Args:
         arguments: the command line's paths.
         unique_stems: for outputs named after inputs: two inputs may not share a
-            :func:`~biounet.data.readers.file_stem`.
+            :func:`~biounet.io.readers.file_stem`.
 
     Raises:
         BiounetError: for a missing path or array, a glob or directory without images, or two inputs with

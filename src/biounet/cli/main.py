@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import yaml
 
-from biounet import __version__
+from biounet._version import __version__
 from biounet.cli import evaluate, export, info, plan, predict, train
 from biounet.errors import BiounetError
 

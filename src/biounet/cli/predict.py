@@ -9,17 +9,18 @@ import numpy as np
 from tqdm import tqdm
 
 from biounet.cli.inputs import expand_inputs
-from biounet.data.axes import StackPlan, plan_stack
-from biounet.data.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
-from biounet.data.writers import write_instances, write_prediction
-from biounet.data.zarr_output import PROB_DTYPES
 from biounet.errors import BiounetError
-from biounet.infer.instances_store import instances_to_store
+from biounet.infer.devices import resolve_device
+from biounet.infer.instances_blocks import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
-from biounet.infer.predict import probabilities_to_mask, resolve_device
 from biounet.infer.stack import check_channels, predict_stack, stack_instances
+from biounet.infer.store import PROB_DTYPES
+from biounet.io.axes import StackPlan, plan_stack
+from biounet.io.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
+from biounet.io.writers import write_instances, write_prediction
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.models.outputs import probabilities_to_mask
 from biounet.pretrained import resolve_model
 
 OUTPUTS = ("prob", "mask", "instances", "objects")
@@ -190,7 +191,7 @@ def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarra
     """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
 
     Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
-    1- or 3-channel model, see :func:`~biounet.data.readers.match_channels`) is left out.
+    1- or 3-channel model, see :func:`~biounet.io.readers.match_channels`) is left out.
     """
     channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
     raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)

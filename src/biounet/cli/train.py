@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> tuple[TrainConfig | None, str | None]:
     """The run's config from the flags (planned without --config), or the one-line error that stops it."""
-    from biounet.train.run import plan_run
+    from biounet.plan.planner import plan_run
 
     overrides = list(args.overrides)
     for flag, key in [("images", "data.images"), ("labels", "data.labels"), ("val_images", "data.val_images"),

@@ -2,7 +2,7 @@
 
 A label image is read once by :func:`read_label` (one channel, whole numbers, as int64). Its convention
 (binary mask, class map or instance map) is given by :class:`LabelConfig`, or detected from all the labels
-of a run together by :meth:`LabelConfig.resolve`; training (``biounet.data.dataset``) and
+of a run together by :meth:`LabelConfig.resolve`; training (``biounet.data.examples``) and
 ``biounet evaluate`` both go through these functions.
 
 Targets are a class map (int64, ``IGNORE_INDEX`` where unannotated) and, for weight maps, an instance map
@@ -20,10 +20,10 @@ import numpy as np
 from scipy import ndimage
 
 from biounet.configs import from_dict
-from biounet.data.instance_targets import boundary_classes
-from biounet.data.instances import instances_from_classes, separate_touching
-from biounet.data.readers import ImageMeta, read_image_meta
+from biounet.data.instance_ids import instances_from_classes, separate_touching
+from biounet.data.targets import boundary_classes
 from biounet.errors import BiounetError
+from biounet.io.readers import ImageMeta, read_image_meta
 
 IGNORE_INDEX = -1
 Kind = Literal["auto", "classes", "binary", "instances"]
@@ -224,7 +224,7 @@ class LabelConfig:
 
         Instance labels give background/object classes with touching objects separated by background for a
         two-class model, and background/interior/boundary classes
-        (:func:`~biounet.data.instance_targets.boundary_classes`) for a three-class one.
+        (:func:`~biounet.data.targets.boundary_classes`) for a three-class one.
 
         Cells are found on the label with every ignored pixel given the value of the nearest annotated
         one, so an unannotated stripe across a cell neither splits it nor draws a border; ignored pixels

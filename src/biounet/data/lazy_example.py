@@ -1,6 +1,6 @@
 """Training pairs too large for memory, read patch by patch from zarr, HDF5 or TIFF.
 
-An in-memory :class:`~biounet.data.dataset.Example` costs 16 bytes per voxel (float32 image, int64 target,
+An in-memory :class:`~biounet.data.examples.Example` costs 16 bytes per voxel (float32 image, int64 target,
 float32 weights), fine for ISBI, not for a 50 GB volume. A :class:`LazyExample` keeps only the opened
 arrays: each patch reads its image region (normalised with statistics fitted on a subsample of the whole
 image) and its label region with a margin, turns the label into targets and the paper's border weights
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.axes import plan_stack
-from biounet.data.dataset import WeightMapConfig
+from biounet.data.examples import WeightMapConfig
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues
-from biounet.data.lazy import ItemView, open_stored
-from biounet.data.readers import file_stem, probe_stored
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
+from biounet.io.axes import plan_stack
+from biounet.io.lazy import ItemView, open_stored
+from biounet.io.readers import file_stem, probe_stored
 from biounet.models.normalization import Normalization
 
 # Pairs whose in-memory copy (16 bytes per voxel) would take this much are read patch by patch.
@@ -118,7 +118,7 @@ class LazyExample:
         return pixels, target[inner], weight[inner]
 
     def _targets(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from biounet.losses.weight_map import border_weight_map
+        from biounet.data.weight_map import border_weight_map
 
         target, instances = self.labels.targets(raw.astype(np.int64), self.num_classes)
         ignored = target == IGNORE_INDEX

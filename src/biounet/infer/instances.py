@@ -1,6 +1,6 @@
 """Objects from class probabilities: seeded watershed for background/interior/boundary models, n-D.
 
-For a three-class model (:mod:`biounet.data.instance_targets`):
+For a three-class model (:mod:`biounet.data.targets`):
 
 1. the object pixels: ``interior + boundary > foreground``;
 2. seeds: the connected components (face connectivity) of ``interior > seed`` within the object pixels; a
@@ -46,7 +46,7 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
         interior = probabilities[1]
         objects = object_pixels(probabilities, params)
         # Seeds lie inside the objects, so each connected piece of the objects is split on its own: the
-        # property out-of-core instances (biounet.infer.instances_store) rely on.
+        # property out-of-core instances (biounet.infer.instances_blocks) rely on.
         seeds, _ = ndimage.label((interior > params.seed) & objects)
         ids = watershed(1.0 - interior, markers=seeds, mask=objects)  # type: ignore[no-untyped-call]
     elif channels in (1, 2):

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from biounet import __version__
-from biounet.data.axes import StackPlan, plan_stack
-from biounet.data.layout import StoredAxes
-from biounet.data.lazy import ItemView, open_stored
-from biounet.data.optional import optional_import
-from biounet.data.zarr_output import PredictionStore, StoreLayout
+from biounet._version import __version__
 from biounet.errors import BiounetError
 from biounet.infer.blocks import Block, BlockGrid, plan_blocks
 from biounet.infer.predict import TilePredictor
+from biounet.infer.store import PredictionStore, StoreLayout
+from biounet.io.axes import StackPlan, plan_stack
+from biounet.io.layout import StoredAxes
+from biounet.io.lazy import ItemView, open_stored
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.optional import optional_import
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
     Args:
         input_path: the input file or HDF5/zarr spec; zarr, HDF5 and TIFF are read region by region.
         checkpoint_path: the model's checkpoint file.
-        store: the output ``<stem>.zarr`` (see :mod:`biounet.data.zarr_output`).
+        store: the output ``<stem>.zarr`` (see :mod:`biounet.infer.store`).
         axes: ``--axes`` for the input.
         tile: see :func:`~biounet.infer.predict.predict`.
         batch_size: see :func:`~biounet.infer.predict.predict`.

@@ -9,8 +9,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from biounet.data.axes import StackPlan
-from biounet.data.lazy import ItemView
 from biounet.errors import BiounetError
 from biounet.geometry import BoxCache, read_mirrored
 from biounet.infer.blending import Blender
@@ -18,24 +16,21 @@ from biounet.infer.blocks import Block, block_tiles
 from biounet.infer.devices import parameter_device, prepare_model, resolve_device
 from biounet.infer.tiling import Tile, plan_tiles
 from biounet.infer.tta import averaged, transforms
+from biounet.io.axes import StackPlan
+from biounet.io.lazy import ItemView
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
+from biounet.models.outputs import logits_to_probabilities
 from biounet.models.unet import UNet
 
-__all__ = ["DEFAULT_TILE", "TilePredictor", "logits_to_probabilities", "predict", "prepare_model",
-           "probabilities_to_mask", "resolve_device"]
+__all__ = ["DEFAULT_TILE", "TilePredictor", "predict"]
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the
 # paper's tile, 516^2 of 700^2 at ours), but beyond ~700 px the feature maps outgrow the CPU caches and the
 # time per output pixel rises again (measured: base 16, 0.85 us at 572, 0.71 at 700, 1.10 at 1036).
 # Tiles shrink for smaller images.
 DEFAULT_TILE = {2: 700, 3: 132}
-
-
-def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes, or a sigmoid for single-output models."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
 def predict(
@@ -232,20 +227,3 @@ def _write_tile(out: Any, origin: tuple[int, ...], tile: Tile, probabilities: np
         out[region] = crop
     else:
         out[region] = out[region] + crop * blender.weights(tile)[local]
-
-
-def probabilities_to_mask(probabilities: np.ndarray) -> np.ndarray:
-    """Class indices from ``(C, *spatial)`` probabilities: argmax (the first of equal maxima), or > 0.5 for a
-    single channel; uint8, uint16 beyond 256 classes."""
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] > 0.5).astype(np.uint8)
-    dtype = np.uint8 if probabilities.shape[0] <= 256 else np.uint16
-    # np.argmax over the leading axis strides through memory (0.1 s per 2048^2 block); a pass per class
-    # over contiguous planes is ~10x faster.
-    best = np.array(probabilities[0], copy=True)
-    mask = np.zeros(best.shape, dtype)
-    for k in range(1, probabilities.shape[0]):
-        better = probabilities[k] > best
-        mask[better] = k
-        np.maximum(best, probabilities[k], out=best)
-    return mask

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from biounet.data.axes import StackPlan
-from biounet.data.instances import instances_from_classes
-from biounet.data.readers import match_channels
+from biounet.data.instance_ids import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import predict
+from biounet.io.axes import StackPlan
+from biounet.io.readers import match_channels
 from biounet.models.checkpoint import Checkpoint
 
 
@@ -30,7 +30,7 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     Args:
         checkpoint: the model and its normalisation.
         array: the array as stored.
-        plan: how ``array`` is split into ``(C, *spatial)`` items (:func:`~biounet.data.axes.plan_stack`).
+        plan: how ``array`` is split into ``(C, *spatial)`` items (:func:`~biounet.io.axes.plan_stack`).
         path: the input, for messages.
         tile: see :func:`~biounet.infer.predict.predict`.
         batch_size: see :func:`~biounet.infer.predict.predict`.
@@ -70,7 +70,7 @@ def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray,
         checkpoint: the model, and its instance parameters if it has them.
         probs: ``(classes, *plan.out_shape)`` probabilities, as :func:`predict_stack` gives them.
         mask: ``plan.out_shape`` class indices of ``probs``.
-        plan: the stack's :class:`~biounet.data.axes.StackPlan`.
+        plan: the stack's :class:`~biounet.io.axes.StackPlan`.
 
     Returns:
         ``int32`` ids of shape ``(*plan.batch_shape, *plan.spatial_shape)`` (items first; back to the stored

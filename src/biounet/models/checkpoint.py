@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import yaml
 
-from biounet import __version__
+from biounet._version import __version__
 from biounet.atomic import atomic_path
 from biounet.errors import BiounetError
+from biounet.models.bioimageio import package_description_name, package_payload
 from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
@@ -121,7 +122,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Loads a checkpoint without unpickling arbitrary objects.
 
     A BioImage Model Zoo package written by biounet (``biounet export --format bioimageio``) loads too, as the
-    checkpoint it was made from (see :func:`biounet.models.bioimageio.load_package`).
+    checkpoint it was made from (see :func:`biounet.models.bioimageio.package_payload`).
 
     Args:
         path: a checkpoint (``.pt``) or a biounet-made BioImage Model Zoo package (``.zip``).
@@ -133,11 +134,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise BiounetError("checkpoint not found" if not path.exists() else "is not a file", path)
-    # Imported here: the package module builds on this one.
-    from biounet.models.bioimageio import load_package, package_description_name
-
     if package_description_name(path) is not None:
-        return load_package(path)
+        return checkpoint_from_payload(package_payload(path), path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

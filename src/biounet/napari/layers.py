@@ -13,13 +13,13 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from biounet.data.axes import plan_stack
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
-from biounet.infer.predict import probabilities_to_mask
 from biounet.infer.stack import check_channels, predict_stack, stack_instances
+from biounet.io.axes import plan_stack
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.instance_params import InstanceParams
+from biounet.models.outputs import probabilities_to_mask
 
 # The value written where a training label is not annotated (``labels.ignore`` of the run).
 IGNORE = -1

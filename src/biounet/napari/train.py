@@ -208,7 +208,7 @@ def _config(init: str, images: Path, labels: Path, from_layers: bool, minutes: f
 
         return finetune_config(init, images, labels, minutes=minutes, ignore=ignore, overrides=overrides)
     from biounet.data.labels import LabelConfig
-    from biounet.train.run import plan_run
+    from biounet.plan.planner import plan_run
 
     plan, _ = plan_run(images, labels, device, minutes, progress=False, labels_config=LabelConfig(ignore=ignore))
     extra = ["data.val_images=" + str(images), "data.val_labels=" + str(labels)] if from_layers else []

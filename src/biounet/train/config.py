@@ -11,7 +11,7 @@ import yaml
 
 from biounet.augment import AugmentConfig
 from biounet.configs import from_dict
-from biounet.data.dataset import WeightMapConfig
+from biounet.data.examples import WeightMapConfig
 from biounet.data.labels import LabelConfig
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from biounet.data.dataset import pair_files
+from biounet.data.examples import pair_files
 from biounet.models.checkpoint import load_checkpoint
 from biounet.pretrained import resolve_model
 from biounet.train.config import TrainConfig, apply_overrides

@@ -12,18 +12,17 @@ import torch
 from tqdm import tqdm
 
 from biounet.atomic import atomic_path
-from biounet.data.dataset import Example, load_example, pair_files, split_validation
-from biounet.data.fingerprint import Fingerprint
-from biounet.data.labels import LabelConfig, format_values, label_values, read_label
+from biounet.data.examples import Example, load_example, pair_files, split_validation
+from biounet.data.labels import format_values, label_values, read_label
 from biounet.data.lazy_example import LazyExample, is_large, large_label_values
 from biounet.errors import BiounetError
-from biounet.infer.predict import probabilities_to_mask, resolve_device
+from biounet.infer.devices import resolve_device
 from biounet.models.checkpoint import load_checkpoint
+from biounet.models.outputs import probabilities_to_mask
 from biounet.models.unet import UNet
 from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from biounet.train.config import TrainConfig
 from biounet.train.distributed import Ranks
-from biounet.train.plan import Plan
 from biounet.train.plots import plot_curves, plot_overlay
 from biounet.train.trainer import Callback, Trainer
 from biounet.train.validation import make_validator, predict_example
@@ -101,30 +100,6 @@ def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: li
         print(f"labels: {labels.describe()}, {how} {len(train_labels)} training labels with values "
               f"{format_values(seen)}")
     return dataclasses.replace(config, labels=labels)
-
-
-def plan_run(images: Path, labels: Path, device: str | None = None, minutes: float | None = None,
-             epochs: int | None = None, progress: bool = True,
-             labels_config: LabelConfig | None = None) -> tuple[Plan, Fingerprint]:
-    """The fingerprint of the training pairs in two folders and the plan made from it for ``device``.
-
-    Args:
-        images: training images folder.
-        labels: training labels folder (same file stems).
-        device: the training device (candidate widths are timed on it).
-        minutes: the run's budget (see :func:`~biounet.train.plan.make_plan`).
-        epochs: an epoch budget instead.
-        progress: show a progress bar while reading.
-        labels_config: the label convention to read the labels by (default: detected, ``auto``).
-
-    Raises:
-        BiounetError: naming the file, for missing, unreadable or mismatched data.
-    """
-    from biounet.data.fingerprint import fingerprint
-    from biounet.train.plan import make_plan
-
-    found = fingerprint(pair_files(images, labels), labels=labels_config, progress=progress)
-    return make_plan(found, images, labels, resolve_device(device), minutes, epochs), found
 
 
 def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str | torch.device | None = None,

@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from biounet.augment import Augmenter
-from biounet.data.instance_targets import CLASS_NAMES
 from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
+from biounet.data.targets import CLASS_NAMES
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from biounet.data.dataset import Example
+from biounet.data.examples import Example
 from biounet.data.labels import IGNORE_INDEX
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import predict

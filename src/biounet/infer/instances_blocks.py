@@ -25,11 +25,11 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from biounet.data.optional import optional_import
-from biounet.data.zarr_output import create_image_like
 from biounet.errors import BiounetError
 from biounet.infer.instances import object_pixels
+from biounet.infer.store import create_image_like
 from biounet.models.instance_params import InstanceParams
+from biounet.optional import optional_import
 
 
 def instances_to_store(store: str | Path, params: InstanceParams | None) -> int:

@@ -22,8 +22,8 @@ from skimage.morphology import skeletonize
 from tqdm import tqdm
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues, label_values, read_label
-from biounet.data.readers import guess_spatial_dims, match_channels, read_image_meta
 from biounet.errors import BiounetError
+from biounet.io.readers import guess_spatial_dims, match_channels, read_image_meta
 
 NEAR_GAP = 3
 """Objects separated by at most this many background pixels count as near each other."""
@@ -194,7 +194,7 @@ def fingerprint(pairs: Sequence[tuple[Path, Path]], spatial_dims: int | None = N
     (up to ``LABEL_CACHE_BYTES``) until the images are read, so each file is normally read once.
 
     Args:
-        pairs: (image, label) files, as :func:`biounet.data.dataset.pair_files` returns them.
+        pairs: (image, label) files, as :func:`biounet.data.examples.pair_files` returns them.
         spatial_dims: 2 or 3; ``None``: guessed from the first label file.
         labels: the label convention; ``None``: ``LabelConfig()``, detected from the labels.
         progress: show progress bars.

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.optional import optional_import
 from biounet.errors import BiounetError
 from biounet.infer.blocks import Block
-from biounet.infer.predict import probabilities_to_mask
+from biounet.models.outputs import probabilities_to_mask
+from biounet.optional import optional_import
 
 PROB_DTYPES = ("float32", "float16", "uint8")
 # Chunks of at most this edge (per spatial axis, in 2D; its cube root's worth in 3D): viewers fetch a screen

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.axes import check_axes
-from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
-from biounet.data.optional import optional_import
 from biounet.errors import BiounetError
+from biounet.io.axes import check_axes
+from biounet.io.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
+from biounet.optional import optional_import
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 ZARR_SUFFIX = ".zarr"

@@ -23,9 +23,12 @@ import numpy as np
 import torch
 import yaml
 
-from biounet.data.fingerprint import Fingerprint
-from biounet.data.instance_targets import CLASS_NAMES
+from biounet.data.examples import pair_files
+from biounet.data.labels import LabelConfig
+from biounet.data.targets import CLASS_NAMES
+from biounet.infer.devices import resolve_device
 from biounet.models.config import Padding, UNetConfig
+from biounet.plan.fingerprint import Fingerprint, fingerprint
 from biounet.train.config import TrainConfig, apply_overrides
 
 # Rather a narrower network that trains this many steps in the budget than a wider one that barely starts.
@@ -357,7 +360,7 @@ def _round_up(value: int, multiple: int) -> int:
 def _time_candidate(config: TrainConfig, width: int, device: torch.device, steps: int = 2) -> Timing:
     """Times real training steps (sampling, augmentation, forward, backward, Adam) of ``config`` at ``width``
     on synthetic data of the planned tile, and one tile's forward pass without gradients."""
-    from biounet.data.dataset import Example
+    from biounet.data.examples import Example
     from biounet.data.sampling import PatchSampler
     from biounet.models.unet import UNet
     from biounet.train.trainer import Trainer
@@ -392,3 +395,24 @@ def _time_candidate(config: TrainConfig, width: int, device: torch.device, steps
                 torch.cuda.synchronize(device)
             forward = time.perf_counter() - started
     return Timing(width, statistics.median(times[1:]), forward)
+
+
+def plan_run(images: Path, labels: Path, device: str | None = None, minutes: float | None = None,
+             epochs: int | None = None, progress: bool = True,
+             labels_config: LabelConfig | None = None) -> tuple[Plan, Fingerprint]:
+    """The fingerprint of the training pairs in two folders and the plan made from it for ``device``.
+
+    Args:
+        images: training images folder.
+        labels: training labels folder (same file stems).
+        device: the training device (candidate widths are timed on it).
+        minutes: the run's budget (see :func:`~biounet.plan.planner.make_plan`).
+        epochs: an epoch budget instead.
+        progress: show a progress bar while reading.
+        labels_config: the label convention to read the labels by (default: detected, ``auto``).
+
+    Raises:
+        BiounetError: naming the file, for missing, unreadable or mismatched data.
+    """
+    found = fingerprint(pair_files(images, labels), labels=labels_config, progress=progress)
+    return make_plan(found, images, labels, resolve_device(device), minutes, epochs), found

@@ -1,6 +1,6 @@
 """Writing probability maps, masks and instance maps, atomically, in a format that matches the input.
 
-Output names per input stem (see :func:`biounet.data.readers.file_stem`):
+Output names per input stem (see :func:`biounet.io.readers.file_stem`):
 
 - NIfTI input: ``<stem>_prob.nii.gz`` (float32, classes on the last axis), ``<stem>_mask.nii.gz`` (uint8,
   uint16 beyond 256 classes) and ``<stem>_instances.nii.gz`` (object ids, uint16, uint32 beyond 65535
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from biounet.atomic import atomic_path
-from biounet.data.nifti import write_nifti
-from biounet.data.readers import ImageMeta
 from biounet.errors import BiounetError
+from biounet.io.nifti import write_nifti
+from biounet.io.readers import ImageMeta
 
 
 def write_prediction(out_dir: str | Path, stem: str, probabilities: np.ndarray, mask: np.ndarray,
@@ -35,10 +35,10 @@ def write_prediction(out_dir: str | Path, stem: str, probabilities: np.ndarray, 
 
     Args:
         out_dir: an existing directory.
-        stem: the input's :func:`~biounet.data.readers.file_stem`.
+        stem: the input's :func:`~biounet.io.readers.file_stem`.
         probabilities: ``(C, *axes)`` class probabilities.
         mask: ``(*axes)`` class indices.
-        meta: the input's :class:`~biounet.data.readers.ImageMeta` (format, NIfTI header, and the spacing of
+        meta: the input's :class:`~biounet.io.readers.ImageMeta` (format, NIfTI header, and the spacing of
             the ``Z``, ``Y`` and ``X`` axes in the order ``axes`` has them).
         axes: the mask's axes, letters of ``TZYX`` in the input's order; default ``YX`` or ``ZYX`` (the
             ``spatial_dims`` of ``meta``).
@@ -97,9 +97,9 @@ def write_instances(out_dir: str | Path, stem: str, instances: np.ndarray, meta:
 
     Args:
         out_dir: an existing directory.
-        stem: the input's :func:`~biounet.data.readers.file_stem`.
+        stem: the input's :func:`~biounet.io.readers.file_stem`.
         instances: ``(*axes)`` non-negative integer ids.
-        meta: the input's :class:`~biounet.data.readers.ImageMeta`, as for :func:`write_prediction`.
+        meta: the input's :class:`~biounet.io.readers.ImageMeta`, as for :func:`write_prediction`.
         axes: the map's axes, as for :func:`write_prediction`.
 
     Returns:

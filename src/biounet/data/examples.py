@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, read_label
-from biounet.data.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
+from biounet.io.readers import file_stem, list_image_files, match_channels, read_image
 from biounet.models.normalization import Normalization
 
 
@@ -64,7 +64,7 @@ class Example:
 def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
     """Image/label pairs: two folders matched by file stem, or two equally long lists in order.
 
-    Stems are :func:`~biounet.data.readers.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
+    Stems are :func:`~biounet.io.readers.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
     ``.zarr`` stores in a folder are files, and HDF5 files must hold one dataset each.
 
     Raises:
@@ -140,7 +140,7 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
     Raises:
         BiounetError: naming the file, for unreadable files or mismatched shapes/values.
     """
-    from biounet.losses.weight_map import border_weight_map
+    from biounet.data.weight_map import border_weight_map
 
     image = match_channels(read_image(image_path, spatial_dims), in_channels, image_path)
     label = read_label(label_path, spatial_dims)

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.axes import check_axes
-from biounet.data.containers import (
+from biounet.errors import BiounetError
+from biounet.io.axes import check_axes
+from biounet.io.containers import (
     HDF5_SUFFIXES,
     ZARR_SUFFIX,
     container_spatial_dims,
@@ -26,8 +27,8 @@ from biounet.data.containers import (
     read_container_axes,
     split_spec,
 )
-from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
-from biounet.data.nifti import (
+from biounet.io.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
+from biounet.io.nifti import (
     NIFTI_SUFFIXES,
     nifti_spatial_dims,
     probe_nifti,
@@ -35,8 +36,7 @@ from biounet.data.nifti import (
     read_nifti,
     read_nifti_axes,
 )
-from biounet.data.tiff import probe_tiff, probe_tiff_axes, read_tiff, read_tiff_axes, tiff_spatial_dims
-from biounet.errors import BiounetError
+from biounet.io.tiff import probe_tiff, probe_tiff_axes, read_tiff, read_tiff_axes, tiff_spatial_dims
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 """2D formats (TIFF also holds stacks)."""
@@ -70,7 +70,7 @@ class ImageMeta:
             ImageJ calibration for TIFF, an ``element_size_um``/``spacing``/``resolution`` attribute for
             HDF5/zarr; 1.0 where the file does not say.
         header: the format's header, opaque; for NIfTI nibabel's header (affine, sform/qform, units), which
-            :func:`biounet.data.writers.write_prediction` copies into its outputs. ``None`` otherwise.
+            :func:`biounet.io.writers.write_prediction` copies into its outputs. ``None`` otherwise.
     """
 
     path: Path
@@ -192,7 +192,7 @@ def read_image_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray
 def probe_stored(path: str | Path, spatial_dims: int, axes: str | None = None) -> StoredAxes:
     """A file's array as stored and the name of each of its axes, from the header where the format allows.
 
-    Unlike :func:`probe_image`, nothing is decided for a model yet: :func:`biounet.data.axes.plan_stack`
+    Unlike :func:`probe_image`, nothing is decided for a model yet: :func:`biounet.io.axes.plan_stack`
     does that. Axes the file does not name are ``?`` (pages of a plain multi-page TIFF); HDF5/zarr arrays
     without axes metadata follow the ``(C, *spatial)`` convention of ``spatial_dims``.
 

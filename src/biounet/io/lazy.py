@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.axes import StackPlan
-from biounet.data.containers import open_container
-from biounet.data.layout import StoredAxes, reason
-from biounet.data.optional import optional_import
-from biounet.data.readers import image_format, match_channels, probe_stored, read_stored
 from biounet.errors import BiounetError
+from biounet.io.axes import StackPlan
+from biounet.io.containers import open_container
+from biounet.io.layout import StoredAxes, reason
+from biounet.io.readers import image_format, match_channels, probe_stored, read_stored
+from biounet.optional import optional_import
 
 
 @contextmanager
@@ -30,7 +30,7 @@ def open_stored(path: str | Path, spatial_dims: int, axes: str | None = None) ->
 
     Args:
         path: the file, or an HDF5/zarr spec (``file.h5:dataset``).
-        spatial_dims: the model's (see :func:`~biounet.data.readers.probe_stored`).
+        spatial_dims: the model's (see :func:`~biounet.io.readers.probe_stored`).
         axes: the axes to use instead of the file's (``--axes``).
 
     Raises:
@@ -71,10 +71,10 @@ class ItemView:
 
     Args:
         array: the stored array (anything with ``shape``, ``dtype`` and basic slicing).
-        plan: how the array splits into items (:func:`~biounet.data.axes.plan_stack`).
+        plan: how the array splits into items (:func:`~biounet.io.axes.plan_stack`).
         index: the item's index into ``plan.batch_shape``.
         channels: the model's input channels; reads are adapted to them as
-            :func:`~biounet.data.readers.match_channels` does (grey to RGB, RGB to grey, RGBA to RGB).
+            :func:`~biounet.io.readers.match_channels` does (grey to RGB, RGB to grey, RGBA to RGB).
         path: the file, for messages.
     """
 

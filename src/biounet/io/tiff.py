@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.axes import UNKNOWN, check_axes
-from biounet.data.layout import Layout, StoredAxes, check_spatial_dims, checked_layout
 from biounet.errors import BiounetError
+from biounet.io.axes import UNKNOWN, check_axes
+from biounet.io.layout import Layout, StoredAxes, check_spatial_dims, checked_layout
 
 # tifffile's axis names for channels/samples (C, S) and for axes it cannot name (Q: unknown, I: pages).
 _CHANNEL_AXES = "CSQI"

@@ -87,7 +87,7 @@ def reason(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class StoredAxes:
-    """A file's array as stored, with a name for each axis (see :mod:`biounet.data.axes`).
+    """A file's array as stored, with a name for each axis (see :mod:`biounet.io.axes`).
 
     Attributes:
         shape: the array's shape as stored.
