@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from biounet.atomic import atomic_path
-from biounet.cli.inputs import expand_inputs
 from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
 from biounet.errors import BiounetError
+from biounet.io.files import expand_inputs
 from biounet.io.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
 from biounet.metrics.instances import DatasetMatching, matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores

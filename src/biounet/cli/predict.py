@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from biounet.cli.inputs import expand_inputs
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.infer.instances_blocks import instances_to_store
@@ -17,6 +16,7 @@ from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.stack import check_channels, predict_stack, stack_instances
 from biounet.infer.store import PROB_DTYPES
 from biounet.io.axes import StackPlan, plan_stack
+from biounet.io.files import expand_inputs
 from biounet.io.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
 from biounet.io.writers import write_instances, write_prediction
 from biounet.models.checkpoint import Checkpoint, load_checkpoint

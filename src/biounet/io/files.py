@@ -1,4 +1,4 @@
-"""Expanding the CLI's input arguments (files, directories, globs, HDF5/zarr specs) into image files."""
+"""Expanding input arguments (files, directories, globs, HDF5/zarr specs) into image files, for predict and evaluate."""
 
 from __future__ import annotations
 
