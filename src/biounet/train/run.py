@@ -17,7 +17,7 @@ from biounet.data.labels import format_values, label_values, read_label
 from biounet.data.lazy_example import LazyExample, is_large, large_label_values
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
-from biounet.models.checkpoint import load_checkpoint
+from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.outputs import probabilities_to_mask
 from biounet.models.unet import UNet
 from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
@@ -161,10 +161,13 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         for function in functions:
             trainer.add_callback(event, function)
     trainer.run(setup_seconds=time.monotonic() - started)
-    if ranks.main:
-        if config.instance_task and (out_dir / "model.pt").exists():  # none if stopped before any validation
-            tune_checkpoint(out_dir / "model.pt", val_examples, start=config.init)
-        write_overlays(out_dir, val_examples)
+    best = trainer.best
+    if best is None and resume and trainer.best_path.exists():
+        best = load_checkpoint(trainer.best_path)  # the resumed run found no better model than the earlier one
+    if ranks.main and best is not None:  # none if stopped before any validation
+        if config.instance_task:
+            trainer.best = best = tune_instances(best, trainer.best_path, val_examples, start=config.init)
+        write_overlays(out_dir, best, val_examples)
     ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run
     return trainer
 
@@ -173,48 +176,45 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
 MIN_TUNING_OBJECTS = 20
 
 
-def tune_checkpoint(path: Path, examples: list[Example], start: str = "") -> None:
-    """Tunes an instance model's post-processing on ``examples`` and stores it in the checkpoint at ``path``
-    (rewritten atomically); prints the accuracy@0.5 before and after.
+def tune_instances(best: Checkpoint, path: Path, examples: list[Example], start: str = "") -> Checkpoint:
+    """The best model with its instance post-processing tuned on the validation images, saved to ``path``.
 
-    A run that started from an instance model keeps that model's post-processing when the validation
-    images are partly annotated (painted corrections: objects in their unannotated parts are neither right
-    nor wrong) or hold fewer than :data:`MIN_TUNING_OBJECTS` objects (settings tuned on so few are noise).
+    With too few validation objects, or partly annotated ones, a run that started from an instance model
+    keeps that model's post-processing instead.
 
     Args:
-        path: the best checkpoint (``model.pt``); nothing happens if there is none yet.
+        best: the run's best model.
+        path: where it is saved (``model.pt``).
         examples: the validation examples, with their true objects.
         start: the checkpoint (or shipped model) the run started from, if any.
     """
-    if not path.exists() or not examples or any(e.objects is None for e in examples):
-        return
+    if not examples or any(e.objects is None for e in examples):
+        return best
     from biounet.data.labels import IGNORE_INDEX
-    from biounet.models.checkpoint import save_checkpoint
     from biounet.train.tuning import tune_instance_params
 
     objects = sum(len(np.unique(e.objects[e.objects > 0])) for e in examples if e.objects is not None)
     partial = any(bool((e.target == IGNORE_INDEX).any()) for e in examples)
+    params = None
     if (objects < MIN_TUNING_OBJECTS or partial) and start:
         from biounet.pretrained import resolve_model
 
-        kept = load_checkpoint(resolve_model(start)).instances
-        if kept is not None:
-            checkpoint = load_checkpoint(path)
-            save_checkpoint(path, checkpoint.model, checkpoint.normalization, checkpoint.class_names,
-                            extra=checkpoint.extra, instances=kept)
+        params = load_checkpoint(resolve_model(start)).instances
+        if params is not None:
             why = "are partly annotated" if partial else f"hold {objects} objects, too few"
             print(f"instances: the validation images {why} to tune the post-processing on; kept that of {start}")
-            return
-    checkpoint = load_checkpoint(path)
-    probabilities = [predict_example(checkpoint.model, e) for e in examples]
-    tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
-                                 [e.target == IGNORE_INDEX for e in examples])
-    params = tuned.params
-    print(f"instances: seed {params.seed:g}, foreground {params.foreground:g}, min size {params.min_size} px "
-          f"give accuracy@0.5 {tuned.accuracy:.4f} on the {len(examples)} validation images (defaults: "
-          f"{tuned.default_accuracy:.4f})")
-    save_checkpoint(path, checkpoint.model, checkpoint.normalization, checkpoint.class_names,
-                    extra=checkpoint.extra, instances=params)
+    if params is None:
+        probabilities = [predict_example(best.model, e) for e in examples]
+        tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
+                                     [e.target == IGNORE_INDEX for e in examples])
+        params = tuned.params
+        print(f"instances: seed {params.seed:g}, foreground {params.foreground:g}, min size {params.min_size} px "
+              f"give accuracy@0.5 {tuned.accuracy:.4f} on the {len(examples)} validation images (defaults: "
+              f"{tuned.default_accuracy:.4f})")
+    tuned_best = dataclasses.replace(best, instances=params)
+    save_checkpoint(path, tuned_best.model, tuned_best.normalization, tuned_best.class_names,
+                    extra=tuned_best.extra, instances=params)
+    return tuned_best
 
 
 def initial_model(config: TrainConfig) -> UNet:
@@ -237,13 +237,10 @@ def initial_model(config: TrainConfig) -> UNet:
     return model
 
 
-def write_overlays(out_dir: Path, examples: list[Example]) -> None:
+def write_overlays(out_dir: Path, best: Checkpoint, examples: list[Example]) -> None:
     """Overlays of the best model's predictions on the validation images, in ``out_dir/overlays``."""
-    if not (out_dir / "model.pt").exists():
-        return
-    model = load_checkpoint(out_dir / "model.pt").model
     (out_dir / "overlays").mkdir(exist_ok=True)
     for example in examples:
-        prediction = probabilities_to_mask(predict_example(model, example))
+        prediction = probabilities_to_mask(predict_example(best.model, example))
         plot_overlay(example.image, example.target, prediction, out_dir / "overlays" / f"{example.name}.png",
                      title=example.name)

@@ -28,7 +28,7 @@ from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
 from biounet.data.targets import CLASS_NAMES
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
-from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet, center_crop
 from biounet.train.budget import Budget
@@ -133,6 +133,8 @@ class Trainer:
         self.last_loss = math.nan
         self.row: dict[str, float] = {}
         self.stop_reason = ""
+        # The best model as model.pt holds it, kept for the run's tuning and overlays (rank 0 only).
+        self.best: Checkpoint | None = None
         self._stop_request = ""
         self.budget = Budget(math.inf)
         # False while a step or an epoch's bookkeeping is half done: such a state is not worth saving.
@@ -165,9 +167,15 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
-    def save(self, path: Path, with_state: bool) -> None:
+    def save(self, path: Path, with_state: bool) -> Checkpoint | None:
+        """Writes the model (and with ``with_state`` what resuming needs) to ``path``; rank 0 only.
+
+        Returns:
+            What was written, as :func:`~biounet.models.checkpoint.load_checkpoint` would read it back, with
+            the weights copied to the CPU; ``None`` on other ranks.
+        """
         if not self.ranks.main:
-            return
+            return None
         # Never overwrite a good checkpoint with weights that have already blown up.
         if not self._weights_finite():
             raise TrainingDivergedError(f"weights became non-finite at step {self.state.step}; training stopped. The "
@@ -188,6 +196,13 @@ class Trainer:
         instances = InstanceParams() if self.config.instance_task else None
         save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra,
                         instances=instances)
+        # A fresh UNet (not a copy of self.model, which may hold SyncBatchNorm layers), as loading builds it.
+        model = UNet(self.config.model)
+        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        model.eval()
+        model.to(memory_format=torch.channels_last if self.config.model.spatial_dims == 2  # type: ignore[call-overload]
+                 else torch.channels_last_3d)
+        return Checkpoint(model, self.config.normalization, list(self.class_names), extra=extra, instances=instances)
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
@@ -398,7 +413,7 @@ class Trainer:
         sign = -1.0 if monitor in MINIMISED else 1.0
         if self.state.best is None or sign * value > sign * self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale_validations = value, self.state.epoch, 0
-            self.save(self.best_path, with_state=False)
+            self.best = self.save(self.best_path, with_state=False)
         else:
             self.state.stale_validations += 1
 
