@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from biounet.cli.evaluate import pair_by_stem
 from biounet.cli.main import main
 from biounet.errors import BiounetError
+from biounet.metrics.evaluate import evaluate
+from biounet.metrics.pairs import pair_by_stem
 from biounet.metrics.suite import pair_from_arrays, score
 
 
@@ -240,3 +243,57 @@ def test_isbi_stack_scores_all_slices_at_one_threshold(tmp_path: Path, capsys: p
     csv_rows = (tmp_path / "s.csv").read_text().splitlines()
     assert csv_rows[0].split(",")[:6] == ["image", "prediction", "truth", "rand_error", "v_rand", "slices"]
     assert csv_rows[-1].startswith(f"stack,,,{stack['rand_error']},{stack['v_rand']},3,")
+
+
+def test_metrics_and_evaluation_import_no_torch() -> None:
+    code = 'import biounet.metrics, biounet.metrics.evaluate, sys; assert "torch" not in sys.modules'
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, Any], str, str]:
+    """``biounet evaluate ARGS --json --csv``: the JSON report, the printed text and the CSV."""
+    capsys.readouterr()
+    assert main(["evaluate", *args, "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")]) == 0
+    report: dict[str, Any] = json.loads((tmp_path / "s.json").read_text())
+    return report, capsys.readouterr().out, (tmp_path / "s.csv").read_bytes().decode()
+
+
+def test_evaluate_function_gives_the_cli_report_with_the_isbi_stack(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    preds, truths = write_case(tmp_path)
+    noisy = tifffile.imread(preds / "01_prob.tif")
+    noisy[1] = np.clip(noisy[1] * 0.5 + np.random.default_rng(1).uniform(0, 0.5, noisy[1].shape), 0, 1)
+    noisy[0] = 1 - noisy[1]
+    tifffile.imwrite(preds / "01_prob.tif", noisy, photometric="minisblack")
+    names = ["dice", "iou", "pixel_error", "rand_error", "v_rand", "v_info", "warping_splits_merges"]
+    report, out, csv = cli_report(tmp_path, capsys, "--pred", str(preds), "--truth", str(truths), "--metrics",
+                                  ",".join(names), "--isbi-stack")
+    evaluation = evaluate(preds, [truths], metrics=names, isbi_stack=True)
+    assert evaluation.to_dict() == report
+    assert 0 < report["stack"]["pixel_error"] < 1 and report["stack"]["slices"] == 3
+    assert evaluation.to_text() + "\n" == out
+    assert evaluation.to_csv() == csv
+
+
+def test_evaluate_function_gives_the_cli_report_with_the_object_curve(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "p").mkdir()
+    yy, xx = np.indices((50, 50))
+    for i in range(2):
+        truth = np.zeros((50, 50), np.uint16)
+        for k, (y, x) in enumerate([(10, 10), (10, 38), (38, 10), (38, 38), (25, 25)], start=1):
+            truth[(yy - y) ** 2 + (xx - x - i) ** 2 <= 30 + 4 * k] = k
+        pred = np.roll(truth, 2 * i + 1, axis=1)
+        pred[pred == 3] = 0                                  # one object missed
+        iio.imwrite(tmp_path / "t" / f"im{i}.png", truth)
+        tifffile.imwrite(tmp_path / "p" / f"im{i}_instances.tif", pred)
+    report, out, csv = cli_report(tmp_path, capsys, "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"),
+                                  "--truth-kind", "instances", "--metrics", "dice,ap50,pq,dsb2018")
+    evaluation = evaluate(str(tmp_path / "p"), tmp_path / "t", metrics=["dice", "ap50", "pq", "dsb2018"],
+                          truth_kind="instances")
+    assert evaluation.to_dict() == report
+    assert report["objects"]["curve"][0]["true_positives"] == 8 and 0 < report["objects"]["mean_accuracy"] < 1
+    assert evaluation.to_text() + "\n" == out
+    assert evaluation.to_csv() == csv

@@ -23,7 +23,8 @@ from biounet.metrics.rand import (
     variation_of_information,
 )
 from biounet.metrics.thresholds import ISBI_THRESHOLDS
-from biounet.metrics.warping import SIMPLE_POINT, split_merge_warping_error, warp_truth, warping_error
+from biounet.metrics.topology import SIMPLE_POINT
+from biounet.metrics.warping import split_merge_warping_error, warp_truth, warping_error
 
 ISBI_LABELS = Path(__file__).resolve().parents[1] / "data" / "isbi2012" / "labels"
 

@@ -1,8 +1,25 @@
-"""Segmentation metrics: overlap (Dice, IoU), ISBI 2012 pixel error, foreground-restricted Rand and
-information scores (with Fiji's thinning), the warping error, surface distances and instance matching.
-ISBI convention: 1 = cell (foreground), 0 = membrane. :func:`isbi_challenge_scores` runs the challenge's
-stack protocol; truth pixels equal to ``IGNORE_INDEX`` are left out of every metric."""
+"""Segmentation metrics. ISBI convention: 1 = cell (foreground), 0 = membrane; truth pixels equal to
+``IGNORE_INDEX`` are left out of every metric. Modules, from the ground up (each imports only those above it):
 
+- ``thresholds``: the ISBI threshold list, binarisation, stacks of 2D slices, unannotated pixels.
+- ``thinning``: Fiji's watershed thinning of a binarised slice (before V_rand and V_info).
+- ``contingency``: per-slice contingency tables of the foreground-restricted Rand and information scores.
+- ``topology``: warping one truth slice towards a prediction by simple-point flips.
+- ``pixel``: pixel mismatch, pixel precision/recall/F1 and the ISBI pixel error.
+- ``overlap``: Dice and IoU per class.
+- ``surface``: surface distances (HD95, average surface distance, surface Dice).
+- ``instances``: instance matching (AP, F1, PQ, DSB 2018 score, StarDist's pooled ``matching_dataset``).
+- ``sweep``: :class:`ThresholdSweep`, the one threshold sweep shared by the ISBI metrics of a prediction.
+- ``rand``: Rand error, V_rand, V_info, variation of information, scikit-image's adapted Rand error.
+- ``warping``: the warping errors (classic, and splits and mergers only).
+- ``isbi``: :func:`isbi_challenge_scores`, the challenge's stack protocol (one threshold per stack).
+- ``suite``: metrics by name over a (prediction, truth) pair, as evaluation and validation report them.
+- ``pairs``: prediction and truth files paired by stem, their label convention resolved, read into pairs.
+- ``evaluate``: :func:`biounet.metrics.evaluate.evaluate`, scoring prediction files against truth files
+  (``biounet evaluate``); import it as a submodule (it reads files, so this package does not load it).
+"""
+
+from biounet.metrics.contingency import RandScores
 from biounet.metrics.instances import (
     DSB2018_THRESHOLDS,
     InstanceScores,
@@ -17,7 +34,6 @@ from biounet.metrics.pixel import PixelScores, pixel_error, pixel_mismatch, pixe
 from biounet.metrics.rand import (
     AdaptedRandError,
     RandFamily,
-    RandScores,
     VariationOfInformation,
     adapted_rand_error,
     rand_error,

@@ -4,7 +4,10 @@ Each metric of the ISBI suite (pixel error, Rand error, V_rand, V_info, warping 
 probabilities at the same thresholds. :class:`ThresholdSweep` does each step at most once per threshold
 and caches it: the per-slice contingency tables of the plain and of the thinned segmentation, and the warped
 truth of each slice. A threshold whose binarisation equals the previous one's (every threshold for a binary
-prediction) reuses its results. The scores are those of :mod:`.pixel`, :mod:`.rand` and :mod:`.warping`.
+prediction) reuses its results. It is the one sweep of the metrics: the module-level functions of :mod:`.rand`
+and :mod:`.warping` compute through it, and :mod:`.isbi` and :mod:`.suite` share one per prediction. It
+stands on the per-slice pieces below it: contingency tables (:mod:`.contingency`), pixel counts
+(:mod:`.pixel`) and the warped truth (:mod:`.topology`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from biounet.metrics.contingency import (
+    ContingencyTable,
+    SliceTruth,
+    mean_info_f,
+    mean_rand_f,
+    pooled_rand,
+    slice_tables,
+)
 from biounet.metrics.pixel import pixel_scores_sweep
-from biounet.metrics.rand import ContingencyTable, SliceTruth, mean_info_f, mean_rand_f, pooled_rand, slice_tables
 from biounet.metrics.thresholds import ISBI_THRESHOLDS, as_slices, check_thresholds, probabilities
-from biounet.metrics.warping import remaining_mismatches, split_merge_fraction, warp_slice
+from biounet.metrics.topology import remaining_mismatches, split_merge_fraction, warp_slice
 
 
 @dataclass(frozen=True)
@@ -114,13 +124,21 @@ class ThresholdSweep:
         """Foreground-restricted Rand error: ``1 - max F``, sums pooled over slices (Fiji's pooling)."""
         return pooled_rand_error([self])
 
-    def v_rand(self) -> Best:
-        """V_rand: the per-slice Rand F after thinning, averaged over slices, best threshold."""
-        return self._highest([mean_rand_f(self.tables(k, thin=True)) for k in range(len(self.thresholds))])
+    def v_rand(self, thin: bool = True) -> Best:
+        """V_rand: the per-slice Rand F after thinning, averaged over slices, best threshold.
 
-    def v_info(self) -> Best:
-        """V_info: the per-slice information score after thinning, averaged over slices, best threshold."""
-        return self._highest([mean_info_f(self.tables(k, thin=True)) for k in range(len(self.thresholds))])
+        Args:
+            thin: thin the predicted boundaries with Fiji's watershed first, as the challenge does.
+        """
+        return self._highest([mean_rand_f(self.tables(k, thin=thin)) for k in range(len(self.thresholds))])
+
+    def v_info(self, thin: bool = True) -> Best:
+        """V_info: the per-slice information score after thinning, averaged over slices, best threshold.
+
+        Args:
+            thin: thin the predicted boundaries with Fiji's watershed first, as the challenge does.
+        """
+        return self._highest([mean_info_f(self.tables(k, thin=thin)) for k in range(len(self.thresholds))])
 
     def warping_error(self, threshold: float = 0.5) -> float:
         """Classic warping error at one threshold, per annotated pixel, averaged over slices.
