@@ -10,8 +10,7 @@ from scipy import ndimage
 
 from biounet.data.targets import boundary_classes
 from biounet.infer.blocks import Block
-from biounet.infer.instances import instances_from_probabilities
-from biounet.infer.instances_blocks import instances_to_store
+from biounet.infer.instances import instances_from_probabilities, instances_to_store
 from biounet.models.instance_params import InstanceParams
 
 zarr = pytest.importorskip("zarr")

@@ -12,7 +12,7 @@ import torch
 from biounet.infer import predict
 from biounet.infer.blocks import block_tiles, plan_blocks
 from biounet.infer.out_of_core import predict_to_store
-from biounet.infer.predict import TilePredictor
+from biounet.infer.predict import TileOptions, TilePredictor
 from biounet.infer.tiling import plan_tiles
 from biounet.io.axes import plan_stack
 from biounet.io.lazy import ItemView
@@ -62,7 +62,7 @@ def test_blocks_equal_one_whole_prediction(name: str) -> None:
     model = UNet(config).eval()
     tile = 44 if config.spatial_dims == 2 else 28
     whole = predict(model, image, tile=tile)
-    predictor = TilePredictor(model, shape[1:], tile=tile)
+    predictor = TilePredictor(model, shape[1:], TileOptions(tile=tile))
     grid = plan_blocks(predictor.plan, block)
     assert len(grid) > 1
     stats = Normalization("none").fit(image)
@@ -94,7 +94,8 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     source = _zarr_input(tmp_path / "in.zarr", image, tuple(max(8, s // 3) for s in image.shape))
     ckpt = _checkpoint(tmp_path / "m.pt", config)
     store = tmp_path / "out.zarr"
-    done, total = predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)
+    done, total = predict_to_store(source, ckpt, store,
+                                   options=TileOptions(tile=44 if config.spatial_dims == 2 else 28), block=block)
     assert done == total > 1
     expected = predict(load_checkpoint(ckpt), image.astype(np.float32),
                        tile=44 if config.spatial_dims == 2 else 28)
@@ -107,7 +108,8 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     flat[[0, -1]] = 0
     record[...] = flat.reshape(record.shape)
     zarr.open_group(str(store), mode="r+")["prob/0"][...] = 0
-    again, _ = predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)
+    again, _ = predict_to_store(source, ckpt, store,
+                                options=TileOptions(tile=44 if config.spatial_dims == 2 else 28), block=block)
     assert again == 2
     rerun = _stored(store, "prob")
     tile = (44,) * 2 if config.spatial_dims == 2 else (28,) * 3
@@ -117,10 +119,11 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
         np.testing.assert_allclose(rerun[region], expected[region], atol=1e-5)
     assert np.abs(rerun[(slice(None), *blocks[1].slices())]).max() == 0  # finished before: not recomputed
     # Finished: nothing to do; another model: the store is made anew.
-    assert predict_to_store(source, ckpt, store, tile=44 if config.spatial_dims == 2 else 28, block=block)[0] == 0
+    assert predict_to_store(source, ckpt, store,
+                            options=TileOptions(tile=44 if config.spatial_dims == 2 else 28), block=block)[0] == 0
     other = _checkpoint(tmp_path / "other.pt", config, seed=5)
-    assert predict_to_store(source, other, store, tile=44 if config.spatial_dims == 2 else 28,
-                            block=block)[0] == total
+    assert predict_to_store(source, other, store,
+                            options=TileOptions(tile=44 if config.spatial_dims == 2 else 28), block=block)[0] == total
 
 
 def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
@@ -133,7 +136,7 @@ def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
                      resolution=(2.0, 2.0), resolutionunit=tifffile.RESUNIT.NONE)
     ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=4, depth=2))
     store = tmp_path / "stack.zarr"
-    done, total = predict_to_store(str(path), ckpt, store, tile=44, block=32)
+    done, total = predict_to_store(str(path), ckpt, store, options=TileOptions(tile=44), block=32)
     assert done == total == 3 * 9
     checkpoint = load_checkpoint(ckpt)
     weights = np.array([0.299, 0.587, 0.114], np.float32)
@@ -190,14 +193,15 @@ def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) ->
     image = (np.random.default_rng(5).random((300, 280)) * 255).astype(np.uint8)
     source = _zarr_input(tmp_path / "in.zarr", image, (64, 64))
     ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=8, depth=2))
-    done, total = predict_to_store(source, ckpt, tmp_path / "one.zarr", tile=60, block=40)
+    done, total = predict_to_store(source, ckpt, tmp_path / "one.zarr", options=TileOptions(tile=60), block=40)
     assert done == total >= 40
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
         result: dict[str, tuple[int, int]] = {}
         runner = threading.Thread(target=lambda: result.setdefault("run", predict_to_store(
-            source, ckpt, tmp_path / "dask.zarr", tile=60, block=40, scheduler=cluster.scheduler_address)))
+            source, ckpt, tmp_path / "dask.zarr", options=TileOptions(tile=60), block=40,
+            scheduler=cluster.scheduler_address)))
         runner.start()
         record = tmp_path / "dask.zarr" / "blocks"
         deadline = time.monotonic() + 60
@@ -231,8 +235,8 @@ def test_dask_equals_one_process_for_every_kind_of_model(tmp_path: Path, name: s
     source = _zarr_input(tmp_path / "in.zarr", image, tuple(max(8, s // 2) for s in image.shape))
     ckpt = _checkpoint(tmp_path / "m.pt", config)
     tile = 44 if config.spatial_dims == 2 else 28
-    one = predict_to_store(source, ckpt, tmp_path / "one.zarr", tile=tile, block=block)
-    dask = predict_to_store(source, ckpt, tmp_path / "dask.zarr", tile=tile, block=block,
+    one = predict_to_store(source, ckpt, tmp_path / "one.zarr", options=TileOptions(tile=tile), block=block)
+    dask = predict_to_store(source, ckpt, tmp_path / "dask.zarr", options=TileOptions(tile=tile), block=block,
                             scheduler=cluster.scheduler_address)  # type: ignore[attr-defined]
     assert one == dask and one[0] > 1
     np.testing.assert_allclose(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"),

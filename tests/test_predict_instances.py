@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from biounet.cli import predict as predict_cli
 from biounet.cli.main import main
 from biounet.errors import BiounetError
+from biounet.infer import stack
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.objects import object_columns
 from biounet.io.axes import StackPlan
@@ -69,7 +69,7 @@ def thresholding(monkeypatch: pytest.MonkeyPatch) -> None:
                 stacked[region] = np.where(inside, on, off)
         return plan.to_stored_order(stacked)
 
-    monkeypatch.setattr(predict_cli, "predict_stack", fake)
+    monkeypatch.setattr(stack, "predict_stack", fake)
 
 
 # --- end to end on a real (random-weight) instance model -----------------------------------------------------

@@ -5,28 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from biounet.errors import BiounetError
-from biounet.infer.devices import resolve_device
-from biounet.infer.instances_blocks import instances_to_store
-from biounet.infer.objects import object_table, write_object_table
-from biounet.infer.out_of_core import predict_to_store
-from biounet.infer.stack import check_channels, predict_stack, stack_instances
+from biounet.infer.files import OUTPUTS, Written, predict_files
+from biounet.infer.predict import TileOptions
 from biounet.infer.store import PROB_DTYPES
-from biounet.io.axes import StackPlan, plan_stack
-from biounet.io.files import expand_inputs
-from biounet.io.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
-from biounet.io.writers import write_instances, write_prediction
-from biounet.models.checkpoint import Checkpoint, load_checkpoint
-from biounet.models.outputs import probabilities_to_mask
-from biounet.pretrained import resolve_model
-
-OUTPUTS = ("prob", "mask", "instances", "objects")
-# Probabilities (float32) from this size on are written to zarr by --out-format auto.
-ZARR_FROM_BYTES = 512 * 1024**2
-"""What ``predict`` can write per input, in the order it writes them."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -89,82 +73,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     chosen = parse_outputs(args.outputs) if args.outputs is not None else None
-    device = resolve_device(args.device)
-    checkpoint = load_checkpoint(resolve_model(args.model))
-    outputs = chosen if chosen is not None else default_outputs(checkpoint)
-    config = checkpoint.config
-    files = expand_inputs(args.inputs)
-    # Check every input before writing anything, so a bad file does not leave a half-done output set.
-    formats = {}
-    for path in files:
-        stored = probe_stored(path, config.spatial_dims, args.axes)
-        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
-        check_channels(plan, config.in_channels, path)
-        formats[path] = out_format(args.out_format, plan, config.out_channels)
-        if formats[path] == "zarr":
-            zarr_outputs(chosen, checkpoint, path)
-    if args.dask is not None and "zarr" not in formats.values():
-        raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
-    single_store = args.out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
-    if not single_store:
-        args.out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="images", unit="img", disable=len(files) < 2):
-        if formats[path] == "zarr":
-            # --out big.zarr names the store itself for a single input; otherwise stores go into the folder.
-            store = args.out if single_store else args.out / f"{file_stem(path)}.zarr"
-            done, total = predict_to_store(path, resolve_model(args.model), store, axes=args.axes, tile=args.tile,
-                                           batch_size=args.batch_size, tta=args.tta, device=str(device),
-                                           prob_dtype=args.prob_dtype, block=args.block, scheduler=args.dask,
-                                           progress=True)
-            before = f"; {total - done} done by an earlier run" if done < total else ""
-            found = ""
-            if "instances" in outputs:
-                found = f"; {instances_to_store(store, checkpoint.instances)} objects in instances/0"
-            skipped = "; the objects table is written for tiff outputs only" \
-                if chosen is None and "objects" in outputs else ""
-            tqdm.write(f"{path} -> {store} ({done} of {total} blocks computed{before}{found}{skipped})")
-            continue
-        array, stored = read_stored(path, config.spatial_dims, args.axes)
-        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
-        probs = predict_stack(checkpoint, array, plan, path, tile=args.tile, batch_size=args.batch_size,
-                              tta=args.tta, device=device)
-        spacing = tuple(size for size, a in zip(stored.spacing, plan.axes, strict=True) if a in "ZYX")
-        meta = ImageMeta(Path(path), image_format(path) or "", spacing, stored.header)
-        stem, mask = file_stem(path), probabilities_to_mask(probs)
-        maps = [o for o in outputs if o in ("prob", "mask")]
-        written = write_prediction(args.out, stem, probs, mask, meta, plan.out_axes, maps) if maps else []
-        if "instances" in outputs or "objects" in outputs:
-            # Per item (plane) order: the objects table measures each plane of a stack on its own.
-            ids = stack_instances(checkpoint, probs, mask, plan)
-            if "instances" in outputs:
-                written.append(write_instances(args.out, stem, plan.to_stored_order(ids[None])[0], meta,
-                                               plan.out_axes))
-            if "objects" in outputs:
-                sizes = dict(zip(plan.axes, stored.spacing, strict=True))
-                table = object_table(ids, raw_items(array, plan, config.in_channels),
-                                     tuple(sizes[a] for a in plan.spatial_axes), plan.batch_axes)
-                written.append(args.out / f"{stem}_objects.csv")
-                write_object_table(written[-1], table)
-        tqdm.write(f"{path} -> {', '.join(str(w) for w in written)}")
+    options = TileOptions(args.tile, args.batch_size, args.tta, args.device)
+    predict_files(args.model, args.inputs, args.out, outputs=chosen, options=options, axes=args.axes,
+                  out_format=args.out_format, prob_dtype=args.prob_dtype, block=args.block, dask=args.dask,
+                  on_written=lambda written: tqdm.write(_line(written)))
     return 0
 
 
-def out_format(wanted: str, plan: StackPlan, classes: int) -> str:
-    """``tiff`` or ``zarr`` for ``--out-format wanted``: ``auto`` is zarr from 512 MiB of probabilities."""
-    if wanted != "auto":
-        return wanted
-    values = classes * int(np.prod(plan.out_shape, dtype=np.int64))
-    return "zarr" if values * 4 >= ZARR_FROM_BYTES else "tiff"
-
-
-def zarr_outputs(chosen: tuple[str, ...] | None, checkpoint: Checkpoint, path: Path) -> None:
-    """Fails for outputs a zarr store does not hold (prob and mask always, instances for instance models and
-    models of one or two classes)."""
-    if "objects" in (chosen or ()):
-        raise BiounetError("zarr outputs hold prob, mask and instances; objects need --out-format tiff", path)
-    if "instances" in (chosen or ()) and checkpoint.instances is None and checkpoint.config.out_channels > 2:
-        raise BiounetError("zarr instances are made for instance models and models of one or two classes; "
-                           "use --out-format tiff for the components of each class", path)
+def _line(written: Written) -> str:
+    """``INPUT -> OUTPUTS``, and for a zarr store what was computed."""
+    if written.blocks is None:
+        return f"{written.input} -> {', '.join(str(p) for p in written.paths)}"
+    done, total = written.blocks
+    before = f"; {total - done} done by an earlier run" if done < total else ""
+    found = f"; {written.objects} objects in instances/0" if written.objects is not None else ""
+    skipped = "; the objects table is written for tiff outputs only" if "objects" in written.skipped else ""
+    return f"{written.input} -> {written.paths[0]} ({done} of {total} blocks computed{before}{found}{skipped})"
 
 
 def parse_outputs(text: str) -> tuple[str, ...]:
@@ -180,25 +104,6 @@ def parse_outputs(text: str) -> tuple[str, ...]:
     if not names:
         raise BiounetError(f"--outputs names no output; choose from {', '.join(OUTPUTS)}")
     return tuple(o for o in OUTPUTS if o in names)
-
-
-def default_outputs(checkpoint: Checkpoint) -> tuple[str, ...]:
-    """All outputs for an instance model; the probabilities and the mask for a semantic one."""
-    return OUTPUTS if checkpoint.instances is not None else ("prob", "mask")
-
-
-def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarray:
-    """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
-
-    Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
-    1- or 3-channel model, see :func:`~biounet.io.readers.match_channels`) is left out.
-    """
-    channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
-    raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)
-    for index, item in plan.items(array):
-        region: tuple[slice | int, ...] = (slice(None), *index)
-        raw[region] = item[:channels]
-    return raw
 
 
 def _positive(text: str) -> int:

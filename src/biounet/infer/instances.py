@@ -15,16 +15,37 @@ For a two-class model, objects are the connected components of ``foreground prob
 Everything is computed from the probability map of the whole image, which overlap-tile prediction makes
 equal to the untiled one, so objects crossing tile borders are whole and the result does not depend on the
 tiling.
+
+The same objects for a prediction store too large for memory (:func:`instances_to_store`), block by block.
+The seeded watershed splits each connected piece of the object pixels on its own: its seeds lie inside it
+and its flooding never leaves it. So the exact out-of-core result comes from those pieces:
+
+1. every block's object pixels are labelled (face connectivity), and the labels that meet across block faces
+   are joined (union-find), giving every piece of the whole image with its bounding box;
+2. each piece is split from the probabilities of its bounding box alone, exactly as the whole image would
+   split it, and written with a provisional id;
+3. the ids are made those of the whole-image result: objects of ``min_size`` pixels or more, numbered in the
+   raster order of their seed's first pixel (the order ``ndimage.label`` numbers the seeds in).
+
+Memory is bounded by a block and by the largest piece's bounding box (a nucleus, or a cluster of touching
+ones), not by the image. The result goes to the store's ``instances/0`` (uint32), beside ``prob/0`` and
+``mask/0``.
 """
 
 from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
 from biounet.errors import BiounetError
+from biounet.infer.store import create_image_like
 from biounet.models.instance_params import InstanceParams
+from biounet.optional import optional_import
 
 
 def instances_from_probabilities(probabilities: np.ndarray, params: InstanceParams | None = None) -> np.ndarray:
@@ -43,12 +64,7 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
     probabilities = np.asarray(probabilities)
     channels = probabilities.shape[0]
     if channels == 3:
-        interior = probabilities[1]
-        objects = object_pixels(probabilities, params)
-        # Seeds lie inside the objects, so each connected piece of the objects is split on its own: the
-        # property out-of-core instances (biounet.infer.instances_blocks) rely on.
-        seeds, _ = ndimage.label((interior > params.seed) & objects)
-        ids = watershed(1.0 - interior, markers=seeds, mask=objects)  # type: ignore[no-untyped-call]
+        ids, _ = _seeded_watershed(probabilities[1], object_pixels(probabilities, params), params.seed)
     elif channels in (1, 2):
         ids, _ = ndimage.label(object_pixels(probabilities, params))
     else:
@@ -64,6 +80,16 @@ def object_pixels(probabilities: np.ndarray, params: InstanceParams) -> np.ndarr
     return probabilities[-1] > params.foreground
 
 
+def _seeded_watershed(interior: np.ndarray, objects: np.ndarray, seed: float) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2 and 3: the objects split by seeds grown over them; also the seeds, numbered in raster order.
+
+    Seeds lie inside the objects, so each connected piece of the objects is split on its own: the property
+    the block-by-block :func:`instances_to_store` relies on.
+    """
+    seeds, _ = ndimage.label((interior > seed) & objects)
+    return watershed(1.0 - interior, markers=seeds, mask=objects), seeds  # type: ignore[no-untyped-call]
+
+
 def drop_small(ids: np.ndarray, min_size: int) -> np.ndarray:
     """``ids`` without objects of fewer than ``min_size`` pixels, renumbered 1..n in order of first id."""
     sizes = np.bincount(ids.ravel())
@@ -72,3 +98,183 @@ def drop_small(ids: np.ndarray, min_size: int) -> np.ndarray:
     lookup = np.zeros(sizes.size, np.int32)
     lookup[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
     return lookup[ids]
+
+
+# --- block by block, for a prediction store ---------------------------------------------------------------
+
+def instances_to_store(store: str | Path, params: InstanceParams | None) -> int:
+    """Writes ``instances/0`` into a finished prediction store.
+
+    Args:
+        store: a ``<stem>.zarr`` written by :func:`~biounet.infer.out_of_core.predict_to_store`.
+        params: an instance model's post-processing (three channels), or ``None`` for the connected
+            components of a semantic model's foreground (its last channel above 0.5).
+
+    Returns:
+        The number of objects over all items of a stack (ids are unique over the stack, in item order).
+    """
+    zarr = optional_import("zarr", "writing .zarr outputs", store)
+    root = zarr.open_group(str(store), mode="r+")
+    if not np.asarray(root["blocks"][...]).all():
+        raise BiounetError("the prediction store is unfinished; run the same predict command again first", store)
+    block = tuple(int(b) for b in root.attrs["biounet"]["block_shape"])
+    prob, mask = root["prob/0"], root["mask/0"]
+    out = create_image_like(root, "instances", "mask", "uint32")
+    names = [a["name"] for a in root["mask"].attrs["multiscales"][0]["axes"]]
+    leading = names[: len(names) - len(block)]  # t and a stack's z: the items
+    prob_names = [a["name"] for a in root["prob"].attrs["multiscales"][0]["axes"]][: prob.ndim - len(block)]
+    count = 0
+    for item in np.ndindex(*(int(n) for n in mask.shape[: len(leading)])):
+        values = dict(zip(leading, item, strict=True))
+        prob_key = tuple(slice(None) if n == "c" else values[n] for n in prob_names)
+        piece = _Item(prob, prob_key, prob.dtype == np.uint8)
+        count += _split_item(piece, _Target(out, item), block, params, count)
+    return count
+
+
+class _Item:
+    """One item's float probabilities ``(C, *S)``, read region by region (uint8 stores scaled back).
+
+    Args:
+        prob: the store's ``prob/0``.
+        key: an index per axis before space: the item's time and stack plane, ``slice(None)`` for channels.
+        quantised: whether ``prob`` holds ``round(255 p)``.
+    """
+
+    def __init__(self, prob: Any, key: tuple[Any, ...], quantised: bool) -> None:
+        self.prob, self.key, self.quantised = prob, key, quantised
+        channels = int(prob.shape[key.index(slice(None))])
+        self.shape = (channels, *(int(n) for n in prob.shape[len(key):]))
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray:
+        block = np.asarray(self.prob[self.key + region], np.float32)
+        return block / np.float32(255.0) if self.quantised else block
+
+
+class _Target:
+    """One item's region of ``instances/0``."""
+
+    def __init__(self, out: Any, item: tuple[int, ...]) -> None:
+        self.out, self.item = out, item
+
+    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.out[self.item + region])
+
+    def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
+        self.out[self.item + region] = value
+
+
+def _objects(probabilities: np.ndarray, params: InstanceParams | None) -> np.ndarray:
+    """The object pixels: :func:`object_pixels`, or a semantic model's last channel above 0.5."""
+    return probabilities[-1] > 0.5 if params is None else object_pixels(probabilities, params)
+
+
+def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: InstanceParams | None,
+                offset: int) -> int:
+    shape = item.shape[1:]
+    grid = list(itertools.product(*(range(0, n, b) for n, b in zip(shape, block, strict=True))))
+    parent: list[int] = []
+    boxes: list[list[tuple[int, int]]] = []
+    anchors: list[tuple[int, ...]] = []  # a pixel of each deferred piece, to find it again in its bounding box
+    faces: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}  # (axis, block start) -> ids on its last plane
+    firsts: list[int] = []  # per provisional id (1-based), the flat index of its seed's first pixel
+    sizes: list[int] = []
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # 1. each block: pieces inside it are split at once; those on a face shared with another block are
+    #    joined with the neighbours' across it and split later, from their whole bounding box.
+    for start in grid:
+        region = tuple(slice(s, min(s + b, n)) for s, b, n in zip(start, block, shape, strict=True))
+        probabilities = item.read(region)
+        labels, found = ndimage.label(_objects(probabilities, params))
+        provisional = np.zeros(labels.shape, np.uint32)
+        ids = np.full(found + 1, -1, np.int64)
+        for k, box in enumerate(ndimage.find_objects(labels), start=1):
+            assert box is not None
+            shared = any((b.start == 0 and r.start > 0) or (b.stop == r.stop - r.start and r.stop < n)
+                         for b, r, n in zip(box, region, shape, strict=True))
+            global_box = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region, strict=True))
+            if not shared:
+                split, seed_firsts = _split(probabilities[(slice(None),) + box], labels[box] == k, global_box,
+                                            shape, params)
+                provisional[box] = np.where(split > 0, _numbered(split, len(firsts)), provisional[box])
+                _count(split, seed_firsts, firsts, sizes)
+                continue
+            ids[k] = len(parent)
+            parent.append(len(parent))
+            boxes.append([(g.start, g.stop) for g in global_box])
+            local = np.argwhere(labels[box] == k)[0]
+            anchors.append(tuple(int(p + g.start) for p, g in zip(local, global_box, strict=True)))
+        target[region] = provisional
+        for axis in range(len(shape)):
+            before = list(start)
+            before[axis] -= block[axis]
+            previous = faces.pop((axis, tuple(before)), None)
+            plane = ids[labels.take(0, axis=axis)]
+            if previous is not None:
+                for a, b in set(zip(previous.ravel().tolist(), plane.ravel().tolist(), strict=True)):
+                    if a >= 0 and b >= 0:
+                        ra, rb = find(a), find(b)
+                        if ra != rb:
+                            parent[max(ra, rb)] = min(ra, rb)
+            faces[(axis, start)] = ids[labels.take(-1, axis=axis)]
+
+    # 2. the joined pieces, each from the probabilities of its bounding box
+    pieces: dict[int, list[int]] = {}
+    for i in range(len(parent)):
+        pieces.setdefault(find(i), []).append(i)
+    for members in pieces.values():
+        box = tuple(slice(min(boxes[m][a][0] for m in members), max(boxes[m][a][1] for m in members))
+                    for a in range(len(shape)))
+        probabilities = item.read(box)
+        labels, _ = ndimage.label(_objects(probabilities, params))
+        piece = labels == labels[tuple(p - b.start for p, b in zip(anchors[members[0]], box, strict=True))]
+        split, seed_firsts = _split(probabilities, piece, box, shape, params)
+        current = target[box]
+        target[box] = np.where(split > 0, _numbered(split, len(firsts)), current)
+        _count(split, seed_firsts, firsts, sizes)
+
+    # 3. the whole image's numbering: kept objects in the order of their seeds' first pixels
+    smallest = max(params.min_size if params is not None else 1, 1)
+    kept = [k for k in np.argsort(np.asarray(firsts, np.int64), kind="stable") if sizes[k] >= smallest]
+    final = np.zeros(len(firsts) + 1, np.uint32)
+    final[np.asarray(kept, np.int64) + 1] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.uint32)
+    for start in grid:
+        region = tuple(slice(s, min(s + b, n)) for s, b, n in zip(start, block, shape, strict=True))
+        target[region] = final[target[region]]
+    return len(kept)
+
+
+def _split(probabilities: np.ndarray, piece: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...],
+           params: InstanceParams | None) -> tuple[np.ndarray, list[int]]:
+    """A piece of the object pixels split as the whole image would split it: labels 1..k inside ``piece``
+    and, per label, the whole image's flat index of its seed's first pixel."""
+    if params is None or probabilities.shape[0] != 3:
+        return piece.astype(np.int32), [_first_flat(piece, box, shape)]
+    split, seeds = _seeded_watershed(probabilities[1], piece, params.seed)
+    count = int(seeds.max(initial=0))
+    firsts = ndimage.minimum(np.arange(seeds.size).reshape(seeds.shape), seeds, np.arange(1, count + 1))
+    local = np.unravel_index(np.asarray(firsts, np.int64), seeds.shape)
+    flat = np.ravel_multi_index(tuple(ix + b.start for ix, b in zip(local, box, strict=True)), shape)
+    return split, [int(f) for f in np.atleast_1d(flat)]
+
+
+def _numbered(split: np.ndarray, before: int) -> np.ndarray:
+    """Provisional ids: label k of ``split`` becomes ``before + k``."""
+    return np.where(split > 0, split.astype(np.uint32) + np.uint32(before), np.uint32(0))
+
+
+def _count(split: np.ndarray, seed_firsts: list[int], firsts: list[int], sizes: list[int]) -> None:
+    firsts += seed_firsts
+    sizes += np.bincount(split.ravel(), minlength=len(seed_firsts) + 1)[1:len(seed_firsts) + 1].tolist()
+
+
+def _first_flat(pixels: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> int:
+    """The whole image's flat index of the first (raster order) true pixel of ``pixels``, a crop at ``box``."""
+    local = np.argwhere(pixels)[0]
+    return int(np.ravel_multi_index(tuple(int(p + s.start) for p, s in zip(local, box, strict=True)), shape))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from biounet._version import __version__
 from biounet.errors import BiounetError
 from biounet.infer.blocks import Block, BlockGrid, plan_blocks
-from biounet.infer.predict import TilePredictor
+from biounet.infer.predict import TileOptions, TilePredictor
 from biounet.infer.store import PredictionStore, StoreLayout
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.layout import StoredAxes
@@ -48,10 +48,7 @@ class BlockJob:
         store: the output ``<stem>.zarr``.
         stats: per item (in ``np.ndindex`` order of the store's batch shape), the normalisation's
             ``(offsets, scales)`` per channel, fitted by the driver on the whole item.
-        tile: see :func:`~biounet.infer.predict.predict`.
-        batch_size: see :func:`~biounet.infer.predict.predict`.
-        tta: see :func:`~biounet.infer.predict.predict`.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        options: tile, batch size, TTA and device (every Dask worker uses the same).
         prob_dtype: the store's probability dtype.
         block: wanted block size (rounded to the tile grid), or ``None`` for the default.
         threads: torch threads per process, or ``None`` to leave torch's choice.
@@ -62,19 +59,16 @@ class BlockJob:
     model: str
     store: str
     stats: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
-    tile: int | None = None
-    batch_size: int | None = None
-    tta: bool = False
-    device: str = "cpu"
+    options: TileOptions
     prob_dtype: str = "float32"
     block: int | None = None
     threads: int | None = None
 
 
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
-                     axes: str | None = None, tile: int | None = None, batch_size: int | None = None,
-                     tta: bool = False, device: str = "cpu", prob_dtype: str = "float32", block: int | None = None,
-                     scheduler: str | None = None, progress: bool = False) -> tuple[int, int]:
+                     axes: str | None = None, options: TileOptions = TileOptions(), prob_dtype: str = "float32",
+                     block: int | None = None, scheduler: str | None = None,
+                     progress: bool = False) -> tuple[int, int]:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
 
     Args:
@@ -82,10 +76,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         checkpoint_path: the model's checkpoint file.
         store: the output ``<stem>.zarr`` (see :mod:`biounet.infer.store`).
         axes: ``--axes`` for the input.
-        tile: see :func:`~biounet.infer.predict.predict`.
-        batch_size: see :func:`~biounet.infer.predict.predict`.
-        tta: see :func:`~biounet.infer.predict.predict`.
-        device: where the network runs (every Dask worker uses the same).
+        options: tile, batch size, TTA and device (every Dask worker uses the same).
         prob_dtype: ``float32``, ``float16`` or ``uint8``.
         block: wanted block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
         scheduler: ``None`` for a plain loop in this process; ``local:N`` for a local Dask cluster of ``N``
@@ -102,13 +93,13 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
         stats = tuple(_fitted(checkpoint, ItemView(array, stack, index, config.in_channels, input_path))
                       for index in items)
-    job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, tile,
-                   batch_size, tta, device, prob_dtype, block)
+    job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
+                   prob_dtype, block)
     grid = plan_blocks(_predictor(checkpoint, stack.spatial_shape, job).plan, block)
     layout = _layout(stack, stored, config.out_channels, grid)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
-              "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": tile, "tta": tta,
-              "stats": [[list(o), list(s)] for o, s in stats]}
+              "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": _json(options.tile),
+              "tta": options.tta, "stats": [[list(o), list(s)] for o, s in stats]}
     pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
     total = len(stats) * len(grid)
     if scheduler is None:
@@ -191,8 +182,12 @@ def _layout(stack: StackPlan, stored: StoredAxes, classes: int, grid: BlockGrid)
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
-    return TilePredictor(checkpoint.model, shape, tile=job.tile, batch_size=job.batch_size, tta=job.tta,
-                         device=job.device)
+    return TilePredictor(checkpoint.model, shape, job.options)
+
+
+def _json(tile: int | tuple[int, ...] | None) -> int | list[int] | None:
+    """The tile as the store's record holds it (JSON has lists, not tuples), so that a rerun finds it equal."""
+    return list(tile) if isinstance(tile, tuple) else tile
 
 
 def _fitted(checkpoint: Checkpoint, view: ItemView) -> tuple[tuple[float, ...], tuple[float, ...]]:

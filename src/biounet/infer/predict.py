@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,39 @@ from biounet.models.normalization import Normalization
 from biounet.models.outputs import logits_to_probabilities
 from biounet.models.unet import UNet
 
-__all__ = ["DEFAULT_TILE", "TilePredictor", "predict"]
+__all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "predict"]
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the
 # paper's tile, 516^2 of 700^2 at ours), but beyond ~700 px the feature maps outgrow the CPU caches and the
 # time per output pixel rises again (measured: base 16, 0.85 us at 572, 0.71 at 700, 1.10 at 1036).
 # Tiles shrink for smaller images.
 DEFAULT_TILE = {2: 700, 3: 132}
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How a model is run over an image: tile size, batch size, test-time augmentation and device.
+
+    The same four settings go from ``biounet predict``, the napari widget and the library's
+    :func:`~biounet.infer.files.predict_files` down to every :class:`TilePredictor`, in one piece.
+
+    Attributes:
+        tile: network input size per axis (an int for all axes); rounded to a valid size and shrunk for
+            small images. Default 700 in 2D (output 516 for a depth-4 valid model), 132 in 3D.
+        batch_size: tiles per forward pass; default 1 on the CPU (larger batches only spill the caches
+            there) and 4 on a GPU.
+        tta: average over the 8 rotations/flips in 2D (the flips of all axes in 3D), each undone first.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``, or ``None`` for the device the model's
+            parameters are on (the CPU for a loaded checkpoint). A string, not a ``torch.device``: it is
+            what the CLI and the widget hold, and a :class:`~biounet.infer.out_of_core.BlockJob` carrying
+            it stays plain data, picklable for Dask and hashable for its per-process cache; it is checked
+            and turned into a device (:func:`~biounet.infer.devices.resolve_device`) where a model is placed.
+    """
+
+    tile: int | tuple[int, ...] | None = None
+    batch_size: int | None = None
+    tta: bool = False
+    device: str | None = None
 
 
 def predict(
@@ -55,18 +82,15 @@ def predict(
             device, memory layout and layers.
         image: array-like ``(C, *spatial)``, or ``(*spatial)`` for one channel; NumPy, zarr, h5py and
             memory maps work. Only one tile's worth is read at a time.
-        tile: network input size per axis (an int for all axes); rounded to a valid size and shrunk
-            for small images. Default 700 in 2D (output 516 for a depth-4 valid model), 132 in 3D.
-        batch_size: tiles per forward pass; default 1 on the CPU (larger batches only spill the caches
-            there) and 4 on a GPU.
+        tile: see :class:`TileOptions`.
+        batch_size: see :class:`TileOptions`.
         overlap: fraction of overlap between tiles of ``same`` models, which are blended with a Gaussian
             importance map. ``valid`` models need no overlap: their tiles abut and the result equals one
             pass over the whole mirror-padded image.
-        tta: average over the 8 rotations/flips in 2D (the flips of all axes in 3D), each undone first.
+        tta: see :class:`TileOptions`.
         normalization: applied tile by tile with statistics of the whole image; ``None`` uses the
             checkpoint's when ``model`` is one, else feeds the image as it is (already normalised).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, a torch device, or ``None`` for the device
-            the model's parameters are on.
+        device: see :class:`TileOptions`; a ``torch.device`` is taken too.
         out: where to write, any array-like of shape ``(classes, *spatial)`` and float dtype; by default a
             new float32 NumPy array. With blending it is zeroed first and accumulated into.
         progress: show a progress bar over tiles.
@@ -80,8 +104,8 @@ def predict(
         normalization = normalization or model.normalization
         model = model.model
     image = _checked_input(image, model.config)
-    predictor = TilePredictor(model, tuple(int(s) for s in image.shape[1:]), tile=tile, batch_size=batch_size,
-                              overlap=overlap, tta=tta, device=device)
+    options = TileOptions(tile, batch_size, tta, None if device is None else str(device))
+    predictor = TilePredictor(model, tuple(int(s) for s in image.shape[1:]), options, overlap=overlap)
     out = _checked_output(out, (model.config.out_channels, *predictor.plan.image_shape),
                           zeroed=predictor.plan.blend)
     normalization = normalization or Normalization("none")
@@ -95,27 +119,23 @@ class TilePredictor:
     Args:
         model: the network; left as it is (inference runs on a prepared copy).
         image_shape: the spatial shape of the images it will predict.
-        tile: see :func:`predict`.
-        batch_size: see :func:`predict`.
+        options: tile, batch size, TTA and device.
         overlap: see :func:`predict`.
-        tta: see :func:`predict`.
-        device: see :func:`predict`.
 
     Attributes:
         plan: the whole image's tile plan; blocks (:mod:`biounet.infer.blocks`) are cut from it.
         classes: output channels.
     """
 
-    def __init__(self, model: UNet, image_shape: tuple[int, ...], *, tile: int | tuple[int, ...] | None = None,
-                 batch_size: int | None = None, overlap: float = 0.25, tta: bool = False,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(self, model: UNet, image_shape: tuple[int, ...], options: TileOptions = TileOptions(), *,
+                 overlap: float = 0.25) -> None:
         config = model.config
-        self.plan = plan_tiles(config, image_shape, _tile_shape(tile, config.spatial_dims), overlap,
-                               square=tta and config.spatial_dims == 2)
+        self.plan = plan_tiles(config, image_shape, _tile_shape(options.tile, config.spatial_dims), overlap,
+                               square=options.tta and config.spatial_dims == 2)
         self.classes = config.out_channels
-        self.device = parameter_device(model) if device is None else resolve_device(device)
-        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 4)
-        self._forward = _forward(prepare_model(model, self.device), tta)
+        self.device = parameter_device(model) if options.device is None else resolve_device(options.device)
+        self.batch_size = options.batch_size or (1 if self.device.type == "cpu" else 4)
+        self._forward = _forward(prepare_model(model, self.device), options.tta)
         self._blender = Blender(self.plan) if self.plan.blend else None
 
     def run(self, image: Any, out: Any, normalization: Normalization, stats: tuple[np.ndarray, np.ndarray],

@@ -7,21 +7,50 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from biounet.data.instance_ids import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
-from biounet.infer.predict import predict
+from biounet.infer.predict import TileOptions, predict
 from biounet.io.axes import StackPlan
 from biounet.io.readers import match_channels
 from biounet.models.checkpoint import Checkpoint
+from biounet.models.outputs import probabilities_to_mask
+
+
+def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,
+                  options: TileOptions = TileOptions(), instances: bool = True,
+                  on_progress: Callable[[float], None] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One stored array segmented as ``biounet predict`` segments a file holding it: the step that files
+    (:mod:`biounet.infer.files`) and napari layers share.
+
+    Args:
+        checkpoint: the model, its normalisation and its instance parameters.
+        array: the array as stored.
+        plan: how ``array`` is split into items (:func:`~biounet.io.axes.plan_stack`).
+        path: the input, for messages.
+        options: tile, batch size, TTA and device.
+        instances: whether to find the objects (:func:`stack_instances`).
+        on_progress: see :func:`predict_stack`.
+
+    Returns:
+        ``(probs, mask, ids)``: ``(classes, *plan.out_shape)`` float32 probabilities, their ``plan.out_shape``
+        class indices, and the object ids in :func:`stack_instances`'s items-first order (``None`` without
+        ``instances``).
+
+    Raises:
+        BiounetError: for channels the model cannot take, or an array it cannot predict.
+    """
+    check_channels(plan, checkpoint.config.in_channels, path)
+    probs = predict_stack(checkpoint, array, plan, path, options=options, on_progress=on_progress)
+    mask = probabilities_to_mask(probs)
+    return probs, mask, stack_instances(checkpoint, probs, mask, plan) if instances else None
 
 
 def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,
-                  tile: int | None = None, batch_size: int | None = None, tta: bool = False,
-                  device: torch.device | None = None,
+                  options: TileOptions = TileOptions(),
                   on_progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Probabilities for every item of a stored array (each plane of a stack for a 2D model), in its order.
 
@@ -32,10 +61,7 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         array: the array as stored.
         plan: how ``array`` is split into ``(C, *spatial)`` items (:func:`~biounet.io.axes.plan_stack`).
         path: the input, for messages.
-        tile: see :func:`~biounet.infer.predict.predict`.
-        batch_size: see :func:`~biounet.infer.predict.predict`.
-        tta: see :func:`~biounet.infer.predict.predict`.
-        device: see :func:`~biounet.infer.predict.predict`.
+        options: tile, batch size, TTA and device.
         on_progress: called with the fraction done (0..1) after every batch of tiles; an exception raised in
             it stops the prediction.
 
@@ -50,8 +76,8 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         image = match_channels(item, config.in_channels, path)
         region: tuple[slice | int, ...] = (slice(None), *index)
         try:
-            predict(checkpoint.model, image, tile=tile, batch_size=batch_size, tta=tta,
-                    normalization=checkpoint.normalization, device=device, progress=count < 2,
+            predict(checkpoint.model, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
+                    normalization=checkpoint.normalization, device=options.device, progress=count < 2,
                     out=stacked[region], on_tiles=_item_progress(on_progress, number, count))
         except BiounetError as exc:
             raise BiounetError(str(exc), path) from exc

@@ -15,11 +15,11 @@ from scipy import ndimage
 
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
-from biounet.infer.stack import check_channels, predict_stack, stack_instances
+from biounet.infer.predict import TileOptions
+from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.instance_params import InstanceParams
-from biounet.models.outputs import probabilities_to_mask
 
 # The value written where a training label is not annotated (``labels.ignore`` of the run).
 IGNORE = -1
@@ -75,8 +75,8 @@ class Segmentation:
     axes: str
 
 
-def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = None, tta: bool = False,
-            device: str | None = None, instances: InstanceParams | None = None,
+def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOptions = TileOptions(),
+            instances: InstanceParams | None = None,
             on_progress: Callable[[float], None] | None = None) -> Segmentation:
     """Segments an image layer's data exactly as ``biounet predict`` segments a file holding it.
 
@@ -84,29 +84,24 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, tile: int | None = 
         checkpoint: the model.
         data: the layer's data (any array-like; read whole).
         rgb: whether the layer is RGB(A).
-        tile: network input size (default: the model's).
-        tta: test-time augmentation.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (default cpu).
+        options: tile, batch size, TTA and device (``None``: the CPU).
         instances: an instance model's post-processing instead of the checkpoint's.
         on_progress: called with the fraction done; an exception raised in it stops the job.
 
     Raises:
         BiounetError: for data that does not fit the model.
     """
+    # Checked before reading anything; a GPU is used only when asked for.
+    options = dataclasses.replace(options, device=str(resolve_device(options.device)))
     config = checkpoint.config
     if instances is not None and checkpoint.instances is not None:
         checkpoint = dataclasses.replace(checkpoint, instances=instances)
     array = np.asarray(data)
     axes = layer_axes(array.shape, rgb, config.spatial_dims, config.in_channels)
     plan = plan_stack(axes, array.shape, config.spatial_dims, config.in_channels)
-    check_channels(plan, config.in_channels, None)
-    probs = predict_stack(checkpoint, array, plan, Path("layer"), tile=tile, tta=tta,
-                          device=resolve_device(device), on_progress=on_progress)
-    mask = probabilities_to_mask(probs)
-    if checkpoint.instances is not None:
-        labels = plan.to_stored_order(stack_instances(checkpoint, probs, mask, plan)[None])[0]
-    else:
-        labels = mask
+    probs, mask, ids = segment_array(checkpoint, array, plan, Path("layer"), options=options,
+                                     instances=checkpoint.instances is not None, on_progress=on_progress)
+    labels = mask if ids is None else plan.to_stored_order(ids[None])[0]
     foreground = probs[1:].sum(axis=0) if probs.shape[0] > 1 else probs[0]
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
 )
 
 from biounet.errors import BiounetError
+from biounet.infer.predict import TileOptions
 from biounet.models.instance_params import InstanceParams
 from biounet.napari.jobs import JobCancelledError, JobWidget
 from biounet.napari.layers import ORIGINAL, Segmentation, segment
@@ -145,8 +146,8 @@ class SegmentWidget(JobWidget):
             return None
         layer: Image = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
-        settings: dict[str, Any] = {"tile": self.tile.value() or None, "tta": self.tta.isChecked(),
-                                    "device": self.device.currentText()}
+        settings: dict[str, Any] = {"options": TileOptions(tile=self.tile.value() or None, tta=self.tta.isChecked(),
+                                                       device=self.device.currentText())}
         if self.objects.isEnabled():
             try:
                 settings["instances"] = InstanceParams(self.seed.value(), self.foreground.value(),
