@@ -30,7 +30,7 @@ import torch
 
 from biounet.data.sparse import sparsify
 from biounet.infer import predict
-from biounet.infer.predict import prepare_model
+from biounet.infer.devices import prepare_model
 from biounet.io.readers import read_image
 from biounet.metrics.overlap import dice_iou
 from biounet.models import UNet, UNetConfig

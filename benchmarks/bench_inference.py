@@ -22,7 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from biounet.infer import predict
-from biounet.infer.predict import DEFAULT_TILE, prepare_model
+from biounet.infer.devices import prepare_model
+from biounet.infer.predict import DEFAULT_TILE
 from biounet.infer.tiling import plan_tiles
 from biounet.models import UNet, UNetConfig
 

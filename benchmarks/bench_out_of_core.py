@@ -34,8 +34,9 @@ import zarr
 from scipy import ndimage
 
 from biounet.infer import predict
+from biounet.infer.devices import prepare_model
 from biounet.infer.out_of_core import local_cluster, predict_to_store
-from biounet.infer.predict import TilePredictor, prepare_model
+from biounet.infer.predict import TilePredictor
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
