@@ -52,8 +52,8 @@ import numpy as np
 from biounet.metrics.instances import matching_dataset
 from biounet.napari.layers import IGNORE, segment, training_label, write_training_pairs
 from biounet.napari.models import load_model
-from biounet.train.finetune import finetune_config
-from biounet.train.run import train
+from biounet.training.finetune import finetune_config
+from biounet.training.run import train
 
 DSB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018"
 

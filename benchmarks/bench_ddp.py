@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from biounet.train.config import apply_overrides
+from biounet.training.config import apply_overrides
 from conftest import write_nuclei_dataset
 
 

@@ -35,8 +35,8 @@ from biounet.io.readers import read_image
 from biounet.metrics.overlap import dice_iou
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint
-from biounet.train.config import TrainConfig, load_config
-from biounet.train.run import train
+from biounet.training.config import TrainConfig, load_config
+from biounet.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 try:

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from biounet.data.sampling import PatchSampler
 from biounet.infer import predict
 from biounet.infer.predict import TilePredictor
-from biounet.train.config import apply_overrides
-from biounet.train.run import initial_model, load_examples
-from biounet.train.trainer import Trainer
+from biounet.training.config import apply_overrides
+from biounet.training.run import initial_model, load_examples
+from biounet.training.trainer import Trainer
 from conftest import write_nuclei_dataset
 
 

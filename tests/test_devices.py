@@ -20,8 +20,8 @@ from biounet.infer.predict import resolve_device
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.normalization import Normalization
-from biounet.train.config import TrainConfig, apply_overrides
-from biounet.train.run import train
+from biounet.training.config import TrainConfig, apply_overrides
+from biounet.training.run import train
 from conftest import write_disc_dataset
 
 TINY = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=4", "batch_size=2",

@@ -12,8 +12,8 @@ import torch
 
 from biounet.cli.main import main
 from biounet.models.checkpoint import load_checkpoint
-from biounet.train.config import apply_overrides
-from biounet.train.distributed import Ranks, environment_ranks
+from biounet.training.config import apply_overrides
+from biounet.training.distributed import Ranks, environment_ranks
 from conftest import write_disc_dataset
 
 BASE = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=40", "epochs=1", "optim.lr=0.001",
@@ -78,8 +78,8 @@ def test_ranks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dataloader_workers_draw_the_patches_of_the_in_process_path(tmp_path: Path) -> None:
     from biounet.data.sampling import PatchSampler
     from biounet.models.unet import UNet
-    from biounet.train.run import load_examples
-    from biounet.train.trainer import Trainer
+    from biounet.training.run import load_examples
+    from biounet.training.trainer import Trainer
 
     images, labels = write_disc_dataset(tmp_path / "data", 4)
     batches = {}

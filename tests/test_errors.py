@@ -23,10 +23,10 @@ from biounet.cli.main import main
 from biounet.errors import BiounetError
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
-from biounet.train.config import apply_overrides
-from biounet.train.interrupts import deferred_interrupt
-from biounet.train.run import train
-from biounet.train.trainer import Trainer, TrainingInterrupted
+from biounet.training.config import apply_overrides
+from biounet.training.interrupts import deferred_interrupt
+from biounet.training.run import train
+from biounet.training.trainer import Trainer, TrainingInterrupted
 from conftest import write_disc_dataset
 
 TINY = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=4", "batch_size=2",
@@ -170,7 +170,7 @@ def test_ctrl_c_saves_the_run_and_resume_continues_it_exactly(tmp_path: Path,
                                   "deterministic=true", "checkpoint_seconds=3600"])
     straight = train(config, tmp_path / "straight", progress=False)
 
-    from biounet.train.callbacks import ProgressBar
+    from biounet.training.callbacks import ProgressBar
 
     original = ProgressBar.on_step
 

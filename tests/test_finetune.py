@@ -10,8 +10,8 @@ import torch
 from biounet.errors import BiounetError
 from biounet.models import UNet
 from biounet.models.checkpoint import save_checkpoint
-from biounet.train.config import apply_overrides
-from biounet.train.run import initial_model
+from biounet.training.config import apply_overrides
+from biounet.training.run import initial_model
 
 TINY = ["model.base_channels=4", "model.depth=2"]
 

@@ -13,7 +13,7 @@ from skimage.draw import line
 
 from biounet.data.labels import LabelConfig
 from biounet.errors import BiounetError
-from biounet.plan.fingerprint import fingerprint
+from biounet.planning.fingerprint import fingerprint
 
 
 def write_pairs(folder: Path, images: list[np.ndarray], labels: list[np.ndarray]) -> list[tuple[Path, Path]]:

@@ -11,7 +11,7 @@ from biounet.data.targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classe
 from biounet.infer.instances import instances_from_probabilities
 from biounet.metrics.instances import instance_scores
 from biounet.models.instance_params import InstanceParams
-from biounet.train.tuning import tune_instance_params
+from biounet.training.tuning import tune_instance_params
 
 
 def discs(shape: tuple[int, ...], centres: list[tuple[float, ...]], radius: float,

@@ -19,7 +19,7 @@ from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet
-from biounet.train.validation import make_validator
+from biounet.training.validation import make_validator
 from conftest import write_nuclei_dataset
 
 SMALL = ["model.base_channels=8", "model.depth=2", "tile=92", "samples_per_epoch=24", "batch_size=2",

@@ -159,7 +159,7 @@ def test_rand_error_pooled_over_images_of_different_shapes_uses_one_threshold() 
 def test_validation_selects_by_the_challenge_rand_error_not_per_image_thresholds(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from biounet.data.examples import Example
-    from biounet.train import validation
+    from biounet.training import validation
 
     prob, truth = stack_with_different_best_thresholds()
     examples = [Example(f"{i}", np.zeros((1, *p.shape), np.float32), t.astype(np.int64), np.ones(p.shape, np.float32))

@@ -14,8 +14,8 @@ from biounet.data.examples import WeightMapConfig, load_example
 from biounet.data.labels import LabelConfig
 from biounet.data.lazy_example import LazyExample
 from biounet.models.normalization import Normalization
-from biounet.train.config import apply_overrides
-from biounet.train.run import load_examples
+from biounet.training.config import apply_overrides
+from biounet.training.run import load_examples
 
 zarr = pytest.importorskip("zarr")
 

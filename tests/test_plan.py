@@ -13,9 +13,9 @@ import yaml
 from biounet.cli.main import main
 from biounet.data.labels import LabelConfig
 from biounet.models.checkpoint import load_checkpoint
-from biounet.plan.fingerprint import ChannelStats, ClassStats, Fingerprint, ObjectStats
-from biounet.plan.planner import MIN_STEPS, make_plan
-from biounet.train.config import load_config
+from biounet.planning.fingerprint import ChannelStats, ClassStats, Fingerprint, ObjectStats
+from biounet.planning.planner import MIN_STEPS, make_plan
+from biounet.training.config import load_config
 from conftest import write_disc_dataset, write_lines_dataset
 
 CPU = torch.device("cpu")

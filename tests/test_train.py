@@ -25,9 +25,9 @@ from biounet.errors import BiounetError
 from biounet.models import UNetConfig
 from biounet.models.checkpoint import load_checkpoint
 from biounet.models.normalization import Normalization
-from biounet.train.config import TrainConfig, apply_overrides
-from biounet.train.run import train
-from biounet.train.trainer import TrainingDivergedError
+from biounet.training.config import TrainConfig, apply_overrides
+from biounet.training.run import train
+from biounet.training.trainer import TrainingDivergedError
 from conftest import write_disc_dataset
 
 TINY = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=4", "batch_size=2",
@@ -61,7 +61,7 @@ def test_bad_config_values_are_named(override: str, message: str) -> None:
     with pytest.raises(BiounetError, match=message):
         config = apply_overrides({}, [override])
         if override.startswith("optim.name"):
-            from biounet.train.trainer import _optimizer
+            from biounet.training.trainer import _optimizer
 
             _optimizer(config, torch.nn.Linear(1, 1))
 
@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from biounet.losses import build_loss
 
-    monkeypatch.setattr("biounet.train.trainer.build_loss",
+    monkeypatch.setattr("biounet.training.trainer.build_loss",
                         lambda name, ignore_index: NaNAfter(build_loss(name, ignore_index=ignore_index), 5))
     out = tmp_path / "run"
     with pytest.raises(TrainingDivergedError, match="loss became nan at step 6"):
@@ -292,7 +292,7 @@ def test_cli_train_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path: Path) -> None:
-    from biounet.train.config import load_config
+    from biounet.training.config import load_config
 
     config = load_config(path, [])
     assert len(config.class_names) == config.num_classes
@@ -322,7 +322,7 @@ def test_a_one_minute_run_ends_within_63_seconds_all_included(tmp_path: Path) ->
 
 
 def test_lr_schedules_warm_up_then_decay_to_zero() -> None:
-    from biounet.train.trainer import lr_factor
+    from biounet.training.trainer import lr_factor
 
     assert lr_factor("poly", 0.0, 0.0) == 1.0 and lr_factor("poly", 1.0, 0.0) == 0.0
     assert lr_factor("poly", 0.5, 0.0) == pytest.approx(0.5**0.9)

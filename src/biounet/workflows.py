@@ -2,7 +2,7 @@
 
 The other two are where their work lives: :func:`biounet.infer.files.predict_files` (``biounet predict``)
 and :func:`biounet.metrics.evaluate.evaluate` (``biounet evaluate``). All four are importable from the
-package root: ``biounet.train(...)``, ``biounet.plan(...)``, ``biounet.predict_files(...)``,
+package root: ``biounet.training(...)``, ``biounet.planning(...)``, ``biounet.predict_files(...)``,
 ``biounet.evaluate(...)``.
 """
 
@@ -18,12 +18,12 @@ import yaml
 from biounet.data.labels import LabelConfig
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
-from biounet.plan.fingerprint import Fingerprint
-from biounet.plan.planner import Plan, plan_run
-from biounet.train import distributed
-from biounet.train.config import TrainConfig, apply_overrides, load_config
-from biounet.train.run import train as run_training
-from biounet.train.trainer import Callback, Trainer
+from biounet.planning.fingerprint import Fingerprint
+from biounet.planning.planner import Plan, plan_run
+from biounet.training import distributed
+from biounet.training.config import TrainConfig, apply_overrides, load_config
+from biounet.training.run import train as run_training
+from biounet.training.trainer import Callback, Trainer
 
 
 def plan(images: str | Path, labels: str | Path, *, minutes: float | None = None, epochs: int | None = None,
@@ -41,7 +41,7 @@ def plan(images: str | Path, labels: str | Path, *, minutes: float | None = None
         progress: show a progress bar while reading.
 
     Returns:
-        The plan (``plan.config()`` is the :class:`~biounet.train.config.TrainConfig`, ``plan.to_yaml()``
+        The plan (``plan.config()`` is the :class:`~biounet.training.config.TrainConfig`, ``plan.to_yaml()``
         a config file for :func:`train`) and the fingerprint.
 
     Raises:
@@ -61,7 +61,7 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
 
     The run directory receives ``model.pt`` (best validation score), ``last.pt`` (resumable),
     ``config.yaml``, ``log.csv``, ``curves.png`` and ``overlays/``. Started by ``torchrun``, every process
-    calls this and the run is distributed (see :mod:`biounet.train.distributed`).
+    calls this and the run is distributed (see :mod:`biounet.training.distributed`).
 
     Args:
         images: folder of training images.
@@ -69,7 +69,7 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
         out: the run directory.
         minutes: wall-clock budget of the whole run.
         epochs: an epoch budget instead.
-        config: a training config (YAML file or :class:`~biounet.train.config.TrainConfig`) instead of a plan.
+        config: a training config (YAML file or :class:`~biounet.training.config.TrainConfig`) instead of a plan.
         overrides: ``key.sub=value`` settings, e.g. ``["model.base_channels=16"]``.
         val_images: folder of validation images (default: a share of the training pairs).
         val_labels: folder of their labels.
@@ -77,7 +77,7 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
         amp: mixed precision on CUDA (``amp=auto``); the CPU stays float32.
         resume: continue the run in ``out`` from its ``last.pt``, with its saved config.
         progress: show progress bars.
-        callbacks: more callbacks per trainer event (see :class:`~biounet.train.trainer.Trainer`).
+        callbacks: more callbacks per trainer event (see :class:`~biounet.training.trainer.Trainer`).
 
     Returns:
         The finished trainer: ``trainer.state`` (epochs, steps, best score), ``trainer.best`` (the best

@@ -30,7 +30,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from biounet.plan.planner import plan_run
+    from biounet.planning.planner import plan_run
 
     plan, fingerprint = plan_run(args.images, args.labels, args.device, args.minutes, args.epochs)
     print(fingerprint.report())

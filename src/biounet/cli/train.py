@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from biounet.train.distributed import environment_ranks
+    from biounet.training.distributed import environment_ranks
     from biounet.workflows import train
 
     trainer = train(args.images, args.labels, args.out, minutes=args.minutes, epochs=args.epochs, config=args.config,

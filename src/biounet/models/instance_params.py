@@ -13,7 +13,7 @@ from biounet.errors import BiounetError
 class InstanceParams:
     """How class probabilities become objects (see :func:`biounet.infer.instances.instances_from_probabilities`).
 
-    Training tunes them on the validation images (:mod:`biounet.train.tuning`) and stores them in the
+    Training tunes them on the validation images (:mod:`biounet.training.tuning`) and stores them in the
     checkpoint, so ``biounet predict`` uses the values that scored best there.
 
     Args:

@@ -29,8 +29,8 @@ from biounet.napari.models import MODELS, devices, load_model
 if TYPE_CHECKING:
     import napari
 
-    from biounet.train.config import TrainConfig
-    from biounet.train.trainer import Trainer
+    from biounet.training.config import TrainConfig
+    from biounet.training.trainer import Trainer
 
 NEW_MODEL = "(new model, planned from the data)"
 LAYERS, FOLDERS = "image and Labels layers", "folders of images and labels"
@@ -145,7 +145,7 @@ class TrainWidget(JobWidget):
         relay, stop = self.relay, self.stop_requested
 
         def job() -> Path:
-            from biounet.train.run import train
+            from biounet.training.run import train
 
             config = _config(init, *folders, minutes, device, overrides)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,11 +204,11 @@ def _config(init: str, images: Path, labels: Path, from_layers: bool, minutes: f
     """A fine-tuning config from ``init``, or a planned one for a new model."""
     ignore = IGNORE if from_layers else None
     if init:
-        from biounet.train.finetune import finetune_config
+        from biounet.training.finetune import finetune_config
 
         return finetune_config(init, images, labels, minutes=minutes, ignore=ignore, overrides=overrides)
     from biounet.data.labels import LabelConfig
-    from biounet.plan.planner import plan_run
+    from biounet.planning.planner import plan_run
 
     plan, _ = plan_run(images, labels, device, minutes, progress=False, labels_config=LabelConfig(ignore=ignore))
     extra = ["data.val_images=" + str(images), "data.val_labels=" + str(labels)] if from_layers else []

@@ -31,10 +31,10 @@ from biounet.losses import build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet, center_crop
-from biounet.train.budget import Budget
-from biounet.train.config import TrainConfig
-from biounet.train.distributed import Ranks
-from biounet.train.interrupts import deferred_interrupt
+from biounet.training.budget import Budget
+from biounet.training.config import TrainConfig
+from biounet.training.distributed import Ranks
+from biounet.training.interrupts import deferred_interrupt
 
 Callback = Callable[["Trainer"], None]
 MINIMISED = {"rand_error"}
@@ -88,7 +88,7 @@ class Trainer:
         validate: ``validate(model) -> {metric: value}`` on held-out images.
         out_dir: run directory for ``last.pt`` and ``model.pt``.
         device: training device.
-        ranks: this process's place in a distributed run (:mod:`biounet.train.distributed`): each rank
+        ranks: this process's place in a distributed run (:mod:`biounet.training.distributed`): each rank
             trains on its share of every batch of ``batch_size`` patches per rank, under
             DistributedDataParallel; rank 0 validates and writes.
     """

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from biounet.atomic import atomic_path
-from biounet.train.trainer import Trainer
+from biounet.training.trainer import Trainer
 
 
 class ProgressBar:

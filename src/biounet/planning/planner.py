@@ -28,8 +28,8 @@ from biounet.data.labels import LabelConfig
 from biounet.data.targets import CLASS_NAMES
 from biounet.infer.devices import resolve_device
 from biounet.models.config import Padding, UNetConfig
-from biounet.plan.fingerprint import Fingerprint, fingerprint
-from biounet.train.config import TrainConfig, apply_overrides
+from biounet.planning.fingerprint import Fingerprint, fingerprint
+from biounet.training.config import TrainConfig, apply_overrides
 
 # Rather a narrower network that trains this many steps in the budget than a wider one that barely starts.
 MIN_STEPS = 2000
@@ -363,7 +363,7 @@ def _time_candidate(config: TrainConfig, width: int, device: torch.device, steps
     from biounet.data.examples import Example
     from biounet.data.sampling import PatchSampler
     from biounet.models.unet import UNet
-    from biounet.train.trainer import Trainer
+    from biounet.training.trainer import Trainer
 
     # Patches drawn in this process: DataLoader workers would be started anew for every timed step.
     candidate = apply_overrides(config.to_dict(), [f"model.base_channels={width}", "data_workers=0"])
@@ -406,7 +406,7 @@ def plan_run(images: Path, labels: Path, device: str | None = None, minutes: flo
         images: training images folder.
         labels: training labels folder (same file stems).
         device: the training device (candidate widths are timed on it).
-        minutes: the run's budget (see :func:`~biounet.plan.planner.make_plan`).
+        minutes: the run's budget (see :func:`~biounet.planning.planner.make_plan`).
         epochs: an epoch budget instead.
         progress: show a progress bar while reading.
         labels_config: the label convention to read the labels by (default: detected, ``auto``).

@@ -11,7 +11,7 @@ import yaml
 from biounet.data.examples import pair_files
 from biounet.models.checkpoint import load_checkpoint
 from biounet.pretrained import resolve_model
-from biounet.train.config import TrainConfig, apply_overrides
+from biounet.training.config import TrainConfig, apply_overrides
 
 FINE_TUNING_LR_FACTOR = 0.1
 

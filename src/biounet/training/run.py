@@ -20,12 +20,12 @@ from biounet.infer.devices import resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.outputs import probabilities_to_mask
 from biounet.models.unet import UNet
-from biounet.train.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
-from biounet.train.config import TrainConfig
-from biounet.train.distributed import Ranks
-from biounet.train.plots import plot_curves, plot_overlay
-from biounet.train.trainer import Callback, Trainer
-from biounet.train.validation import make_validator, predict_example
+from biounet.training.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
+from biounet.training.config import TrainConfig
+from biounet.training.distributed import Ranks
+from biounet.training.plots import plot_curves, plot_overlay
+from biounet.training.trainer import Callback, Trainer
+from biounet.training.validation import make_validator, predict_example
 
 
 def load_examples(config: TrainConfig, progress: bool = True,
@@ -107,9 +107,9 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
           callbacks: Mapping[str, Sequence[Callback]] | None = None) -> Trainer:
     """Runs (or resumes) training; writes ``model.pt`` (best), ``last.pt``, ``config.yaml``, ``log.csv``,
     ``curves.png`` and ``overlays/`` into ``out_dir``. A ``minutes`` budget holds for all of it, from reading
-    the data to the overlays (see :mod:`biounet.train.budget`), plus ``spent_seconds`` (e.g. planning).
+    the data to the overlays (see :mod:`biounet.training.budget`), plus ``spent_seconds`` (e.g. planning).
 
-    In a distributed run (``ranks`` from :func:`biounet.train.distributed.start`), every rank calls this
+    In a distributed run (``ranks`` from :func:`biounet.training.distributed.start`), every rank calls this
     with the same config; rank 0 alone validates, tunes and writes.
 
     Args:
@@ -120,7 +120,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         progress: show progress bars.
         spent_seconds: time already spent on this run (planning), counted against a minute budget.
         ranks: this process's place in a distributed run.
-        callbacks: more callbacks per trainer event (see :class:`~biounet.train.trainer.Trainer`), e.g. a
+        callbacks: more callbacks per trainer event (see :class:`~biounet.training.trainer.Trainer`), e.g. a
             GUI's live plot; a callback may call ``trainer.request_stop()``.
 
     Raises:
@@ -191,7 +191,7 @@ def tune_instances(best: Checkpoint, path: Path, examples: list[Example], start:
     if not examples or any(e.objects is None for e in examples):
         return best
     from biounet.data.labels import IGNORE_INDEX
-    from biounet.train.tuning import tune_instance_params
+    from biounet.training.tuning import tune_instance_params
 
     objects = sum(len(np.unique(e.objects[e.objects > 0])) for e in examples if e.objects is not None)
     partial = any(bool((e.target == IGNORE_INDEX).any()) for e in examples)
