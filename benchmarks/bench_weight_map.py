@@ -17,8 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from bench_inference import best_time  # the benchmarks' shared timing helper
-from biounet.data.instance_ids import separate_touching
-from biounet.data.weight_map import border_weight_map
+from biounet.data.targets import border_weight_map, separate_touching
 
 
 def random_cells(size: int, count: int, rng: np.random.Generator, touching: float = 0.35) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, label_values, read_label
-from biounet.data.weight_map import balanced_class_weights, border_weight_map
+from biounet.data.targets import balanced_class_weights, border_weight_map
 from biounet.errors import BiounetError
 
 

@@ -9,10 +9,10 @@ import pytest
 from scipy import ndimage
 
 from biounet.cli.main import main
-from biounet.data import lazy_example
-from biounet.data.examples import WeightMapConfig, load_example
+from biounet.data import examples
+from biounet.data.examples import LazyExample, WeightMapConfig, load_example
 from biounet.data.labels import LabelConfig
-from biounet.data.lazy_example import LazyExample
+from biounet.errors import BiounetError
 from biounet.models.normalization import Normalization
 from biounet.training.config import apply_overrides
 from biounet.training.run import load_examples
@@ -57,8 +57,18 @@ def test_lazy_patches_equal_the_in_memory_example_inside_the_volume(tmp_path: Pa
     assert edge[0].shape == (1, 16, 12, 16) and np.isfinite(edge[2]).all()
 
 
+def test_lazy_example_names_the_label_of_a_mismatched_pair(tmp_path: Path) -> None:
+    image, _ = _cells(tmp_path, (24, 32, 32), "a")
+    _, label = _cells(tmp_path, (24, 32, 30), "b")
+    with pytest.raises(BiounetError, match=r"label shape \(24, 32, 30\) does not match its image \(24, 32, 32\)") \
+            as info:
+        LazyExample(image, label, spatial_dims=3, in_channels=1, num_classes=2, normalization=Normalization(),
+                    labels=LabelConfig("instances"), weights=WeightMapConfig())
+    assert info.value.path == str(label)
+
+
 def test_training_reads_a_large_pair_patch_by_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lazy_example, "LAZY_FROM_BYTES", 16 * 40 * 48 * 48)  # the first volume only is "large"
+    monkeypatch.setattr(examples, "LAZY_FROM_BYTES", 16 * 40 * 48 * 48)  # the first volume only is "large"
     _cells(tmp_path, (40, 48, 48), "big")
     _cells(tmp_path, (24, 32, 32), "small")
     config_path = tmp_path / "config.yaml"

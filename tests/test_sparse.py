@@ -8,7 +8,7 @@ import torch
 
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
 from biounet.data.sparse import slice_positions, sparsify
-from biounet.data.weight_map import border_weight_map
+from biounet.data.targets import border_weight_map
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
 

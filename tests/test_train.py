@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from biounet.cli.main import main
-from biounet.data.examples import load_example, pair_files, split_validation
+from biounet.data.examples import WeightMapConfig, load_example, make_targets, pair_files, read_pair, split_validation
 from biounet.data.labels import IGNORE_INDEX, LabelConfig
 from biounet.data.sampling import PatchSampler
 from biounet.errors import BiounetError
@@ -116,6 +116,31 @@ def test_example_loading_checks_shapes(tmp_path: Path) -> None:
     iio.imwrite(labels / "00.png", np.zeros((10, 10), np.uint8))
     with pytest.raises(BiounetError, match="does not match its image"):
         load_example(images / "00.png", labels / "00.png", **kwargs)  # type: ignore[arg-type]
+
+
+def test_read_pair_matches_channels_and_names_the_label_of_a_mismatched_pair(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    images, labels = write_disc_dataset(tmp_path, 1)
+    image, label, meta = read_pair(images / "00.png", labels / "00.png", 2, in_channels=3)
+    assert image.shape == (3, 64, 64) and label.shape == (64, 64) and label.dtype == np.int64
+    assert meta.format == "png" and meta.spacing == (1.0, 1.0)
+    iio.imwrite(labels / "00.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(BiounetError, match=r"00\.png: label shape \(10, 10\) does not match its image \(64, 64\) "
+                                           r"\(.*00\.png\)$") as info:
+        read_pair(images / "00.png", labels / "00.png", 2)
+    assert info.value.path == str(labels / "00.png")
+
+
+def test_make_targets_names_the_label_whose_values_do_not_fit() -> None:
+    target, weight, objects = make_targets(np.array([[0, 1, 1, 2]]), LabelConfig("instances"), 2,
+                                           WeightMapConfig(w0=0.0))
+    assert target.tolist() == [[0, 1, 0, 0]], "touching objects are separated by background"
+    assert weight.dtype == np.float32 and weight.shape == target.shape
+    assert objects is not None and objects.tolist() == [[0, 1, 1, 2]], "objects are kept as drawn"
+    with pytest.raises(BiounetError, match=r"^bad\.png: label values \[5\]") as info:
+        make_targets(np.array([[0, 1, 5]]), LabelConfig("classes"), 3, WeightMapConfig(), path=Path("bad.png"))
+    assert info.value.path == "bad.png"
 
 
 def test_sampler_reads_input_tiles_around_output_windows(tmp_path: Path) -> None:

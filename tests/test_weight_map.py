@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from biounet.data.instance_ids import instances_from_classes, separate_touching
-from biounet.data.weight_map import balanced_class_weights, border_weight_map
+from biounet.data.targets import balanced_class_weights, border_weight_map, instances_from_classes, separate_touching
 from biounet.errors import BiounetError
 
 

@@ -20,8 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from biounet.configs import from_dict
-from biounet.data.instance_ids import instances_from_classes, separate_touching
-from biounet.data.targets import boundary_classes
+from biounet.data.targets import boundary_classes, instances_from_classes, separate_touching
 from biounet.errors import BiounetError
 from biounet.io.readers import ImageMeta, read_image_meta
 
@@ -43,9 +42,7 @@ def read_label_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray
         BiounetError: naming the file, if it is unreadable, has more than one channel or holds fractions.
     """
     label, meta = read_image_meta(path, spatial_dims)
-    if label.shape[0] != 1:
-        hint = " (for a volume, read it with 3 spatial dimensions)" if spatial_dims == 2 else ""
-        raise BiounetError(f"a label image must have one channel, this one has {label.shape[0]}{hint}", path)
+    check_label_channels(label.shape[0], spatial_dims, path)
     label = label[0]
     # Some datasets store labels as float32; whole numbers are fine, fractions are not labels.
     if label.dtype.kind == "f" and not np.array_equal(label, np.round(label)):
@@ -53,6 +50,19 @@ def read_label_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray
     if label.dtype == np.uint64 and label.size and label.max() > np.iinfo(np.int64).max:
         raise BiounetError("label values do not fit 64-bit signed integers", path)
     return label.astype(np.int64), meta
+
+
+def check_label_channels(channels: int, spatial_dims: int, path: str | Path) -> None:
+    """Checks that a label has one channel (an RGB label, or a volume read as a stack of 2D images, has not).
+
+    Args:
+        channels: the label's channels as read.
+        spatial_dims: 2 for images, 3 for volumes.
+        path: the file, named in the error.
+    """
+    if channels != 1:
+        hint = " (for a volume, read it with 3 spatial dimensions)" if spatial_dims == 2 else ""
+        raise BiounetError(f"a label image must have one channel, this one has {channels}{hint}", path)
 
 
 def read_label(path: str | Path, spatial_dims: int = 2) -> np.ndarray:
@@ -219,7 +229,8 @@ class LabelConfig:
             raise BiounetError(f"label values {format_values(found)} are not classes 0..{num_classes - 1} (values "
                                f"seen: {format_values(values)}; set labels.kind or labels.ignore)", summary.path)
 
-    def targets(self, label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    def targets(self, label: np.ndarray, num_classes: int,
+                path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(classes, instances)`` training targets for a label image of spatial shape ``S``.
 
         Instance labels give background/object classes with touching objects separated by background for a
@@ -234,11 +245,12 @@ class LabelConfig:
         Args:
             label: integer label image, as :func:`read_label` returns it.
             num_classes: the model's classes.
+            path: the label's file, named in errors.
 
         Raises:
             BiounetError: if the label's values do not fit the convention.
         """
-        config = self._for(label, num_classes)
+        config = self._for(label, num_classes, path)
         ignored = self._ignored(label)
         filled = _fill_ignored(label, ignored)
         if config.kind == "instances" and num_classes == 3:
@@ -275,9 +287,9 @@ class LabelConfig:
         ids = np.where(ignored, 0, label) if config.kind == "instances" else None
         return classes, ids
 
-    def _for(self, label: np.ndarray, num_classes: int | None) -> LabelConfig:
-        """This config, resolved from ``label`` alone if needed, checked against ``label``."""
-        values = label_values(label)
+    def _for(self, label: np.ndarray, num_classes: int | None, path: str | Path | None = None) -> LabelConfig:
+        """This config, resolved from ``label`` alone if needed, checked against ``label`` (errors name ``path``)."""
+        values = label_values(label, path)
         if not self.resolved:
             return self.resolve([values], num_classes, require_foreground=False)
         self.check(values, num_classes)

@@ -7,8 +7,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from biounet.data.examples import Example
-from biounet.data.lazy_example import LazyExample
+from biounet.data.examples import Example, LazyExample
 from biounet.models.config import Shape
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from biounet.data.instance_ids import instances_from_classes
+from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, predict

@@ -21,9 +21,10 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 from tqdm import tqdm
 
+from biounet.data.examples import read_pair
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues, label_values, read_label
 from biounet.errors import BiounetError
-from biounet.io.readers import guess_spatial_dims, match_channels, read_image_meta
+from biounet.io.readers import guess_spatial_dims, match_channels
 
 NEAR_GAP = 3
 """Objects separated by at most this many background pixels count as near each other."""
@@ -210,16 +211,10 @@ def fingerprint(pairs: Sequence[tuple[Path, Path]], spatial_dims: int | None = N
     tally = _Tally(num_classes, per_image=min(2**20, max(2**12, SAMPLES // len(pairs))))
     for i, (image_path, label_path) in enumerate(tqdm(pairs, desc="fingerprint", unit="img",
                                                       disable=not progress, leave=False)):
-        image, meta = read_image_meta(image_path, dims)
         small, kept[i] = kept[i], None
-        label = small.astype(np.int64) if small is not None else read_label(label_path, dims)
-        if label.shape != image.shape[1:]:
-            raise BiounetError(f"label shape {label.shape} does not match its image {image.shape[1:]} "
-                               f"({image_path})", label_path)
-        try:
-            classes, cells = config.targets(label, num_classes)
-        except BiounetError as exc:
-            raise BiounetError(str(exc), label_path) from exc
+        image, label, meta = read_pair(image_path, label_path, dims,
+                                       label=None if small is None else small.astype(np.int64))
+        classes, cells = config.targets(label, num_classes, label_path)
         # Instance labels count their objects as drawn: touching cells are what near_fraction is about.
         ids = np.where(classes == IGNORE_INDEX, 0, label) if config.kind == "instances" else cells
         tally.add(image, meta.spacing, image_path, classes, ids)

@@ -12,9 +12,16 @@ import torch
 from tqdm import tqdm
 
 from biounet.atomic import atomic_path
-from biounet.data.examples import Example, load_example, pair_files, split_validation
+from biounet.data.examples import (
+    Example,
+    LazyExample,
+    is_large,
+    large_label_values,
+    load_example,
+    pair_files,
+    split_validation,
+)
 from biounet.data.labels import format_values, label_values, read_label
-from biounet.data.lazy_example import LazyExample, is_large, large_label_values
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -40,7 +47,7 @@ def load_examples(config: TrainConfig, progress: bool = True,
     Returns:
         The config with its label convention resolved from all training labels (see
         :meth:`~biounet.data.labels.LabelConfig.resolve`), the training examples (a
-        :class:`~biounet.data.lazy_example.LazyExample` for a pair too large for memory) and the validation
+        :class:`~biounet.data.examples.LazyExample` for a pair too large for memory) and the validation
         ones.
 
     Raises:
