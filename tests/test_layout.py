@@ -25,10 +25,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("augment", "losses"),
     ("infer",),
     ("metrics",),
-    ("train",),
-    ("plan",),
+    ("training",),
+    ("planning",),
     ("export",),
-    ("api",),
+    ("workflows",),
     ("cli", "napari"),
     ("__main__", "__init__"),
 ]
