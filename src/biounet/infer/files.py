@@ -61,7 +61,7 @@ class Written:
     skipped: tuple[str, ...] = ()
 
 
-def predict_files(model: str | Path, inputs: Sequence[str | Path], out: Path, *,
+def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                   outputs: Sequence[str] | None = None, options: TileOptions = TileOptions(),
                   axes: str | None = None, out_format: str = "auto", prob_dtype: str = "float32",
                   block: int | None = None, dask: str | None = None, progress: bool = True,
@@ -96,6 +96,7 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: Path, *,
     model_path = resolve_model(model)
     run = _Run(model_path, load_checkpoint(model_path), _chosen(outputs), options, axes, prob_dtype, block, dask,
                progress)
+    out = Path(out)
     files = expand_inputs([str(i) for i in inputs])
     formats = {path: run.probe(path, out_format) for path in files}
     if dask is not None and "zarr" not in formats.values():

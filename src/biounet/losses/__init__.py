@@ -1,4 +1,10 @@
-"""Training losses: weighted cross-entropy (the U-Net paper's), soft Dice, and their combination."""
+"""Training losses on logits, with ignored pixels and per-pixel weights.
+
+- ``cross_entropy``: the U-Net paper's weighted cross-entropy (softmax) and its one-channel (sigmoid) form.
+- ``dice``: soft Dice.
+- ``factory``: :func:`build_loss`, a loss or a sum of two by name (``ce``, ``dice``, ``ce_dice``, ``bce_dice``).
+- ``_inputs``: the shared checks of logits, targets and weights.
+"""
 
 from biounet.losses.cross_entropy import WeightedBinaryCrossEntropy, WeightedCrossEntropy
 from biounet.losses.dice import SoftDiceLoss
