@@ -16,8 +16,8 @@ import numpy as np
 from biounet.atomic import atomic_path
 from biounet.data.labels import KINDS, LabelConfig, label_values, read_label, read_label_meta
 from biounet.errors import BiounetError
-from biounet.io.files import expand_inputs
-from biounet.io.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
+from biounet.io.files import expand_inputs, file_stem
+from biounet.io.readers import ImageMeta, guess_spatial_dims, read_image
 from biounet.metrics.instances import DatasetMatching, matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.suite import DEFAULT_METRICS, METRICS, Pair, pair_from_arrays, score
@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
-    """``(prediction, truth)`` pairs matched by :func:`~biounet.io.readers.file_stem`; of several predictions
+    """``(prediction, truth)`` pairs matched by :func:`~biounet.io.files.file_stem`; of several predictions
     of one stem, an instance map (``_instances``) is taken first, then probabilities (``_prob``).
 
     Raises:

@@ -16,8 +16,9 @@ from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.stack import check_channels, predict_stack, stack_instances
 from biounet.infer.store import PROB_DTYPES
 from biounet.io.axes import StackPlan, plan_stack
-from biounet.io.files import expand_inputs
-from biounet.io.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
+from biounet.io.files import expand_inputs, file_stem
+from biounet.io.readers import image_meta
+from biounet.io.stored import probe_stored, read_stored
 from biounet.io.writers import write_instances, write_prediction
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.models.outputs import probabilities_to_mask
@@ -128,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
         probs = predict_stack(checkpoint, array, plan, path, tile=args.tile, batch_size=args.batch_size,
                               tta=args.tta, device=device)
-        spacing = tuple(size for size, a in zip(stored.spacing, plan.axes, strict=True) if a in "ZYX")
-        meta = ImageMeta(Path(path), image_format(path) or "", spacing, stored.header)
+        meta = image_meta(path, stored, plan)
         stem, mask = file_stem(path), probabilities_to_mask(probs)
         maps = [o for o in outputs if o in ("prob", "mask")]
         written = write_prediction(args.out, stem, probs, mask, meta, plan.out_axes, maps) if maps else []
@@ -191,7 +191,7 @@ def raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarra
     """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
 
     Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
-    1- or 3-channel model, see :func:`~biounet.io.readers.match_channels`) is left out.
+    1- or 3-channel model, see :func:`~biounet.io.channels.match_channels`) is left out.
     """
     channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
     raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)

@@ -12,7 +12,9 @@ import torch
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, read_label
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
-from biounet.io.readers import file_stem, list_image_files, match_channels, read_image
+from biounet.io.channels import match_channels
+from biounet.io.files import file_stem, list_image_files
+from biounet.io.readers import read_image
 from biounet.models.normalization import Normalization
 
 
@@ -64,7 +66,7 @@ class Example:
 def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
     """Image/label pairs: two folders matched by file stem, or two equally long lists in order.
 
-    Stems are :func:`~biounet.io.readers.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
+    Stems are :func:`~biounet.io.files.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
     ``.zarr`` stores in a folder are files, and HDF5 files must hold one dataset each.
 
     Raises:

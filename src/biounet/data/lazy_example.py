@@ -23,8 +23,9 @@ from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
 from biounet.io.axes import plan_stack
-from biounet.io.lazy import ItemView, open_stored
-from biounet.io.readers import file_stem, probe_stored
+from biounet.io.files import file_stem
+from biounet.io.items import ItemView
+from biounet.io.stored import open_stored, probe_stored
 from biounet.models.normalization import Normalization
 
 # Pairs whose in-memory copy (16 bytes per voxel) would take this much are read patch by patch.

@@ -15,7 +15,7 @@ from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import predict
 from biounet.io.axes import StackPlan
-from biounet.io.readers import match_channels
+from biounet.io.channels import match_channels
 from biounet.models.checkpoint import Checkpoint
 
 
