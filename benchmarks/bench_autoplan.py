@@ -34,7 +34,8 @@ from skimage.measure import label as connected_components
 
 from biounet.data.labels import read_label
 from biounet.infer import predict
-from biounet.io.readers import match_channels, read_image
+from biounet.io.channels import match_channels
+from biounet.io.readers import read_image
 from biounet.metrics.instances import instance_scores
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.overlap import dice_iou

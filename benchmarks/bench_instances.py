@@ -42,7 +42,8 @@ from biounet.data.labels import read_label
 from biounet.data.targets import boundary_classes
 from biounet.infer import predict
 from biounet.infer.instances import instances_from_probabilities
-from biounet.io.readers import match_channels, read_image
+from biounet.io.channels import match_channels
+from biounet.io.readers import read_image
 from biounet.metrics.instances import CURVE_THRESHOLDS, matching_dataset
 from biounet.metrics.overlap import dice_iou
 from biounet.models.checkpoint import Checkpoint, load_checkpoint

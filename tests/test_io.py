@@ -10,7 +10,8 @@ import pytest
 import tifffile
 
 from biounet.errors import BiounetError
-from biounet.io.readers import match_channels, probe_image, read_image
+from biounet.io.channels import match_channels
+from biounet.io.readers import probe_image, read_image
 from biounet.io.writers import write_mask, write_probabilities
 from biounet.models.normalization import Normalization
 

@@ -15,7 +15,7 @@ from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions, TilePredictor
 from biounet.infer.tiling import plan_tiles
 from biounet.io.axes import plan_stack
-from biounet.io.lazy import ItemView
+from biounet.io.items import ItemView
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization

@@ -62,7 +62,7 @@ def test_shipped_nuclei_model_separates_touching_nuclei_of_a_held_out_image(tmp_
 def test_instances_are_seamless_across_tiles() -> None:
     from biounet.infer import predict
     from biounet.infer.instances import instances_from_probabilities
-    from biounet.io.readers import match_channels
+    from biounet.io.channels import match_channels
     from biounet.models.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(resolve_model("dsb2018-nuclei"))

@@ -20,8 +20,8 @@ from biounet.cli.main import build_parser, main
 from biounet.errors import BiounetError
 from biounet.infer import predict
 from biounet.io.axes import check_axes, plan_stack
-from biounet.io.files import expand_inputs
-from biounet.io.readers import list_image_files, probe_image, read_image
+from biounet.io.files import expand_inputs, list_image_files
+from biounet.io.readers import probe_image, read_image
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.models.normalization import Normalization

@@ -18,8 +18,8 @@ from biounet.cli.main import main
 from biounet.data.examples import pair_files
 from biounet.errors import BiounetError
 from biounet.infer import predict
-from biounet.io.files import expand_inputs
-from biounet.io.readers import file_stem, guess_spatial_dims, probe_image, read_image, read_image_meta
+from biounet.io.files import expand_inputs, file_stem
+from biounet.io.readers import guess_spatial_dims, probe_image, read_image, read_image_meta
 from biounet.io.writers import write_prediction
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint

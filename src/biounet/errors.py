@@ -16,3 +16,13 @@ class BiounetError(Exception):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(message if path is None else f"{path}: {message}")
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception from a library, with its type, for a one-line message.
+
+    Args:
+        exc: the exception a library raised.
+    """
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

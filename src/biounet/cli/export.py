@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_package(args: argparse.Namespace, path: Path, checkpoint: Checkpoint) -> None:
     from biounet.export.bioimageio import export_bioimageio, package_info
-    from biounet.io.readers import match_channels, read_image
+    from biounet.io.channels import match_channels
+    from biounet.io.readers import read_image
 
     config = checkpoint.config
     if args.card is not None and not args.card.is_file():

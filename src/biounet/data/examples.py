@@ -31,8 +31,11 @@ from biounet.data.targets import ClassWeights, border_weight_map
 from biounet.errors import BiounetError
 from biounet.geometry import read_mirrored
 from biounet.io.axes import plan_stack
-from biounet.io.lazy import ItemView, open_stored
-from biounet.io.readers import ImageMeta, file_stem, list_image_files, match_channels, probe_stored, read_image_meta
+from biounet.io.channels import match_channels
+from biounet.io.files import file_stem, list_image_files
+from biounet.io.items import ItemView
+from biounet.io.readers import ImageMeta, read_image_meta
+from biounet.io.stored import open_stored, probe_stored
 from biounet.models.normalization import Normalization
 
 # Pairs whose in-memory copy (16 bytes per voxel) would take this much are read patch by patch.
@@ -45,7 +48,7 @@ _BALANCE_EDGE = {2: 512, 3: 64}
 def pair_files(images: Path | Sequence[Path], labels: Path | Sequence[Path]) -> list[tuple[Path, Path]]:
     """Image/label pairs: two folders matched by file stem, or two equally long lists in order.
 
-    Stems are :func:`~biounet.io.readers.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
+    Stems are :func:`~biounet.io.files.file_stem` (``case_001.nii.gz`` pairs with ``case_001.tif``);
     ``.zarr`` stores in a folder are files, and HDF5 files must hold one dataset each.
 
     Args:

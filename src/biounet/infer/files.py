@@ -29,8 +29,10 @@ from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
-from biounet.io.files import expand_inputs
-from biounet.io.readers import ImageMeta, file_stem, image_format, probe_stored, read_stored
+from biounet.io.files import expand_inputs, file_stem
+from biounet.io.formats import image_format
+from biounet.io.readers import ImageMeta
+from biounet.io.stored import probe_stored, read_stored
 from biounet.io.writers import write_instances, write_prediction
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.pretrained import resolve_model
@@ -214,7 +216,7 @@ def _raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarr
     """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
 
     Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
-    1- or 3-channel model, see :func:`~biounet.io.readers.match_channels`) is left out.
+    1- or 3-channel model, see :func:`~biounet.io.channels.match_channels`) is left out.
     """
     channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
     raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)

@@ -30,9 +30,9 @@ from biounet.errors import BiounetError
 from biounet.infer.blocks import Block, BlockGrid, plan_blocks
 from biounet.infer.predict import TileOptions, TilePredictor
 from biounet.infer.store import PredictionStore, StoreLayout
-from biounet.io.axes import StackPlan, plan_stack
-from biounet.io.layout import StoredAxes
-from biounet.io.lazy import ItemView, open_stored
+from biounet.io.axes import StackPlan, StoredAxes, plan_stack
+from biounet.io.items import ItemView
+from biounet.io.stored import open_stored
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.optional import optional_import
 

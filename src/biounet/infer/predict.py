@@ -18,7 +18,7 @@ from biounet.infer.devices import parameter_device, prepare_model, resolve_devic
 from biounet.infer.tiling import Tile, plan_tiles
 from biounet.infer.tta import averaged, transforms
 from biounet.io.axes import StackPlan
-from biounet.io.lazy import ItemView
+from biounet.io.items import ItemView
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization

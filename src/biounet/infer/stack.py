@@ -14,7 +14,7 @@ from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, predict
 from biounet.io.axes import StackPlan
-from biounet.io.readers import match_channels
+from biounet.io.channels import match_channels
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.outputs import probabilities_to_mask
 

@@ -1,17 +1,19 @@
 """Which axis of a stored array is which, and how a model of a given dimension goes through it.
 
-A file's axes are named with the letters ``T`` (time), ``Z``, ``C`` (channels), ``Y`` and ``X``, one per
-stored axis, in stored order; readers write ``?`` for an axis the file does not name (tifffile's pages of a
-plain multi-page TIFF). :func:`plan_stack` resolves those from the model, never from a page count alone, and
-says how to iterate: a 2D model is run on every ``(C, Y, X)`` plane of the ``T`` and ``Z`` axes, a 3D model
-on every ``(C, Z, Y, X)`` volume of ``T``.
+A file's axes (:class:`StoredAxes`) are named with the letters ``T`` (time), ``Z``, ``C`` (channels), ``Y``
+and ``X``, one per stored axis, in stored order; readers write ``?`` for an axis the file does not name
+(tifffile's pages of a plain multi-page TIFF). :func:`plan_stack` resolves those from the model, never from a
+page count alone, and says how to iterate: a 2D model is run on every ``(C, Y, X)`` plane of the ``T`` and
+``Z`` axes, a 3D model on every ``(C, Z, Y, X)`` volume of ``T``. :func:`image_plan` resolves them without a
+model, for a file that must be one ``(C, *spatial)`` image (training data, labels, ``evaluate``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,36 @@ from biounet.errors import BiounetError
 
 AXIS_LETTERS = "TZCYX"
 UNKNOWN = "?"
+
+
+@dataclass(frozen=True)
+class StoredAxes:
+    """A file's array as stored, with a name for each axis.
+
+    Attributes:
+        shape: the array's shape as stored.
+        dtype: the dtype that reading gives.
+        axes: one letter per stored axis, from ``TZCYX``, or ``?`` where the file does not say.
+        spacing: pixel/voxel size per stored axis; 1.0 where the file does not say or the axis is not spatial.
+        header: the format's header, kept to write results back alike (NIfTI); ``None`` for other formats.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str
+    spacing: tuple[float, ...]
+    header: Any = field(default=None, compare=False, repr=False)
+
+
+def check_spatial_dims(spatial_dims: int, path: str | Path | None = None) -> None:
+    """Raises a :class:`BiounetError` unless ``spatial_dims`` is 2 or 3.
+
+    Args:
+        spatial_dims: a model's number of spatial dimensions.
+        path: the file, for messages.
+    """
+    if spatial_dims not in (2, 3):
+        raise BiounetError(f"{spatial_dims}D images are not supported (2 or 3)", path)
 
 
 def check_axes(axes: str, shape: tuple[int, ...], path: str | Path | None = None) -> str:
@@ -140,8 +172,7 @@ def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels
         BiounetError: for two unnamed axes, an ambiguous one, an array without the model's spatial axes, or
             more than one channel axis.
     """
-    if spatial_dims not in (2, 3):
-        raise BiounetError(f"{spatial_dims}D images are not supported (2 or 3)", path)
+    check_spatial_dims(spatial_dims, path)
     needed = "YX" if spatial_dims == 2 else "ZYX"
     letters = ["-" if n == 1 and a not in needed else a for a, n in zip(axes, shape, strict=True)]
     described = f"axes {axes} and shape {tuple(shape)}"
@@ -172,6 +203,55 @@ def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels
         raise BiounetError(f"an image with {described} has no {missing} axis for a {spatial_dims}D model"
                            + ("; give --axes if it is a stack" if spatial_dims == 3 else ""), path)
     return StackPlan(tuple(int(n) for n in shape), resolved, spatial_dims)
+
+
+def image_plan(stored: StoredAxes, spatial_dims: int, path: str | Path | None = None) -> StackPlan:
+    """Resolves a file's axes as one ``(C, *spatial)`` image, with no model to tell channels from a stack.
+
+    The plan has exactly one item (its ``batch_shape`` is ``()``). Singleton axes are dropped. For a 2D
+    model an unnamed axis (``?``) is channels; for a 3D model the ``Z`` axis is the named one, or else the
+    one unnamed axis longer than 1 (other unnamed axes are channels). At most one channel axis may be longer
+    than 1, and neither time nor, for a 2D model, ``Z``. The spatial axes keep their stored order (NIfTI's
+    i, j, k stay so).
+
+    Args:
+        stored: the file's array as stored (:func:`biounet.io.stored.probe_stored`).
+        spatial_dims: 2 for images, 3 for volumes.
+        path: the file, for messages.
+
+    Raises:
+        BiounetError: for a non-numeric or empty array, or one that is not a single image of that dimension.
+    """
+    check_spatial_dims(spatial_dims, path)
+    shape = stored.shape
+    if stored.dtype.kind not in "biuf":
+        raise BiounetError(f"unsupported pixel type {stored.dtype}", path)
+    if 0 in shape:
+        raise BiounetError(f"image of shape {shape} is empty", path)
+    described = f"axes {stored.axes} and shape {shape}"
+    letters = list(stored.axes)
+    if spatial_dims == 3 and "Z" not in letters:
+        letters[_unnamed_z(stored, described, path)] = "Z"
+    needed = "YX" if spatial_dims == 2 else "ZYX"
+    letters = ["-" if n == 1 and a not in needed else "C" if a == UNKNOWN else a
+               for a, n in zip(letters, shape, strict=True)]
+    if "Z" in letters and spatial_dims == 2:
+        raise BiounetError(f"cannot use a 3D volume with {described} as a 2D image for a 2D model", path)
+    if "T" in letters or letters.count("C") > 1:
+        why = "a time series" if "T" in letters else "more than one channel axis"
+        raise BiounetError(f"cannot use an image with {described} as a {spatial_dims}D image ({why})", path)
+    return StackPlan(shape, "".join(letters), spatial_dims)
+
+
+def _unnamed_z(stored: StoredAxes, described: str, path: str | Path | None) -> int:
+    """The stored axis that is ``Z`` in a file that names none: its one unnamed axis longer than 1."""
+    unnamed = [i for i, (a, n) in enumerate(zip(stored.axes, stored.shape, strict=True)) if a == UNKNOWN and n > 1]
+    if not unnamed:
+        raise BiounetError(f"a 2D image ({described}) cannot be used with a 3D model", path)
+    if len(unnamed) > 1:
+        raise BiounetError(f"cannot tell the Z axis from channels in an image with {described}; write it with "
+                           "axes metadata (e.g. ImageJ's ZCYX)", path)
+    return unnamed[0]
 
 
 def _example(letters: list[str], unknown: list[int]) -> str:

@@ -1,9 +1,9 @@
 """Arrays inside HDF5 files and zarr stores, named as ``file.h5:path/to/dataset`` or ``store.zarr:array``.
 
 Neither format records which axis is which by itself. Where other tools wrote it down, the axes come from
-there (:func:`probe_container_axes`): ilastik's ``axistags`` attribute, or an OME-Zarr image's
-``multiscales[0].axes``. Otherwise the layout follows from the number of dimensions: for a 3D model
-``(Z, Y, X)`` or ``(C, Z, Y, X)``, for a 2D model ``(Y, X)`` or ``(C, Y, X)``. Without a name after the colon,
+there: ilastik's ``axistags`` attribute, or an OME-Zarr image's ``multiscales[0].axes``. Otherwise the axes
+follow from the number of dimensions: for a 3D model ``(Z, Y, X)`` or ``(C, Z, Y, X)``, for a 2D model
+``(Y, X)`` or ``(C, Y, X)``. Without a name after the colon,
 the file must hold exactly one array (a zarr store may itself be that array; an OME-Zarr image is read at its
 full resolution).
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from biounet.errors import BiounetError
-from biounet.io.axes import check_axes
-from biounet.io.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
+from biounet.errors import BiounetError, reason
+from biounet.io.axes import StoredAxes, check_axes, check_spatial_dims
 from biounet.optional import optional_import
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -57,55 +56,65 @@ def check_container(path: str | Path) -> None:
         pass
 
 
-def probe_container(path: str | Path, spatial_dims: int) -> Layout:
-    """The layout of an HDF5 dataset or zarr array (see the module docstring), from its metadata."""
-    with open_container(path) as array:
-        return _layout(array, spatial_dims, path)
+class ContainerFormat:
+    """An HDF5 dataset or zarr array, read where it lies (see the module docstring)."""
+
+    def probe(self, path: Path, spatial_dims: int | None, axes: str | None) -> StoredAxes:
+        """The array as :class:`StoredAxes`, from its metadata.
+
+        Args:
+            path: the spec.
+            spatial_dims: the model's, for an array whose axes no metadata names: ``(C, *spatial)``; ``None``
+                names them from the number of dimensions alone (``YX``, ``ZYX``, ``CZYX``).
+            axes: the axes to use instead (``--axes``), one letter per axis of the array.
+
+        Raises:
+            BiounetError: naming the spec, for metadata or ``axes`` that do not fit the array, or an array
+                without metadata whose number of dimensions fits no layout.
+        """
+        with open_container(path) as array:
+            shape = tuple(int(s) for s in array.shape)
+            if axes is not None:
+                letters = check_axes(axes, shape, path)
+            else:
+                found = _metadata_axes(array, path)
+                letters = check_axes(found, shape, path) if found is not None else _own_axes(shape, spatial_dims,
+                                                                                               path)
+            spatial = tuple(i for i, a in enumerate(letters) if a in "ZYX")
+            spacing = [1.0] * len(shape)
+            for i, size in zip(spatial, _spacing(array, shape, spatial, path), strict=True):
+                spacing[i] = size
+            return StoredAxes(shape, np.dtype(array.dtype), letters, tuple(spacing))
+
+    def open(self, path: Path) -> AbstractContextManager[Any]:
+        """The array, open and nothing read (see :func:`open_container`)."""
+        return open_container(path)
+
+    def read(self, path: Path) -> np.ndarray:
+        """The array, read whole."""
+        with open_container(path) as array:
+            try:
+                return np.asarray(array[...])
+            except Exception as exc:
+                raise BiounetError(f"cannot read array data ({reason(exc)})", path) from exc
 
 
-def read_container(path: str | Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
-    """An HDF5 dataset or zarr array, read whole, and its layout."""
-    with open_container(path) as array:
-        layout = _layout(array, spatial_dims, path)
-        try:
-            data = np.asarray(array[...])
-        except Exception as exc:
-            raise BiounetError(f"cannot read array data ({reason(exc)})", path) from exc
-    return data, layout
-
-
-def probe_container_axes(path: str | Path, spatial_dims: int, axes: str | None = None) -> StoredAxes:
-    """An HDF5 dataset or zarr array as :class:`StoredAxes`, from its metadata (see the module docstring).
-
-    Args:
-        path: the spec.
-        spatial_dims: the model's, for arrays whose axes no metadata names.
-        axes: the axes to use instead (``--axes``), one letter per axis of the array.
-
-    Raises:
-        BiounetError: naming the spec, for metadata or ``axes`` that do not fit the array, or an array
-            without metadata whose number of dimensions fits neither layout.
-    """
-    with open_container(path) as array:
-        return _stored_axes(array, spatial_dims, axes, path)
-
-
-def read_container_axes(path: str | Path, spatial_dims: int,
-                        axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
-    """An HDF5 dataset or zarr array, read whole, and its :class:`StoredAxes`."""
-    with open_container(path) as array:
-        stored = _stored_axes(array, spatial_dims, axes, path)
-        try:
-            data = np.asarray(array[...])
-        except Exception as exc:
-            raise BiounetError(f"cannot read array data ({reason(exc)})", path) from exc
-    return data, stored
-
-
-def container_spatial_dims(path: str | Path) -> int:
-    """2 for a 2-dimensional array, else 3 (as a one-channel label array is read)."""
-    with open_container(path) as array:
-        return 2 if len(array.shape) == 2 else 3
+def _own_axes(shape: tuple[int, ...], spatial_dims: int | None, path: str | Path) -> str:
+    """The axes of an array that no metadata names: ``(C, *spatial)`` for the model's ``spatial_dims``."""
+    if spatial_dims is None:
+        named = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(len(shape))
+        if named is None:
+            raise BiounetError(f"cannot tell which axis is which in an array of shape {shape}", path)
+        return named
+    check_spatial_dims(spatial_dims, path)
+    if len(shape) == spatial_dims - 1:
+        raise BiounetError(f"a {len(shape)}D array (shape {shape}) cannot be used with a {spatial_dims}D model",
+                           path)
+    spatial = "ZYX"[-spatial_dims:]
+    if len(shape) not in (spatial_dims, spatial_dims + 1):
+        raise BiounetError(f"cannot use an array of shape {shape} as a {spatial_dims}D image (expected {spatial} "
+                           f"or C{spatial}); give its axes with --axes", path)
+    return ("C" + spatial)[-len(shape):]
 
 
 @contextmanager
@@ -176,29 +185,6 @@ def _zarr_arrays(group: Any, prefix: str = "") -> Iterator[str]:
         yield from _zarr_arrays(group[name], f"{prefix}{name}/")
 
 
-def _stored_axes(array: Any, spatial_dims: int, axes: str | None, path: str | Path) -> StoredAxes:
-    shape = tuple(int(s) for s in array.shape)
-    if axes is not None:
-        letters = check_axes(axes, shape, path)
-    else:
-        found = _metadata_axes(array, path)
-        if found is not None:
-            letters = check_axes(found, shape, path)
-        else:
-            check_spatial_dims(spatial_dims, path)
-            if len(shape) not in (spatial_dims, spatial_dims + 1):
-                named = "ZYX" if spatial_dims == 3 else "YX"
-                raise BiounetError(f"cannot use an array of shape {shape} as a {spatial_dims}D image (expected "
-                                   f"{named} or C{named}); give its axes with --axes", path)
-            letters = ("C" + ("ZYX" if spatial_dims == 3 else "YX"))[-len(shape):]
-    spatial = tuple(i for i, a in enumerate(letters) if a in "ZYX")
-    sizes = _spacing(array, shape, spatial, path)
-    spacing = [1.0] * len(shape)
-    for i, size in zip(spatial, sizes, strict=True):
-        spacing[i] = size
-    return StoredAxes(shape, np.dtype(array.dtype), letters, tuple(spacing))
-
-
 def _metadata_axes(array: Any, path: str | Path) -> str | None:
     """Axes from ilastik's ``axistags`` or the OME-Zarr ``multiscales`` of the array's group, if any."""
     tags = array.attrs.get("axistags")
@@ -241,20 +227,6 @@ def _only(names: list[str], file: Path, kind: str) -> str:
         raise BiounetError(f"holds no {kind}", file)
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     raise BiounetError(f"holds {len(names)} {kind}s ({shown}); name one as {file.name}:NAME", file)
-
-
-def _layout(array: Any, spatial_dims: int, path: str | Path) -> Layout:
-    check_spatial_dims(spatial_dims, path)
-    shape = tuple(int(s) for s in array.shape)
-    if len(shape) == spatial_dims - 1:
-        raise BiounetError(f"a {len(shape)}D array (shape {shape}) cannot be used with a {spatial_dims}D model",
-                           path)
-    if len(shape) not in (spatial_dims, spatial_dims + 1):
-        axes = "ZYX" if spatial_dims == 3 else "YX"
-        raise BiounetError(f"cannot use an array of shape {shape} as a {spatial_dims}D image "
-                           f"(expected {axes} or C{axes})", path)
-    spatial = tuple(range(len(shape) - spatial_dims, len(shape)))
-    return checked_layout(path, shape, np.dtype(array.dtype), spatial, _spacing(array, shape, spatial, path))
 
 
 def _spacing(array: Any, shape: tuple[int, ...], spatial: tuple[int, ...],

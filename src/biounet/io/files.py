@@ -1,4 +1,5 @@
-"""Expanding input arguments (files, directories, globs, HDF5/zarr specs) into image files, for predict and evaluate."""
+"""Image files by name: stems that outputs and pairings use, folder listings, and expanding input arguments
+(files, directories, globs, HDF5/zarr specs) into image files, for predict and evaluate."""
 
 from __future__ import annotations
 
@@ -7,8 +8,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from biounet.errors import BiounetError
-from biounet.io.containers import check_container, is_zarr, split_spec
-from biounet.io.readers import SUPPORTED_SUFFIXES, file_stem, is_hidden, is_image_file, list_image_files
+from biounet.io.containers import ZARR_SUFFIX, check_container, is_zarr, split_spec
+from biounet.io.formats import SUPPORTED_SUFFIXES, is_image_file
+from biounet.io.nifti import NIFTI_SUFFIXES
+
+
+def file_stem(path: str | Path) -> str:
+    """The name outputs and pairings use: ``case_001.nii.gz`` -> ``case_001``, ``a.h5:raw`` -> ``a``.
+
+    Args:
+        path: a file, or an HDF5/zarr spec with ``:array`` after the file name.
+    """
+    spec = split_spec(path)
+    name = spec[0].name if spec is not None else Path(path).name
+    for compound in NIFTI_SUFFIXES[1:]:
+        if name.lower().endswith(compound):
+            return name[: -len(compound)]
+    return Path(name).stem
+
+
+def is_hidden(path: str | Path) -> bool:
+    """Whether a file's name starts with ``.``: hidden, like the temporary files of an interrupted write."""
+    return Path(path).name.startswith(".")
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """A folder's image files, sorted; ``.zarr`` stores (directories) count as files.
+
+    Hidden files are left out: ``.00_prob.1234.tmp.tif`` is what a killed ``predict`` leaves behind.
+    HDF5 files are listed too: each must then hold exactly one dataset, since a listing names none.
+
+    Args:
+        folder: the directory to list.
+    """
+    return sorted(p for p in folder.iterdir()
+                  if is_image_file(p) and not is_hidden(p)
+                  and (p.is_file() or (p.is_dir() and p.suffix.lower() == ZARR_SUFFIX)))
 
 
 def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[Path]:
@@ -22,8 +57,7 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
 
     Args:
         arguments: the command line's paths.
-        unique_stems: for outputs named after inputs: two inputs may not share a
-            :func:`~biounet.io.readers.file_stem`.
+        unique_stems: for outputs named after inputs: two inputs may not share a :func:`file_stem`.
 
     Raises:
         BiounetError: for a missing path or array, a glob or directory without images, or two inputs with

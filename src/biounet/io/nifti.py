@@ -6,91 +6,65 @@ nothing is transposed. A 4th axis (or the 5th, NIfTI's vector axis) longer than 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from biounet.atomic import atomic_path
-from biounet.errors import BiounetError
-from biounet.io.axes import check_axes
-from biounet.io.layout import Layout, StoredAxes, check_spatial_dims, checked_layout, reason
+from biounet.errors import BiounetError, reason
+from biounet.io.axes import StoredAxes, check_axes
 from biounet.optional import optional_import
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-def is_nifti(path: str | Path) -> bool:
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def probe_nifti(path: Path, spatial_dims: int) -> Layout:
-    """The layout of a NIfTI file, from its header only.
-
-    Args:
-        path: a ``.nii`` or ``.nii.gz`` file.
-        spatial_dims: 3 for volumes; 2 accepts only files whose third axis is absent or 1 long.
-
-    Raises:
-        BiounetError: naming the file, if nibabel is missing, the file is unreadable or its shape does not fit.
+class NiftiFormat:
+    """NIfTI: nibabel's axes i, j, k are ``Y``, ``X``, ``Z``, a 4th axis is ``C`` (``T`` if a 5th, NIfTI's vector
+    axis, is longer than 1). A 2D model sees the planes of the slice axis k, a 3D model the volume in stored
+    order. Compressed files cannot be read in parts, so they are read whole.
     """
-    return _layout(_load(path), spatial_dims, path)
 
+    def probe(self, path: Path, spatial_dims: int | None, axes: str | None) -> StoredAxes:
+        """The file as :class:`StoredAxes`, from its header only.
 
-def read_nifti(path: Path, spatial_dims: int) -> tuple[np.ndarray, Layout]:
-    """A NIfTI file's voxels as stored (scaled by the header's slope/intercept) and their layout."""
-    image = _load(path)
-    layout = _layout(image, spatial_dims, path)  # checked before the voxels are read
-    return _voxels(image, path), layout
+        Args:
+            path: a ``.nii`` or ``.nii.gz`` file.
+            spatial_dims: unused (the file names its axes).
+            axes: the axes to use instead (``--axes``), one letter per axis of the array.
 
+        Raises:
+            BiounetError: naming the file, if nibabel is missing, the file is unreadable or not an image.
+        """
+        image = _load(path)
+        shape = tuple(int(s) for s in image.shape)
+        if len(shape) < 2:
+            raise BiounetError(f"cannot use a NIfTI array of shape {shape} as an image", path)
+        own = ("YXZ" + ("TC" if len(shape) > 4 and shape[4] > 1 else "CT"))[:len(shape)]
+        letters = check_axes(axes, shape, path) if axes is not None else own
+        dtype = np.dtype(image.get_data_dtype())
+        proxy = image.dataobj
+        if dtype.kind in "biu" and (float(getattr(proxy, "slope", 1.0)) != 1.0
+                                    or float(getattr(proxy, "inter", 0.0)) != 0.0):
+            dtype = np.dtype(np.float64)  # what nibabel returns for scaled integers
+        zooms = tuple(float(z) for z in image.header.get_zooms())
+        spacing = tuple(zooms[i] if i < min(3, len(zooms)) else 1.0 for i in range(len(shape)))
+        return StoredAxes(shape, dtype, letters, spacing, header=image.header)
 
-def probe_nifti_axes(path: Path, axes: str | None = None) -> StoredAxes:
-    """A NIfTI file as :class:`StoredAxes`, from its header only.
+    @contextmanager
+    def open(self, path: Path) -> Iterator[np.ndarray]:
+        """The voxels, read whole."""
+        yield self.read(path)
 
-    nibabel's axes i, j, k are ``Y``, ``X``, ``Z``: a 2D model sees the planes of the slice axis k, a 3D model
-    the volume in stored order, as :func:`read_nifti` gives it. A 4th axis is channels (as :func:`read_nifti`
-    reads it); with a 5th (NIfTI's vector axis) longer than 1, the 4th is time.
-
-    Args:
-        path: a ``.nii`` or ``.nii.gz`` file.
-        axes: the axes to use instead (``--axes``), one letter per axis of the array.
-    """
-    return _stored_axes(_load(path), axes, path)
-
-
-def read_nifti_axes(path: Path, axes: str | None = None) -> tuple[np.ndarray, StoredAxes]:
-    """A NIfTI file's voxels as stored (scaled) and its :class:`StoredAxes` (see :func:`probe_nifti_axes`)."""
-    image = _load(path)
-    stored = _stored_axes(image, axes, path)  # checked before the voxels are read
-    return _voxels(image, path), stored
-
-
-def _voxels(image: Any, path: Path) -> np.ndarray:
-    try:
-        return np.asarray(image.dataobj)
-    except Exception as exc:
-        raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
-
-
-def _stored_axes(image: Any, axes: str | None, path: Path) -> StoredAxes:
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) < 2:
-        raise BiounetError(f"cannot use a NIfTI array of shape {shape} as an image", path)
-    own = ("YXZ" + ("TC" if len(shape) > 4 and shape[4] > 1 else "CT"))[:len(shape)]
-    letters = check_axes(axes, shape, path) if axes is not None else own
-    dtype = np.dtype(image.get_data_dtype())
-    proxy = image.dataobj
-    if dtype.kind in "biu" and (float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0))
-                                != 0.0):
-        dtype = np.dtype(np.float64)  # what nibabel returns for scaled integers
-    zooms = tuple(float(z) for z in image.header.get_zooms())
-    spacing = tuple(zooms[i] if i < min(3, len(zooms)) else 1.0 for i in range(len(shape)))
-    return StoredAxes(shape, dtype, letters, spacing, header=image.header)
-
-
-def nifti_spatial_dims(path: Path) -> int:
-    """2 for a NIfTI file with only two axes, else 3."""
-    return 2 if len(_load(path).shape) == 2 else 3
+    def read(self, path: Path) -> np.ndarray:
+        """The voxels as stored, scaled by the header's slope and intercept."""
+        image = _load(path)
+        try:
+            return np.asarray(image.dataobj)
+        except Exception as exc:
+            raise BiounetError(f"cannot read NIfTI data ({reason(exc)})", path) from exc
 
 
 def write_nifti(path: str | Path, data: np.ndarray, header: Any, display_range: tuple[float, float]) -> None:
@@ -99,7 +73,7 @@ def write_nifti(path: str | Path, data: np.ndarray, header: Any, display_range: 
     Args:
         path: ``.nii`` or ``.nii.gz`` (nibabel compresses by the name).
         data: ``(i, j, k)`` or ``(i, j, k, classes)``; its dtype becomes the file's.
-        header: the header of the image the data came from (:attr:`ImageMeta.header`).
+        header: the header of the image the data came from (:attr:`biounet.io.readers.ImageMeta.header`).
         display_range: ``cal_min``/``cal_max`` for viewers (the input's range does not fit a prediction).
     """
     nib = optional_import("nibabel", "writing NIfTI", path)
@@ -138,27 +112,3 @@ def _load(path: Path) -> Any:
     except Exception as exc:
         raise BiounetError(f"cannot read NIfTI file ({reason(exc)})", path) from exc
     return image
-
-
-def _layout(image: Any, spatial_dims: int, path: Path) -> Layout:
-    check_spatial_dims(spatial_dims, path)
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) < 2:
-        raise BiounetError(f"cannot use a NIfTI array of shape {shape} as an image", path)
-    if spatial_dims == 3 and len(shape) == 2:
-        raise BiounetError(f"a 2D image (NIfTI shape {shape}) cannot be used with a 3D model", path)
-    if spatial_dims == 2 and len(shape) > 2 and shape[2] > 1:
-        raise BiounetError(f"a 3D volume (NIfTI shape {shape}) cannot be used with a 2D model", path)
-    spatial = tuple(range(spatial_dims))
-    extra = [shape[i] for i in range(len(shape)) if i not in spatial and shape[i] > 1]
-    if len(extra) > 1:
-        raise BiounetError(f"cannot use a NIfTI array of shape {shape} as a {spatial_dims}D image "
-                           "(more than one non-spatial axis)", path)
-    dtype = np.dtype(image.get_data_dtype())
-    proxy = image.dataobj
-    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
-    if dtype.kind in "biu" and (slope != 1.0 or inter != 0.0):
-        dtype = np.dtype(np.float64)  # what nibabel returns for scaled integers
-    zooms = tuple(float(z) for z in image.header.get_zooms())
-    spacing = tuple(zooms[i] if i < len(zooms) else 1.0 for i in spatial)
-    return checked_layout(path, shape, dtype, spatial, spacing, header=image.header)

@@ -1,6 +1,6 @@
 """Writing probability maps, masks and instance maps, atomically, in a format that matches the input.
 
-Output names per input stem (see :func:`biounet.io.readers.file_stem`):
+Output names per input stem (see :func:`biounet.io.files.file_stem`):
 
 - NIfTI input: ``<stem>_prob.nii.gz`` (float32, classes on the last axis), ``<stem>_mask.nii.gz`` (uint8,
   uint16 beyond 256 classes) and ``<stem>_instances.nii.gz`` (object ids, uint16, uint32 beyond 65535
@@ -35,7 +35,7 @@ def write_prediction(out_dir: str | Path, stem: str, probabilities: np.ndarray, 
 
     Args:
         out_dir: an existing directory.
-        stem: the input's :func:`~biounet.io.readers.file_stem`.
+        stem: the input's :func:`~biounet.io.files.file_stem`.
         probabilities: ``(C, *axes)`` class probabilities.
         mask: ``(*axes)`` class indices.
         meta: the input's :class:`~biounet.io.readers.ImageMeta` (format, NIfTI header, and the spacing of
@@ -97,7 +97,7 @@ def write_instances(out_dir: str | Path, stem: str, instances: np.ndarray, meta:
 
     Args:
         out_dir: an existing directory.
-        stem: the input's :func:`~biounet.io.readers.file_stem`.
+        stem: the input's :func:`~biounet.io.files.file_stem`.
         instances: ``(*axes)`` non-negative integer ids.
         meta: the input's :class:`~biounet.io.readers.ImageMeta`, as for :func:`write_prediction`.
         axes: the map's axes, as for :func:`write_prediction`.

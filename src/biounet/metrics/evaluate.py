@@ -24,8 +24,8 @@ import numpy as np
 
 from biounet.data.labels import Kind, LabelConfig
 from biounet.errors import BiounetError
-from biounet.io.files import expand_inputs
-from biounet.io.readers import file_stem, guess_spatial_dims
+from biounet.io.files import expand_inputs, file_stem
+from biounet.io.readers import guess_spatial_dims
 from biounet.metrics.instances import DatasetMatching, matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.pairs import load_pair, pair_by_stem, resolve_truths

@@ -16,7 +16,8 @@ import numpy as np
 
 from biounet.data.labels import LabelConfig, label_values, read_label, read_label_meta
 from biounet.errors import BiounetError
-from biounet.io.readers import ImageMeta, file_stem, guess_spatial_dims, read_image
+from biounet.io.files import file_stem
+from biounet.io.readers import ImageMeta, guess_spatial_dims, read_image
 from biounet.metrics.suite import Pair, pair_from_arrays
 
 # Suffixes that `biounet predict` (and common tools) append to an input's stem.
@@ -24,7 +25,7 @@ SUFFIXES = ("_instances", "_prob", "_mask", "_pred", "_seg")
 
 
 def pair_by_stem(predictions: list[Path], truths: list[Path]) -> list[tuple[Path, Path]]:
-    """``(prediction, truth)`` pairs matched by :func:`~biounet.io.readers.file_stem`; of several predictions
+    """``(prediction, truth)`` pairs matched by :func:`~biounet.io.files.file_stem`; of several predictions
     of one stem, an instance map (``_instances``) is taken first, then probabilities (``_prob``).
 
     Args:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from biounet.data.examples import read_pair
 from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues, label_values, read_label
 from biounet.errors import BiounetError
-from biounet.io.readers import guess_spatial_dims, match_channels
+from biounet.io.channels import match_channels
+from biounet.io.readers import guess_spatial_dims
 
 NEAR_GAP = 3
 """Objects separated by at most this many background pixels count as near each other."""

@@ -1,0 +1,34 @@
+"""Adapting an image's channels to a model's, where that needs no guessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from biounet.errors import BiounetError
+
+
+def match_channels(image: np.ndarray, channels: int, path: str | Path | None = None) -> np.ndarray:
+    """Adapts an image's channels to a model's: RGB(A) to gray by luminance, RGBA to RGB by dropping alpha,
+    gray to RGB by repeating it (a colour model trained on grey-as-RGB images, as fluorescence in DSB 2018).
+
+    Args:
+        image: ``(C, *spatial)``.
+        channels: the model's input channels.
+        path: the file, for messages.
+
+    Raises:
+        BiounetError: if the channels cannot be adapted without guessing.
+    """
+    have = image.shape[0]
+    if have == channels:
+        return image
+    if channels == 1 and have in (3, 4):
+        weights = np.array([0.299, 0.587, 0.114], np.float32).reshape(3, *([1] * (image.ndim - 1)))
+        return (image[:3].astype(np.float32) * weights).sum(axis=0, keepdims=True)
+    if channels == 3 and have == 4:
+        return image[:3]
+    if channels == 3 and have == 1:
+        return np.repeat(image, 3, axis=0)
+    raise BiounetError(f"image has {have} channel(s) but the model expects {channels}", path)
