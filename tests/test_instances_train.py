@@ -50,13 +50,15 @@ def test_validation_scores_objects_for_instance_labels() -> None:
 
 
 def test_train_without_config_separates_touching_nuclei(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    images, labels = write_nuclei_dataset(tmp_path / "data", 10)
+    # 14 pairs, 3 of them held out: with 2 the validation objects were all found by epoch 11-18, and that early
+    # checkpoint (ties keep the first) scored ap50 0.42 on the held-out nuclei on this machine's CPU.
+    images, labels = write_nuclei_dataset(tmp_path / "data", 14)
     out = tmp_path / "run"
-    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "40",
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "60",
                  "--quiet", *[a for s in SMALL for a in ("--set", s)]]) == 0
     log = capsys.readouterr().out
     assert "objects learnt as background, interior and boundary" in log
-    assert "instances: seed" in log and "on the 2 validation images" in log
+    assert "instances: seed" in log and "on the 3 validation images" in log
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["out_channels"] == 3 and config["monitor"] == "accuracy"
     checkpoint = load_checkpoint(out / "model.pt")
