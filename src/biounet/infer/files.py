@@ -30,8 +30,7 @@ from biounet.infer.predict import TileOptions
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.files import expand_inputs, file_stem
-from biounet.io.formats import image_format
-from biounet.io.readers import ImageMeta
+from biounet.io.readers import image_meta
 from biounet.io.stored import probe_stored, read_stored
 from biounet.io.writers import write_instances, write_prediction
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
@@ -175,8 +174,7 @@ class _Run:
         outputs = self.outputs
         probs, mask, ids = segment_array(self.checkpoint, array, plan, path, options=self.options,
                                          instances="instances" in outputs or "objects" in outputs)
-        spacing = tuple(size for size, a in zip(stored.spacing, plan.axes, strict=True) if a in "ZYX")
-        meta = ImageMeta(Path(path), image_format(path) or "", spacing, stored.header)
+        meta = image_meta(path, stored, plan)
         stem = file_stem(path)
         maps = [o for o in outputs if o in ("prob", "mask")]
         written = write_prediction(out, stem, probs, mask, meta, plan.out_axes, maps) if maps else []

@@ -168,13 +168,14 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
         for function in functions:
             trainer.add_callback(event, function)
     trainer.run(setup_seconds=time.monotonic() - started)
-    best = trainer.best
-    if best is None and resume and trainer.best_path.exists():
-        best = load_checkpoint(trainer.best_path)  # the resumed run found no better model than the earlier one
-    if ranks.main and best is not None:  # none if stopped before any validation
-        if config.instance_task:
-            trainer.best = best = tune_instances(best, trainer.best_path, val_examples, start=config.init)
-        write_overlays(out_dir, best, val_examples)
+    if ranks.main:
+        if trainer.best is None and resume and trainer.best_path.exists():
+            # The resumed run found no better model than the earlier one.
+            trainer.best = load_checkpoint(trainer.best_path)
+        if trainer.best is not None:  # none if stopped before any validation
+            if config.instance_task:
+                trainer.best = tune_instances(trainer.best, trainer.best_path, val_examples, start=config.init)
+            write_overlays(out_dir, trainer.best, val_examples)
     ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run
     return trainer
 

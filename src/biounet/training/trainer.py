@@ -167,20 +167,15 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
-    def save(self, path: Path, with_state: bool) -> Checkpoint | None:
-        """Writes the model (and with ``with_state`` what resuming needs) to ``path``; rank 0 only.
-
-        Returns:
-            What was written, as :func:`~biounet.models.checkpoint.load_checkpoint` would read it back, with
-            the weights copied to the CPU; ``None`` on other ranks.
-        """
+    def save(self, path: Path, with_state: bool) -> None:
+        """Writes the model (and with ``with_state`` what resuming needs) to ``path``; rank 0 only."""
         if not self.ranks.main:
-            return None
+            return
         # Never overwrite a good checkpoint with weights that have already blown up.
         if not self._weights_finite():
             raise TrainingDivergedError(f"weights became non-finite at step {self.state.step}; training stopped. The "
                                    f"last good checkpoint is {self.last_path} (try a lower optim.lr)")
-        extra: dict[str, Any] = {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
+        extra = self._checkpoint_extra()
         if with_state:
             extra["train_state"] = {
                 "counters": self.state.to_dict(),
@@ -193,16 +188,25 @@ class Trainer:
             if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 # cuDNN and CUDA kernels (dropout, random init of buffers) draw from the per-device generators.
                 extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        instances = InstanceParams() if self.config.instance_task else None
         save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra,
-                        instances=instances)
-        # A fresh UNet (not a copy of self.model, which may hold SyncBatchNorm layers), as loading builds it.
+                        instances=self._instances())
+
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        return {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
+
+    def _instances(self) -> InstanceParams | None:
+        return InstanceParams() if self.config.instance_task else None
+
+    def _in_memory(self) -> Checkpoint:
+        """The model as ``model.pt`` now holds it, as :func:`~biounet.models.checkpoint.load_checkpoint` would
+        read it back: a fresh UNet on the CPU (not a copy of ``self.model``, which may hold SyncBatchNorm)."""
         model = UNet(self.config.model)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         model.eval()
         model.to(memory_format=torch.channels_last if self.config.model.spatial_dims == 2  # type: ignore[call-overload]
                  else torch.channels_last_3d)
-        return Checkpoint(model, self.config.normalization, list(self.class_names), extra=extra, instances=instances)
+        return Checkpoint(model, self.config.normalization, list(self.class_names), extra=self._checkpoint_extra(),
+                          instances=self._instances())
 
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
@@ -413,7 +417,9 @@ class Trainer:
         sign = -1.0 if monitor in MINIMISED else 1.0
         if self.state.best is None or sign * value > sign * self.state.best:
             self.state.best, self.state.best_epoch, self.state.stale_validations = value, self.state.epoch, 0
-            self.best = self.save(self.best_path, with_state=False)
+            self.save(self.best_path, with_state=False)
+            if self.ranks.main:
+                self.best = self._in_memory()
         else:
             self.state.stale_validations += 1
 
