@@ -38,6 +38,9 @@ VALIDATIONS = 10
 VALIDATION_SHARE = 0.15
 # What `train` plans for when neither --minutes nor --epochs is given.
 DEFAULT_MINUTES = 30.0
+# The moving average of the weights spans this share of the planned steps, within these bounds.
+EMA_SHARE = 0.05
+EMA_WINDOW = (50, 1000)
 # A class this thin (median width in px, with a skeleton that is a good share of its area) is a line
 # structure: membranes, vessels, neurites.
 THIN_WIDTH = 8.0
@@ -305,6 +308,7 @@ class _Planner:
             self.set("model.base_channels", width, f"epoch budget: middle width {width} (not timed)")
             self.set("epochs", int(epochs))
             self.set("samples_per_epoch", 100 * self.settings["batch_size"])
+            self._weight_average(epochs * 100)
             return
         if minutes is None:
             minutes = DEFAULT_MINUTES
@@ -337,6 +341,15 @@ class _Planner:
         self.set("epochs", 1_000_000)
         self.set("minutes", float(minutes))
         self.set("val_every", 1)
+        self._weight_average(steps)
+
+    def _weight_average(self, steps: int) -> None:
+        # A window of a twentieth of the run: long enough to smooth the last epochs' swings, short enough
+        # that the average is not dragged back to the weights of the run's first half.
+        window = int(min(EMA_WINDOW[1], max(EMA_WINDOW[0], steps * EMA_SHARE)))
+        self.set("ema", round(1.0 - 1.0 / window, 6),
+                 f"validate and keep the moving average of the weights over the last ~{window} of ~{steps} steps: "
+                 "one lucky or unlucky epoch no longer decides the model")
 
     def _validation_tiles(self, config: TrainConfig) -> int:
         """Tiles in the validation images (at the median shape): how many forward passes a validation takes."""

@@ -105,6 +105,9 @@ class TrainConfig:
             accuracy@0.5 of the objects, TP / (TP + FP + FN) with the matches pooled over all validation
             images (StarDist's ``matching_dataset``), maximised.
         patience: stop after this many validations without improvement (0 = never).
+        ema: decay of an exponential moving average of the weights, updated after every step; when > 0 the
+            average is what validation scores and ``model.pt`` keeps (it spans about ``1 / (1 - ema)``
+            steps; see :mod:`biounet.training.ema`). 0: the trained weights themselves.
         checkpoint_seconds: save ``last.pt`` at least this often; a killed run loses at most this much.
         seed: seed for initialisation, sampling and augmentation.
         deterministic: use deterministic algorithms only (slower on GPU).
@@ -135,6 +138,7 @@ class TrainConfig:
     val_every: int = 1
     monitor: Monitor = "dice"
     patience: int = 0
+    ema: float = 0.0
     checkpoint_seconds: float = 120.0
     seed: int = 0
     deterministic: bool = False
@@ -155,6 +159,8 @@ class TrainConfig:
             object.__setattr__(self, "amp", "auto" if amp else "off")
         if self.amp not in ("off", "auto", "bf16", "fp16"):
             raise BiounetError(f"invalid training config: amp {self.amp!r} (use off, auto, bf16 or fp16)")
+        if not 0.0 <= self.ema < 1.0:
+            raise BiounetError(f"invalid training config: ema must be in [0, 1), got {self.ema}")
         if self.data_workers < -1:
             raise BiounetError(f"invalid training config: data_workers must be >= -1, got {self.data_workers}")
         if self.monitor not in ("dice", "iou", "rand_error", "accuracy"):

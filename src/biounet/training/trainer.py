@@ -34,6 +34,7 @@ from biounet.models.unet import UNet, center_crop
 from biounet.training.budget import Budget
 from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
+from biounet.training.ema import WeightAverage
 from biounet.training.interrupts import deferred_interrupt
 
 Callback = Callable[["Trainer"], None]
@@ -109,6 +110,8 @@ class Trainer:
         # What the steps run: the model itself, or DDP around it, which averages the gradients over ranks.
         self.network: nn.Module = self.model if not self.ranks.distributed else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[device] if device.type == "cuda" else None)
+        # The moving average of the weights is what validation scores and model.pt keeps (see ema.py).
+        self.ema = WeightAverage(self.model, config.ema) if config.ema > 0 else None
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.optim.step_size,
@@ -146,6 +149,14 @@ class Trainer:
         return math.ceil(self.config.samples_per_epoch / (self.config.batch_size * self.ranks.world))
 
     @property
+    def evaluated(self) -> UNet:
+        """The network that is validated and saved as ``model.pt``: the moving average of the weights when
+        the run keeps one, else the trained weights themselves."""
+        model = self.ema.model if self.ema is not None else self.model
+        assert isinstance(model, UNet)
+        return model
+
+    @property
     def last_path(self) -> Path:
         return self.out_dir / "last.pt"
 
@@ -168,7 +179,11 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------------
 
     def save(self, path: Path, with_state: bool) -> None:
-        """Writes the model (and with ``with_state`` what resuming needs) to ``path``; rank 0 only."""
+        """Writes the model (and with ``with_state`` what resuming needs) to ``path``; rank 0 only.
+
+        ``with_state`` (``last.pt``) saves the trained weights and the moving average among the state;
+        without (``model.pt``), the evaluated model (:attr:`evaluated`).
+        """
         if not self.ranks.main:
             return
         # Never overwrite a good checkpoint with weights that have already blown up.
@@ -185,10 +200,13 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "augment": self.augment_rng.get_state().cpu()},
             }
+            if self.ema is not None:
+                extra["train_state"]["ema"] = self.ema.state_dict()
             if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 # cuDNN and CUDA kernels (dropout, random init of buffers) draw from the per-device generators.
                 extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(path, self.model, self.config.normalization, list(self.class_names), extra=extra,
+        model = self.model if with_state else self.evaluated
+        save_checkpoint(path, model, self.config.normalization, list(self.class_names), extra=extra,
                         instances=self._instances())
 
     def _checkpoint_extra(self) -> dict[str, Any]:
@@ -201,7 +219,7 @@ class Trainer:
         """The model as ``model.pt`` now holds it, as :func:`~biounet.models.checkpoint.load_checkpoint` would
         read it back: a fresh UNet on the CPU (not a copy of ``self.model``, which may hold SyncBatchNorm)."""
         model = UNet(self.config.model)
-        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        model.load_state_dict({k: v.detach().cpu() for k, v in self.evaluated.state_dict().items()})
         model.eval()
         model.to(memory_format=torch.channels_last if self.config.model.spatial_dims == 2  # type: ignore[call-overload]
                  else torch.channels_last_3d)
@@ -209,7 +227,8 @@ class Trainer:
                           instances=self._instances())
 
     def _weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        models = [self.model] if self.ema is None else [self.model, self.ema.model]
+        return all(bool(torch.isfinite(p).all()) for m in models for p in m.parameters())
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -236,6 +255,8 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None and "ema" in saved:  # else the average starts from the resumed weights
+            self.ema.load_state_dict(saved["ema"])
         torch.set_rng_state(saved["rng"]["torch"])
         self.augment_rng.set_state(saved["rng"]["augment"].to(self.augment_rng.get_state().device))
         cuda_states = saved["rng"].get("cuda")
@@ -370,7 +391,7 @@ class Trainer:
         """Rank 0 validates; the others wait for its scores, so that every rank keeps the same best and
         stops early alike."""
         started = time.monotonic()
-        metrics = self.validate(self.model) if self.ranks.main else {}
+        metrics = self.validate(self.evaluated) if self.ranks.main else {}
         self.budget.note_validation(time.monotonic() - started)
         return dict(self.ranks.broadcast(metrics))
 
@@ -387,6 +408,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.optim.lr * lr_factor(config.optim.scheduler, done, config.optim.warmup)
         self.last_loss = self.train_step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.state.epoch_loss += self.last_loss
         self.state.step += 1
         self.state.epoch_step += 1
