@@ -51,7 +51,8 @@ class WeightAverage:
         """Moves the average towards ``model``'s current weights (after each optimisation step)."""
         self.averaged.update_parameters(model)
 
-    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+    def _average(self, averaged: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                 current: tuple[torch.Tensor, ...] | list[torch.Tensor], count: torch.Tensor | int) -> None:
         # ``count`` updates so far (>= 1: the first update copies the weights).
         n = int(count)
         decay = min(self.decay, (1 + n) / (10 + n))
