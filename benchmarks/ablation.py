@@ -1,0 +1,124 @@
+"""One cell of the recipe's ablation table: a no-config ``biounet train`` run, with or without one change.
+
+Trains ``biounet train --images --labels --out --minutes M [--set ...]`` on a dataset's train split in
+``../shared/data`` exactly as a user types it (the plan decides everything not set), then scores the best
+checkpoint on the test split by the dataset's strict protocol, and appends a row (dataset, tag, seed, the
+settings, steps, wall seconds, scores) to ``bench_runs/ablation/ablation.csv``:
+
+- ``isbi``: Rand error of slices 25-29 under the challenge protocol (one threshold for the stack), plus
+  V_rand and the pixel error;
+- ``dsb``: accuracy@0.5 with matches pooled over the 20 test images (StarDist's ``matching_dataset``) from the
+  model's own instance post-processing (connected components of the mask for a non-instance model), plus
+  the foreground Dice;
+- ``hippocampus``: Dice of anterior and posterior over the test cases.
+
+    .venv/bin/python benchmarks/ablation.py --dataset isbi --minutes 20 --seed 0 --tag plan
+    .venv/bin/python benchmarks/ablation.py --dataset isbi --minutes 20 --seed 0 --tag no-ema --set ema=0
+
+Run one at a time: two trainings on two cores slow each other 10-30x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_autoplan import link_folders, split  # noqa: E402  (the benchmarks' shared dataset splits)
+
+from biounet.data.labels import read_label  # noqa: E402
+from biounet.infer import predict  # noqa: E402
+from biounet.infer.instances import instances_from_probabilities  # noqa: E402
+from biounet.io.channels import match_channels  # noqa: E402
+from biounet.io.readers import read_image  # noqa: E402
+from biounet.metrics.instances import matching_dataset  # noqa: E402
+from biounet.metrics.isbi import isbi_challenge_scores  # noqa: E402
+from biounet.metrics.overlap import dice_iou  # noqa: E402
+from biounet.models.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def probabilities(checkpoint: Checkpoint, path: Path, dims: int) -> np.ndarray:
+    image = match_channels(read_image(path, dims), checkpoint.config.in_channels, path)
+    return np.asarray(predict(checkpoint, image))
+
+
+def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str, float]:
+    """The test split's scores by the dataset's strict protocol (see the module docstring)."""
+    checkpoint = load_checkpoint(model)
+    if dataset == "isbi":
+        probs = np.stack([probabilities(checkpoint, image, 2)[1] for image, _ in test])
+        truth = np.stack([read_label(label) for _, label in test])
+        scores = isbi_challenge_scores(probs, truth, warping=False)
+        return {"rand_error": scores.rand_error, "v_rand": scores.v_rand, "pixel_error": scores.pixel_error}
+    if dataset == "dsb":
+        found, truths, dice = [], [], []
+        for image, label in test:
+            probs = probabilities(checkpoint, image, 2)
+            truth = read_label(label)
+            ids = instances_from_probabilities(probs, checkpoint.instances) if checkpoint.instances is not None \
+                else ndimage.label(np.argmax(probs, axis=0) > 0)[0]
+            found.append(ids)
+            truths.append(truth)
+            dice.append(dice_iou((ids > 0).astype(np.int64), (truth > 0).astype(np.int64), 2,
+                                 include_background=False).dice[0])
+        pooled = matching_dataset(found, truths, (0.5,))[0]
+        return {"accuracy@0.5": pooled.accuracy, "fg_dice": float(np.mean(dice))}
+    per_class = []
+    for image, label in test:
+        mask = probabilities(checkpoint, image, 3).argmax(0)
+        per_class.append(dice_iou(mask, read_label(label, 3), 3, include_background=False).dice)
+    anterior, posterior = np.nanmean(np.asarray(per_class), axis=0)
+    return {"dice_anterior": float(anterior), "dice_posterior": float(posterior)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("isbi", "dsb", "hippocampus"), required=True)
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="plan", help="the row's name (the change tried)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], help="key=value, as train's --set")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench_runs" / "ablation")
+    parser.add_argument("--reuse", action="store_true", help="score an existing run instead of training")
+    args = parser.parse_args()
+    train_pairs, test_pairs = split(args.dataset, args.data)
+    work = args.out / args.dataset
+    images, labels = link_folders(train_pairs, work)
+    run = work / f"{args.tag}-seed{args.seed}-{args.minutes:g}min"
+    wall = float("nan")
+    if not (args.reuse and (run / "model.pt").exists()):
+        command = [sys.executable, "-m", "biounet.cli.main", "train", "--images", str(images), "--labels",
+                   str(labels), "--out", str(run), "--minutes", str(args.minutes), "--quiet",
+                   "--set", f"seed={args.seed}", *[a for s in args.settings for a in ("--set", s)]]
+        started = time.monotonic()
+        with (work / f"{run.name}.log").open("w") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+        wall = time.monotonic() - started
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    steps = int(rows[-1]["step"]) if rows else 0
+    scores = score(args.dataset, run / "model.pt", test_pairs)
+    row = {"dataset": args.dataset, "tag": args.tag, "seed": args.seed, "minutes": args.minutes,
+           "settings": " ".join(args.settings), "steps": steps, "wall_s": round(wall),
+           **{k: round(v, 4) for k, v in scores.items()}}
+    table = args.out / "ablation.csv"
+    new = not table.exists()
+    with table.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["dataset", "tag", "seed", "minutes", "settings", "steps", "wall_s", "scores"])
+        writer.writerow([*list(row.values())[:7], " ".join(f"{k}={v}" for k, v in list(row.items())[7:])])
+    print(" | ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
