@@ -30,18 +30,16 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_autoplan import link_folders, split  # noqa: E402  (the benchmarks' shared dataset splits)
-
-from biounet.data.labels import read_label  # noqa: E402
-from biounet.infer import predict  # noqa: E402
-from biounet.infer.instances import instances_from_probabilities  # noqa: E402
-from biounet.io.channels import match_channels  # noqa: E402
-from biounet.io.readers import read_image  # noqa: E402
-from biounet.metrics.instances import matching_dataset  # noqa: E402
-from biounet.metrics.isbi import isbi_challenge_scores  # noqa: E402
-from biounet.metrics.overlap import dice_iou  # noqa: E402
-from biounet.models.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from bench_autoplan import link_folders, split  # the benchmarks' shared dataset splits
+from biounet.data.labels import read_label
+from biounet.infer import predict
+from biounet.infer.instances import instances_from_probabilities
+from biounet.io.channels import match_channels
+from biounet.io.readers import read_image
+from biounet.metrics.instances import matching_dataset
+from biounet.metrics.isbi import isbi_challenge_scores
+from biounet.metrics.overlap import dice_iou
+from biounet.models.checkpoint import Checkpoint, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
