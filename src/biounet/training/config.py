@@ -42,7 +42,8 @@ class OptimConfig:
     """Optimizer and learning-rate schedule.
 
     Args:
-        name: ``sgd`` (the paper: momentum 0.99, batch 1, large tiles) or ``adam``.
+        name: ``sgd`` (the paper: momentum 0.99, batch 1, large tiles), ``adam``, or ``adamw`` (Adam with
+            decoupled weight decay, Loshchilov & Hutter 2019).
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty.
@@ -52,9 +53,11 @@ class OptimConfig:
         step_size: epochs between learning-rate drops.
         gamma: drop factor.
         warmup: with ``poly``/``cosine``, the share of the budget over which the rate rises linearly from 0.
+        clip: largest gradient norm (over all weights) a step applies, larger ones scaled down to it (nnU-Net
+            clips at 12); 0: no clipping.
     """
 
-    name: Literal["sgd", "adam"] = "adam"
+    name: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-4
     momentum: float = 0.99
     weight_decay: float = 0.0
@@ -62,6 +65,7 @@ class OptimConfig:
     step_size: int = 10
     gamma: float = 0.1
     warmup: float = 0.0
+    clip: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,8 @@ class TrainConfig:
             object.__setattr__(self, "amp", "auto" if amp else "off")
         if self.amp not in ("off", "auto", "bf16", "fp16"):
             raise BiounetError(f"invalid training config: amp {self.amp!r} (use off, auto, bf16 or fp16)")
+        if self.optim.clip < 0:
+            raise BiounetError(f"invalid training config: optim.clip must be >= 0, got {self.optim.clip}")
         if not 0.0 <= self.ema < 1.0:
             raise BiounetError(f"invalid training config: ema must be in [0, 1), got {self.ema}")
         if self.data_workers < -1:

@@ -293,6 +293,9 @@ class Trainer:
                 "(try a lower optim.lr)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        if config.optim.clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
@@ -476,7 +479,9 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
                                weight_decay=optim.weight_decay)
     if optim.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    raise BiounetError(f"unknown optimizer {optim.name!r}: use sgd or adam")
+    if optim.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    raise BiounetError(f"unknown optimizer {optim.name!r}: use sgd, adam or adamw")
 
 
 def lr_factor(schedule: str, done: float, warmup: float) -> float:
