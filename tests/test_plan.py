@@ -123,6 +123,10 @@ def test_width_is_the_widest_that_trains_enough_steps_in_the_budget() -> None:
     # Validation runs several times even in a short budget, and the schedule runs over the minutes.
     assert short.samples_per_epoch <= 60 * 0.85 / 0.01 / 2 and short.minutes == 1
     assert short.optim.scheduler == "poly" and short.optim.warmup > 0
+    # The moving average of the weights spans a twentieth of the planned steps: 60 * 60 * 0.85 / 0.16 steps
+    # for the long run, 60 * 0.85 / 0.01 for the short one.
+    assert 1 / (1 - long.ema) == pytest.approx(60 * 60 * 0.85 / 0.16 / 20, abs=1.0)
+    assert 1 / (1 - short.ema) == pytest.approx(60 * 0.85 / 0.01 / 20, abs=1.0)
 
 
 def test_set_overrides_win_over_the_plan() -> None:
