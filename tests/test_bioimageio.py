@@ -146,6 +146,9 @@ def test_instance_model_package(tmp_path: Path, offline: None) -> None:
      "sigmoid", "zero_mean_unit_variance"),
     (UNetConfig(spatial_dims=3, in_channels=2, out_channels=3, depth=2, base_channels=4), Normalization("none"),
      "softmax", None),
+    # Residual encoder and an auxiliary head: the package holds the head's weights, its graphs only forward's.
+    (UNetConfig(depth=2, base_channels=4, block="residual", encoder_blocks=(1, 2, 3), deep_supervision=1),
+     Normalization("none"), "softmax", None),
 ])
 def test_user_checkpoints(config: UNetConfig, normalization: Normalization, post: str, pre: str | None,
                           tmp_path: Path, offline: None) -> None:

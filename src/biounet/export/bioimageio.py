@@ -317,7 +317,8 @@ def _channel_names(count: int) -> list[str]:
 
 
 def _architecture_text(config: UNetConfig) -> str:
-    return (f"{config.spatial_dims}D U-Net, {config.padding} convolutions, depth {config.depth}, "
+    residual = f", residual encoder ({list(config.blocks)} blocks per level)" if config.block == "residual" else ""
+    return (f"{config.spatial_dims}D U-Net, {config.padding} convolutions, depth {config.depth}{residual}, "
             f"{config.base_channels} base channels, {config.upsample} up-sampling, norm {config.norm}; "
             f"input size min + n * {list(config.alignment)}, output = input - {list(config.halo_size())}")
 

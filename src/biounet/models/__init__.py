@@ -1,7 +1,8 @@
 """U-Net models and what a trained one carries with it.
 
 - ``config``: :class:`UNetConfig` and the exact valid-convolution shape arithmetic (pure functions).
-- ``unet``: :class:`UNet`, 2D or 3D (``spatial_dims``), valid or same padding, batch norm; returns logits.
+- ``unet``: :class:`UNet`, 2D or 3D (``spatial_dims``), valid or same padding, batch norm, plain or residual
+  encoder; returns logits (``forward_deep``: with the deep-supervision heads').
 - ``normalization``: the intensity normalisation a model was trained with (percentiles or z-score).
 - ``outputs``: logits to probabilities (softmax or sigmoid) and probabilities to a class mask.
 - ``instance_params``: how an instance model's probabilities become objects (thresholds, minimum size).

@@ -13,6 +13,7 @@ Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "instance", "group"]
 Upsample = Literal["deconv", "interp"]
 Widen = Literal["after_pool", "before_pool"]
+Block = Literal["plain", "residual"]
 
 Shape = tuple[int, ...]
 
@@ -23,7 +24,9 @@ class UNetConfig:
 
     Every level of the contracting path has two 3x3(x3) convolutions followed by a 2x2(x2) max-pool; the
     expanding path mirrors it with an up-sampling step, concatenation with the (cropped) skip, and two
-    convolutions. A final 1x1 convolution maps to ``out_channels`` logits.
+    convolutions. A final 1x1 convolution maps to ``out_channels`` logits. With ``block="residual"`` the
+    contracting path is nnU-Net's residual encoder (ResEnc, Isensee et al. 2024) instead: ``encoder_blocks``
+    residual blocks per level, the expanding path unchanged.
 
     Args:
         spatial_dims: 2 for images, 3 for volumes.
@@ -46,6 +49,17 @@ class UNetConfig:
             on the first levels. Up-sampling mirrors it.
         kernel_sizes: convolution kernel per level and axis (``depth + 1`` entries, the last for the
             bottom; odd ints); default 3 everywhere. The expanding path reuses its level's kernel.
+        block: the unit of the contracting path and the bottom. ``"plain"``: two conv-norm-ReLU (the
+            paper). ``"residual"``: residual blocks (He et al. 2016, as nnU-Net's ``BasicBlockD``): two
+            conv-norm with a ReLU between, added to the block's input (a 1x1 conv + norm where the channels
+            change; centre-cropped when valid), then ReLU.
+        encoder_blocks: residual blocks per contracting level, the bottom included (``depth + 1``
+            positive ints; default 1 each); needs ``block="residual"``. nnU-Net's ResEnc presets use
+            ``(1, 3, 4, 6, 6, 6, ...)``. Each block has two convolutions, so a valid model's halo grows
+            with the count.
+        deep_supervision: auxiliary 1x1-conv heads on the expanding path's lower-resolution levels (1, 2,
+            ...; fewer than ``depth``), whose logits :meth:`UNet.forward_deep` returns for training with
+            deep supervision (nnU-Net); 0: none. ``forward`` and inference never use them.
     """
 
     spatial_dims: int = 2
@@ -60,6 +74,9 @@ class UNetConfig:
     widen: Widen = "after_pool"
     pool_sizes: tuple[Shape, ...] | None = None
     kernel_sizes: tuple[Shape, ...] | None = None
+    block: Block = "plain"
+    encoder_blocks: tuple[int, ...] | None = None
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +90,10 @@ class UNetConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.upsample in ("deconv", "interp"), "upsample must be 'deconv' or 'interp'"),
             (self.widen in ("after_pool", "before_pool"), "widen must be 'after_pool' or 'before_pool'"),
+            (self.block in ("plain", "residual"), "block must be 'plain' or 'residual'"),
+            (self.encoder_blocks is None or self.block == "residual", "encoder_blocks needs block 'residual'"),
+            (type(self.deep_supervision) is int and 0 <= self.deep_supervision < max(self.depth, 1),
+             f"deep_supervision must be an int from 0 to depth - 1 = {max(self.depth - 1, 0)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -94,6 +115,15 @@ class UNetConfig:
                 raise BiounetError(f"invalid model config: {name} must have {levels} entries of "
                                    f"{self.spatial_dims} {kind} ints, got {value}")
             object.__setattr__(self, name, value)
+        if self.encoder_blocks is not None:
+            try:
+                blocks = tuple(int(b) for b in self.encoder_blocks)
+            except (TypeError, ValueError):
+                raise BiounetError("invalid model config: encoder_blocks must be a list of ints") from None
+            if len(blocks) != self.depth + 1 or min(blocks) < 1:
+                raise BiounetError(f"invalid model config: encoder_blocks must have {self.depth + 1} positive "
+                                   f"ints (one per level and the bottom), got {blocks}")
+            object.__setattr__(self, "encoder_blocks", blocks)
 
     @classmethod
     def paper(cls) -> UNetConfig:
@@ -116,6 +146,8 @@ class UNetConfig:
         for name in ("pool_sizes", "kernel_sizes"):
             if data[name] is not None:
                 data[name] = [list(level) for level in data[name]]
+        if data["encoder_blocks"] is not None:
+            data["encoder_blocks"] = list(data["encoder_blocks"])
         return data
 
     # -- widths and sizes per level ----------------------------------------------------------------------
@@ -129,6 +161,11 @@ class UNetConfig:
     def kernels(self) -> tuple[Shape, ...]:
         """Convolution kernel per level (the last: the bottom) and axis, defaults filled in."""
         return self.kernel_sizes or ((3,) * self.spatial_dims,) * (self.depth + 1)
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Blocks per contracting level (the last: the bottom), defaults filled in; 1 for a plain model."""
+        return self.encoder_blocks or (1,) * (self.depth + 1)
 
     def encoder_channels(self, level: int) -> tuple[int, int]:
         """Output channels of the two convolutions of contracting level ``level`` (``depth``: the bottom)."""
@@ -160,6 +197,28 @@ class UNetConfig:
         """
         shape = self._check_dims(input_shape)
         return tuple(self._output_size(s, axis) for axis, s in enumerate(shape))
+
+    @property
+    def deep_output_strides(self) -> tuple[Shape, ...]:
+        """Input pixels per output pixel and axis of each output of :meth:`UNet.forward_deep`: 1 for the
+        full-resolution logits, then the product of the poolings above each auxiliary head's level."""
+        return tuple(tuple(math.prod(p[axis] for p in self.pools[:level]) for axis in range(self.spatial_dims))
+                     for level in range(self.deep_supervision + 1))
+
+    def deep_output_shapes(self, input_shape: Shape) -> tuple[Shape, ...]:
+        """The spatial shapes of :meth:`UNet.forward_deep`'s outputs, full resolution first.
+
+        The output at expanding level ``l`` (stride ``deep_output_strides[l]``) covers ``shape * stride``
+        input pixels centred on the input's centre: every convolution and crop of the network is symmetric
+        and every pooling divides its input.
+
+        Raises:
+            BiounetError: as :meth:`output_shape`.
+        """
+        shape = self._check_dims(input_shape)
+        self.output_shape(shape)  # the error for an invalid input; valid there means valid at every level
+        return tuple(tuple(self._output_size(s, axis, level) for axis, s in enumerate(shape))
+                     for level in range(self.deep_supervision + 1))
 
     def is_valid_input(self, input_shape: Shape) -> bool:
         try:
@@ -201,8 +260,8 @@ class UNetConfig:
             raise BiounetError(f"expected a {self.spatial_dims}D spatial shape, got {shape}")
         return shape
 
-    def _output_size(self, size: int, axis: int) -> int:
-        out = self._output_size_or_none(size, axis)
+    def _output_size(self, size: int, axis: int, level: int = 0) -> int:
+        out = self._output_size_or_none(size, axis, level)
         if out is None:
             nearest = self._valid_size(max(size, 1), 1, axis)
             raise BiounetError(
@@ -211,21 +270,24 @@ class UNetConfig:
             )
         return out
 
-    def _output_size_or_none(self, size: int, axis: int) -> int | None:
+    def _output_size_or_none(self, size: int, axis: int, level: int = 0) -> int | None:
+        """The size along ``axis`` at the end of expanding level ``level`` (0: the output), or None."""
         valid = self.padding == "valid"
-        # Two convolutions per level, each losing kernel - 1 pixels when valid.
+        # Two convolutions per block, each losing kernel - 1 pixels when valid; the contracting path has
+        # `blocks` blocks per level, the expanding path one.
         shrink = [2 * (k[axis] - 1) if valid else 0 for k in self.kernels]
+        down_shrink = [s * b for s, b in zip(shrink, self.blocks, strict=True)]
         pools = [p[axis] for p in self.pools]
-        for level in range(self.depth):
-            size -= shrink[level]
-            if size < pools[level] or size % pools[level]:
+        for at in range(self.depth):
+            size -= down_shrink[at]
+            if size < pools[at] or size % pools[at]:
                 return None
-            size //= pools[level]
-        size -= shrink[self.depth]
+            size //= pools[at]
+        size -= down_shrink[self.depth]
         if size < 1:
             return None
-        for level in reversed(range(self.depth)):
-            size = size * pools[level] - shrink[level]
+        for at in reversed(range(level, self.depth)):
+            size = size * pools[at] - shrink[at]
             if size < 1:
                 return None
         return size

@@ -27,7 +27,7 @@ from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
 from biounet.data.targets import CLASS_NAMES
 from biounet.errors import BiounetError
-from biounet.losses import build_loss
+from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet, center_crop
@@ -124,6 +124,9 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not config.deterministic
         self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
+        if config.model.deep_supervision:
+            # The same loss on every output of forward_deep, each against the patch's target at its resolution.
+            self.loss_fn = DeepSupervisionLoss(self.loss_fn, config.model.deep_output_strides)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         # Patches are numbered and each is drawn from its own seed (see PatchDataset), so DataLoader workers,
         # ranks and resumed runs draw the same ones; the loader starts at the step counter.
@@ -279,13 +282,19 @@ class Trainer:
         params = self.augmenter.sample(total, tuple(images.shape[2:]), self.augment_rng)
         images, aug_targets, aug_weights = params.rows(share.start, share.stop).apply(images, targets, weights)
         assert aug_targets is not None and aug_weights is not None
+        deep = config.model.deep_supervision > 0
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.network(images.contiguous(memory_format=self.memory_format))
-        logits = logits.float()  # the loss in float32
-        out_shape = tuple(logits.shape[2:])
-        target = center_crop(aug_targets[:, None], out_shape)[:, 0]
-        weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
-        loss: torch.Tensor = self.loss_fn(logits, target, weight)
+            batch = images.contiguous(memory_format=self.memory_format)
+            # forward_deep's list asked for through self.network: DDP averages the gradients of its forward only.
+            logits = self.network(batch, deep=True) if deep else self.network(batch)
+        if deep:  # the wrapper crops and samples the whole augmented patch for each output itself
+            loss: torch.Tensor = self.loss_fn([out.float() for out in logits], aug_targets, aug_weights)
+        else:
+            logits = logits.float()  # the loss in float32
+            out_shape = tuple(logits.shape[2:])
+            target = center_crop(aug_targets[:, None], out_shape)[:, 0]
+            weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
+            loss = self.loss_fn(logits, target, weight)
         if not ranks.all(bool(torch.isfinite(loss))):
             raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "
