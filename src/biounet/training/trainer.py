@@ -255,6 +255,8 @@ class Trainer:
                                f"{self.config.optim.name}", self.last_path)
         self.model.load_state_dict(checkpoint.model.state_dict())
         self.optimizer.load_state_dict(saved["optimizer"])
+        for group in self.optimizer.param_groups:  # a run saved before fused kernels continues with them
+            group["fused"] = _fusable(self.model)
         self.scheduler.load_state_dict(saved["scheduler"])
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
@@ -483,14 +485,25 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     optim = config.optim
+    # The fused kernels update all weights in one pass: on 2 CPU cores Adam's per-tensor loop took 16 ms a step
+    # for 1.9M weights on one thread, the fused one 2.7 ms, and with two threads and any other load the loop's
+    # many small parallel regions stall (0.35 s a step measured).
+    fused = _fusable(model)
     if optim.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                               weight_decay=optim.weight_decay)
+                               weight_decay=optim.weight_decay, fused=fused)
     if optim.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused)
     if optim.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused)
     raise BiounetError(f"unknown optimizer {optim.name!r}: use sgd, adam or adamw")
+
+
+def _fusable(model: nn.Module) -> bool | None:
+    """Whether the optimiser's fused kernels apply: floating-point weights on the CPU or a CUDA device."""
+    parameters = list(model.parameters())
+    ok = bool(parameters) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+    return True if ok else None
 
 
 def lr_factor(schedule: str, done: float, warmup: float) -> float:
