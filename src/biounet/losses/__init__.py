@@ -2,16 +2,19 @@
 
 - ``cross_entropy``: the U-Net paper's weighted cross-entropy (softmax) and its one-channel (sigmoid) form.
 - ``dice``: soft Dice.
+- ``distance``: a foreground/distance model's loss, the foreground's plus the distance's regression.
 - ``factory``: :func:`build_loss`, a loss or a sum of two by name (``ce``, ``dice``, ``ce_dice``, ``bce_dice``).
 - ``_inputs``: the shared checks of logits, targets and weights.
 """
 
 from biounet.losses.cross_entropy import WeightedBinaryCrossEntropy, WeightedCrossEntropy
 from biounet.losses.dice import SoftDiceLoss
+from biounet.losses.distance import ForegroundDistanceLoss
 from biounet.losses.factory import CombinedLoss, LossName, build_loss
 
 __all__ = [
     "CombinedLoss",
+    "ForegroundDistanceLoss",
     "LossName",
     "SoftDiceLoss",
     "WeightedBinaryCrossEntropy",

@@ -13,6 +13,9 @@ Padding = Literal["valid", "same"]
 Norm = Literal["none", "batch", "instance", "group"]
 Upsample = Literal["deconv", "interp"]
 Widen = Literal["after_pool", "before_pool"]
+# What the logits mean (see biounet.models.outputs): class scores, or foreground and distance (two sigmoids).
+OutputKind = Literal["classes", "distance"]
+OUTPUT_KINDS = ("classes", "distance")
 
 Shape = tuple[int, ...]
 
@@ -46,6 +49,12 @@ class UNetConfig:
             on the first levels. Up-sampling mirrors it.
         kernel_sizes: convolution kernel per level and axis (``depth + 1`` entries, the last for the
             bottom; odd ints); default 3 everywhere. The expanding path reuses its level's kernel.
+        output: what the logits mean, and so how they become probabilities
+            (:func:`~biounet.models.outputs.logits_to_probabilities`). ``classes``: class scores, a softmax
+            over the channels (a sigmoid for one channel). ``distance``: two independent sigmoids, the
+            foreground probability and each object pixel's distance to its object's boundary normalised to
+            [0, 1] (:func:`~biounet.data.targets.distance_target`); needs ``out_channels = 2``. Checkpoints
+            written before this setting existed read as ``classes``.
     """
 
     spatial_dims: int = 2
@@ -60,6 +69,7 @@ class UNetConfig:
     widen: Widen = "after_pool"
     pool_sizes: tuple[Shape, ...] | None = None
     kernel_sizes: tuple[Shape, ...] | None = None
+    output: OutputKind = "classes"
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +83,9 @@ class UNetConfig:
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (self.upsample in ("deconv", "interp"), "upsample must be 'deconv' or 'interp'"),
             (self.widen in ("after_pool", "before_pool"), "widen must be 'after_pool' or 'before_pool'"),
+            (self.output in OUTPUT_KINDS, "output must be 'classes' or 'distance'"),
+            (self.output != "distance" or self.out_channels == 2,
+             "output 'distance' needs out_channels = 2 (foreground and distance)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from biounet.augment import Augmenter
 from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
-from biounet.data.targets import CLASS_NAMES
+from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
 from biounet.errors import BiounetError
 from biounet.losses import build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -120,7 +120,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not config.deterministic
-        self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
+        # A foreground/distance model's loss adds the distance term (biounet.losses.distance).
+        distance = {"distance": True} if config.model.output == "distance" else {}
+        self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX, **distance)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         # Patches are numbered and each is drawn from its own seed (see PatchDataset), so DataLoader workers,
         # ranks and resumed runs draw the same ones; the loader starts at the step counter.
@@ -216,6 +218,8 @@ class Trainer:
         names = self.config.class_names
         if names:
             return names
+        if self.config.model.output == "distance":
+            return DISTANCE_NAMES
         if self.config.instance_task:
             return CLASS_NAMES
         from biounet.models.checkpoint import default_class_names
@@ -254,9 +258,11 @@ class Trainer:
         config, ranks = self.config, self.ranks
         share = slice(ranks.rank * config.batch_size, (ranks.rank + 1) * config.batch_size)
         total = config.batch_size * ranks.world
-        images, targets, weights = (t.to(self.device, non_blocking=True) for t in self._next_batch())
+        # A foreground/distance model's patches carry its distance target too: a map moved like the weights.
+        images, targets, weights, *maps = (t.to(self.device, non_blocking=True) for t in self._next_batch())
         params = self.augmenter.sample(total, tuple(images.shape[2:]), self.augment_rng)
-        images, aug_targets, aug_weights = params.rows(share.start, share.stop).apply(images, targets, weights)
+        rows = params.rows(share.start, share.stop)
+        images, aug_targets, aug_weights = rows.apply(images, targets, weights)
         assert aug_targets is not None and aug_weights is not None
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             logits = self.network(images.contiguous(memory_format=self.memory_format))
@@ -264,7 +270,8 @@ class Trainer:
         out_shape = tuple(logits.shape[2:])
         target = center_crop(aug_targets[:, None], out_shape)[:, 0]
         weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
-        loss: torch.Tensor = self.loss_fn(logits, target, weight)
+        extra = [center_crop(rows.warp(m)[:, None], out_shape)[:, 0] for m in maps]
+        loss: torch.Tensor = self.loss_fn(logits, target, weight, *extra)
         if not ranks.all(bool(torch.isfinite(loss))):
             raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "
