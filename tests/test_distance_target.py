@@ -146,6 +146,29 @@ def test_label_config_targets_and_distance_with_unannotated_pixels() -> None:
         LabelConfig(instance_target="centres")  # type: ignore[arg-type]
 
 
+def test_examples_carry_the_distance_in_memory_and_patch_by_patch(tmp_path: Path) -> None:
+    from biounet.data.examples import LazyExample, WeightMapConfig, load_example
+    from biounet.models.normalization import Normalization
+    from test_lazy_training import _cells
+
+    image, label = _cells(tmp_path, (96, 96))
+    kwargs = dict(spatial_dims=2, in_channels=1, num_classes=2, normalization=Normalization("zscore"),
+                  labels=LabelConfig("instances", instance_target="distance"), weights=WeightMapConfig(sigma=2.0))
+    whole = load_example(image, label, **kwargs)  # type: ignore[arg-type]
+    assert whole.distance is not None and whole.objects is not None
+    np.testing.assert_array_equal(whole.distance, distance_target(whole.objects))
+    np.testing.assert_array_equal(whole.target, (whole.objects > 0).astype(np.int64))  # touching: not separated
+    lazy = LazyExample(image, label, **kwargs)  # type: ignore[arg-type]
+    # The margin (20 px) around this region stays inside the image and holds every object that reaches it.
+    region = [(40, 56), (38, 58)]
+    patch = lazy.patch(region)
+    inside = tuple(slice(a, b) for a, b in region)
+    assert len(patch) == 4 and len(whole.patch(region)) == 4
+    np.testing.assert_allclose(patch[3], whole.distance[inside], atol=1e-6)
+    np.testing.assert_array_equal(patch[1], whole.target[inside])
+    assert len(load_example(image, label, **{**kwargs, "labels": LabelConfig("instances")}).patch(region)) == 3  # type: ignore[arg-type]
+
+
 # --- augmentation -------------------------------------------------------------------------------------------
 
 def test_warp_moves_the_distance_exactly_as_the_weight_map() -> None:
@@ -418,6 +441,10 @@ def test_planner_can_choose_the_distance_target(monkeypatch: pytest.MonkeyPatch)
     chosen = plan.config()
     assert chosen == flipped
     assert any("distance to its object's boundary" in reason for _, reason in plan.reasons)
+    # Timing a candidate width trains real steps, on a patch with a distance.
+    timed = planner._time_candidate(apply_overrides(chosen.to_dict(), ["tile=92", "batch_size=1"]), 4,
+                                    torch.device("cpu"), steps=1)
+    assert timed.step_seconds > 0
 
 
 def test_finetuning_a_distance_model_keeps_its_target(tmp_path: Path) -> None:

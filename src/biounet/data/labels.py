@@ -156,7 +156,12 @@ class LabelConfig:
         return from_dict(cls, data, "labels config")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values; ``instance_target`` only when it is not the default, since only training reads it
+        (an evaluation's truth or a fingerprint's labels have none to speak of)."""
+        data = asdict(self)
+        if data["instance_target"] == "boundary":
+            del data["instance_target"]
+        return data
 
     @property
     def resolved(self) -> bool:
