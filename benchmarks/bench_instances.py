@@ -8,6 +8,8 @@ Rows, all scored on the same test images (never seen in training, threshold tuni
   (the plan picks the three-class recipe for instance labels), scored the same way.
 - ``train + components``: the same network, objects = connected components of its foreground mask
   (interior or boundary): what instance labels gave before.
+- ``train, distance target``: the same ``biounet train`` run with ``--set labels.instance_target=distance``
+  (foreground + normalised distance to the boundary, seeded watershed on the distance), scored the same way.
 - ``border-weighted``: the paper's two-class loss, a ``biounet train`` run of the same minutes with
   ``model.out_channels=2 loss.name=ce loss.weights.w0=10 loss.weights.sigma=2 monitor=dice``; objects =
   connected components of its mask.
@@ -47,11 +49,13 @@ from biounet.io.readers import read_image
 from biounet.metrics.instances import CURVE_THRESHOLDS, matching_dataset
 from biounet.metrics.overlap import dice_iou
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.models.outputs import probabilities_to_mask
 from biounet.pretrained import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BORDER = ["model.out_channels=2", "loss.name=ce", "loss.weights.w0=10", "loss.weights.sigma=2",
           "loss.weights.class_balance=true", "monitor=dice"]
+DISTANCE = ["labels.instance_target=distance"]
 
 
 def split(data: Path) -> dict[str, list[tuple[Path, Path]]]:
@@ -110,10 +114,11 @@ def model_rows(name: str, model: Path, test: list[tuple[Path, Path]], truths: li
     checkpoint = load_checkpoint(model)
     probs = [probabilities(checkpoint, image) for image, _ in test]
     rows = {}
+    output = checkpoint.config.output
     if checkpoint.instances is not None:
-        rows[name] = scores([instances_from_probabilities(p, checkpoint.instances) for p in probs], truths)
+        rows[name] = scores([instances_from_probabilities(p, checkpoint.instances, output) for p in probs], truths)
     if checkpoint.instances is None or components_too:
-        masks = [np.argmax(p, axis=0) > 0 for p in probs]
+        masks = [probabilities_to_mask(p, output) > 0 for p in probs]
         label = f"{name} + components" if checkpoint.instances is not None else name
         rows[label] = scores([ndimage.label(m)[0] for m in masks], truths)
     return rows
@@ -174,6 +179,10 @@ def main() -> None:
     if trained is not None:
         minutes = yaml.safe_load(load_checkpoint(trained).extra["train_config"]).get("minutes", "?")
         rows.update(model_rows(f"biounet train ({minutes:g} min, no config)", trained, test, truths, True))
+    distance = ensure_run("train-distance", args.work, images, labels, args.minutes, DISTANCE)
+    if distance is not None:
+        minutes = yaml.safe_load(load_checkpoint(distance).extra["train_config"]).get("minutes", "?")
+        rows.update(model_rows(f"biounet train ({minutes:g} min, distance target)", distance, test, truths, True))
     border = ensure_run("border-weighted", args.work, images, labels, args.minutes, BORDER)
     if border is not None:
         rows.update(model_rows("paper's border-weighted 2-class + components", border, test, truths, False))

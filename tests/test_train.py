@@ -200,7 +200,7 @@ def test_cli_trains_on_0_1_masks_and_the_model_learns_the_cells(tmp_path: Path,
     assert "labels: binary labels (0 = background, 1 = foreground), as configured; checked on 5 training " \
            "labels with values [0, 1]" in log
     saved = yaml.safe_load((out / "config.yaml").read_text())["labels"]
-    assert saved == {"kind": "binary", "foreground": 1, "ignore": None}
+    assert saved == {"kind": "binary", "foreground": 1, "ignore": None, "instance_target": "boundary"}
     stored = yaml.safe_load(load_checkpoint(out / "model.pt").extra["train_config"])["labels"]
     assert stored == saved
     # Scored against the 0/1 masks themselves: the model found the discs.

@@ -114,6 +114,25 @@ class AugmentParams:
             image = add_noise(image, self.noise, self.noise_seed, self.first_sample)
         return image, label, weight
 
+    def warp(self, values: torch.Tensor) -> torch.Tensor:
+        """Moves a further floating-point map exactly as :meth:`apply` moves the weight map: the same
+        spatial parts (one grid for the same parameters), bilinear (trilinear) interpolation; gray-value
+        parts leave it alone. A regression target (the distance map) goes through this beside ``apply``.
+
+        Args:
+            values: ``(N, *S)`` floating point.
+
+        Raises:
+            ValueError: if the shape does not match the parameters or ``values`` is not floating point.
+        """
+        if values.ndim != 1 + len(self.spatial_shape) or tuple(values.shape[1:]) != tuple(self.spatial_shape):
+            raise ValueError(f"map shape {tuple(values.shape)} does not match (N, *{self.spatial_shape})")
+        if not values.is_floating_point():
+            raise ValueError(f"map must be floating point, got {values.dtype}")
+        if not self.spatial:
+            return values
+        return resample(values[:, None], self.grid(values.shape[0], values.device), "bilinear")[:, 0]
+
     def _check(self, image: torch.Tensor, label: torch.Tensor | None, weight: torch.Tensor | None) -> None:
         shape = tuple(image.shape[2:])
         if image.ndim != 2 + len(self.spatial_shape) or shape != tuple(self.spatial_shape):

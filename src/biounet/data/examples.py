@@ -11,7 +11,11 @@ nearest cells lie beyond the margin (which exceeds the border term's reach, ``3 
 edge.
 
 Both read a pair and make its targets the same way, through :func:`read_pair` (or the shape check inside it)
-and :func:`make_targets`.
+and :func:`make_targets`. With the ``distance`` instance target (``LabelConfig.instance_target``) a patch
+also has the float distance map: an :class:`Example` computes it once on the whole label, where each object
+is whole (exact); a :class:`LazyExample` on the patch's region with its margin, the same for every object
+that lies inside that region away from the image's edge (an object cut by the region is measured on its part
+inside; one at the image's edge, on it and its mirror image).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from biounet.models.normalization import Normalization
 
 # Pairs whose in-memory copy (16 bytes per voxel) would take this much are read patch by patch.
 LAZY_FROM_BYTES = 4 * 1024**3
+# A patch: image (C, *R), target (*R), weight (*R), and the distance (*R) with the distance target.
+Patch = tuple[np.ndarray, ...]
 # Blocks of the label sampled for a lazy example's class balance, and their edge.
 _BALANCE_BLOCKS = 16
 _BALANCE_EDGE = {2: 512, 3: 64}
@@ -195,6 +201,8 @@ class Example:
         weight: ``(*S)`` float32 loss weights (border weight map; 0 where unannotated).
         objects: ``(*S)`` int32 true object ids for instance labels (0 = background or unannotated), what
             validation matches predicted objects against; ``None`` for other labels.
+        distance: ``(*S)`` float32 distance target (:meth:`~biounet.data.labels.LabelConfig.distance`) for a
+            model that learns it; ``None`` otherwise.
     """
 
     name: str
@@ -202,6 +210,7 @@ class Example:
     target: np.ndarray
     weight: np.ndarray
     objects: np.ndarray | None = None
+    distance: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -211,10 +220,14 @@ class Example:
     def size(self) -> int:
         return int(self.target.size)
 
-    def patch(self, region: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(image (C, *R), target (*R), weight (*R))`` of a region (mirrored beyond the image's edge)."""
-        return (read_mirrored(self.image, region), read_mirrored(self.target[None], region)[0],
-                read_mirrored(self.weight[None], region)[0])
+    def patch(self, region: list[tuple[int, int]]) -> Patch:
+        """``(image (C, *R), target (*R), weight (*R))`` of a region (mirrored beyond the image's edge), and
+        its ``distance (*R)`` when the example has one."""
+        patch = (read_mirrored(self.image, region), read_mirrored(self.target[None], region)[0],
+                 read_mirrored(self.weight[None], region)[0])
+        if self.distance is None:
+            return patch
+        return (*patch, read_mirrored(self.distance[None], region)[0])
 
     @property
     def foreground(self) -> np.ndarray:
@@ -251,7 +264,18 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
     target, weight, objects = make_targets(label, labels, num_classes, weights, path=label_path)
     if (target == IGNORE_INDEX).all():
         raise BiounetError("label image has no annotated pixels", label_path)
-    return Example(file_stem(image_path), normalization(image), target, weight, objects)
+    # On the whole label, where every object is whole: exact, and each patch then only reads it.
+    distance = labels.distance(label, label_path) if learns_distance(labels) else None
+    return Example(file_stem(image_path), normalization(image), target, weight, objects, distance)
+
+
+def learns_distance(labels: LabelConfig) -> bool:
+    """Whether examples read by this convention carry the distance target.
+
+    Args:
+        labels: the run's label convention.
+    """
+    return labels.instance_target == "distance"
 
 
 def is_large(image: Path, spatial_dims: int) -> bool:
@@ -331,8 +355,9 @@ class LazyExample:
         """No foreground index list for a volume this size: foreground oversampling draws uniformly."""
         return np.zeros(0, np.int64)
 
-    def patch(self, region: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(image (C, *R), target (*R), weight (*R))`` of a region (mirrored beyond the image's edge)."""
+    def patch(self, region: list[tuple[int, int]]) -> Patch:
+        """``(image (C, *R), target (*R), weight (*R))`` of a region (mirrored beyond the image's edge), and
+        its ``distance (*R)`` with the distance target."""
         image, label = self._open()
         wide = [(a - self.margin, b + self.margin) for a, b in region]
         raw = read_mirrored(label, wide)[0].astype(np.int64)
@@ -340,7 +365,10 @@ class LazyExample:
                                          class_weights=self.class_weights, path=self.paths[1])
         inner = tuple(slice(self.margin, -self.margin) for _ in region)
         pixels = self.normalization.apply(read_mirrored(image, region), *self.stats)
-        return pixels, target[inner], weight[inner]
+        if not learns_distance(self.labels):
+            return pixels, target[inner], weight[inner]
+        # An object cut by the margin's edge is measured on its part inside (see the module docstring).
+        return pixels, target[inner], weight[inner], self.labels.distance(raw, self.paths[1])[inner]
 
     def _class_weights(self, label: Any, seed: int) -> list[float] | None:
         """Balanced class weights (as the in-memory weight map's) from sampled blocks of the label."""

@@ -20,7 +20,14 @@ import numpy as np
 from scipy import ndimage
 
 from biounet.configs import from_dict
-from biounet.data.targets import boundary_classes, instances_from_classes, separate_touching
+from biounet.data.targets import (
+    INSTANCE_TARGETS,
+    InstanceTarget,
+    boundary_classes,
+    distance_target,
+    instances_from_classes,
+    separate_touching,
+)
 from biounet.errors import BiounetError
 from biounet.io.readers import ImageMeta, read_image_meta
 
@@ -117,11 +124,18 @@ class LabelConfig:
         ignore: a label value meaning "not annotated"; those pixels weigh 0 in every loss and metric. It
             is "unknown", never background: cells and borders are found as if each unannotated pixel had
             the value of the nearest annotated one.
+        instance_target: what instance labels are learnt as. ``boundary``: classes, background / interior
+            / boundary for a three-class model (background / object, touching objects separated, for two).
+            ``distance``: the foreground (touching objects not separated) and each object pixel's normalised
+            distance to its boundary (:func:`~biounet.data.targets.distance_target`), for a model with
+            ``output: distance``; a training config with it makes its model so (see
+            :class:`~biounet.training.config.TrainConfig`). Other label kinds ignore it.
     """
 
     kind: Kind = "auto"
     foreground: int | None = None
     ignore: int | None = None
+    instance_target: InstanceTarget = "boundary"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -134,13 +148,20 @@ class LabelConfig:
             raise BiounetError("labels.foreground must not be 0: in binary labels 0 is the background")
         if self.foreground is not None and self.foreground == self.ignore:
             raise BiounetError(f"labels.foreground and labels.ignore are both {self.ignore}")
+        if self.instance_target not in INSTANCE_TARGETS:
+            raise BiounetError(f"invalid labels.instance_target {self.instance_target!r}: use boundary or distance")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelConfig:
         return from_dict(cls, data, "labels config")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values; ``instance_target`` only when it is not the default, since only training reads it
+        (an evaluation's truth or a fingerprint's labels have none to speak of)."""
+        data = asdict(self)
+        if data["instance_target"] == "boundary":
+            del data["instance_target"]
+        return data
 
     @property
     def resolved(self) -> bool:
@@ -235,7 +256,9 @@ class LabelConfig:
 
         Instance labels give background/object classes with touching objects separated by background for a
         two-class model, and background/interior/boundary classes
-        (:func:`~biounet.data.targets.boundary_classes`) for a three-class one.
+        (:func:`~biounet.data.targets.boundary_classes`) for a three-class one. With the ``distance``
+        instance target they give background/object classes with touching objects left touching (the
+        distance, :meth:`distance`, tells them apart), and the objects as they are.
 
         Cells are found on the label with every ignored pixel given the value of the nearest annotated
         one, so an unannotated stripe across a cell neither splits it nor draws a border; ignored pixels
@@ -253,7 +276,10 @@ class LabelConfig:
         config = self._for(label, num_classes, path)
         ignored = self._ignored(label)
         filled = _fill_ignored(label, ignored)
-        if config.kind == "instances" and num_classes == 3:
+        if config.kind == "instances" and config.instance_target == "distance":
+            instances = filled.copy()
+            classes = (filled > 0).astype(np.int64)
+        elif config.kind == "instances" and num_classes == 3:
             instances = filled.copy()
             classes = boundary_classes(filled)
         elif config.kind == "instances":
@@ -264,6 +290,31 @@ class LabelConfig:
             instances = instances_from_classes(classes)
         instances[ignored] = 0
         return np.where(ignored, IGNORE_INDEX, classes), instances
+
+    def distance(self, label: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+        """The distance target of an instance label (:func:`~biounet.data.targets.distance_target`).
+
+        Objects are measured on the label with every ignored pixel given the value of the nearest annotated
+        one, as :meth:`targets` finds cells, so an unannotated stripe is no boundary; ignored pixels are 0.
+
+        Args:
+            label: integer label image, as :func:`read_label` returns it.
+            path: the label's file, named in errors.
+
+        Returns:
+            float32 map of the label's shape, in [0, 1].
+
+        Raises:
+            BiounetError: if the label is not an instance label (the distance is that of objects).
+        """
+        config = self._for(label, None, path)
+        if config.kind != "instances":
+            raise BiounetError(f"the distance target needs instance labels, this one is read as {config.describe()}",
+                               path)
+        ignored = self._ignored(label)
+        distance = distance_target(_fill_ignored(label, ignored))
+        distance[ignored] = 0.0
+        return distance
 
     def truth(self, label: np.ndarray, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """``(classes, instance ids)`` of a label image as an evaluation truth.

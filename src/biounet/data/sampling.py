@@ -10,6 +10,10 @@ import torch
 from biounet.data.examples import Example, LazyExample
 from biounet.models.config import Shape
 
+# A patch as tensors: image (C, *in), target (*in) int64, weight (*in) float32, and the distance (*in) float32
+# for the distance target (see biounet.data.examples.Patch).
+TensorPatch = tuple[torch.Tensor, ...]
+
 
 class PatchSampler:
     """Draws patches of the network's input size from a set of examples.
@@ -19,8 +23,9 @@ class PatchSampler:
     window that misses every annotated pixel (it would train on nothing) is centred on a random annotated
     pixel instead. The input patch extends half
     the halo beyond it, mirrored outside the image as at prediction time. Images are drawn in proportion
-    to their pixel count. Image, target and weight are all returned at the *input* size, so augmentation
-    can deform them together before the targets are cropped to the output.
+    to their pixel count. Image, target and weight (and the distance, for the distance target) are all
+    returned at the *input* size, so augmentation can deform them together before the targets are cropped
+    to the output.
 
     Args:
         examples: the training images.
@@ -41,23 +46,22 @@ class PatchSampler:
         # Only in-memory examples can tell cheaply; a lazily read volume keeps the uniform draw.
         self.annotated = [e.partly_annotated if isinstance(e, Example) else np.empty(0, np.int64) for e in examples]
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)``, drawn one after another
-        from ``generator``."""
+    def sample(self, batch: int, generator: torch.Generator) -> TensorPatch:
+        """``(images (N, C, *in), targets (N, *in) int64, weights (N, *in) float32)`` (and ``distances (N,
+        *in)`` float32 with the distance target), drawn one after another from ``generator``."""
         patches = [self.patch(generator) for _ in range(batch)]
-        return tuple(torch.stack(parts) for parts in zip(*patches, strict=True))  # type: ignore[return-value]
+        return tuple(torch.stack(parts) for parts in zip(*patches, strict=True))
 
-    def patch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One ``(image (C, *in), target (*in) int64, weight (*in) float32)`` patch drawn from ``generator``."""
+    def patch(self, generator: torch.Generator) -> TensorPatch:
+        """One ``(image (C, *in), target (*in) int64, weight (*in) float32)`` patch (and ``distance (*in)``
+        float32 with the distance target) drawn from ``generator``."""
         index = int(torch.multinomial(self.probabilities, 1, generator=generator))
         example = self.examples[index]
         start = self._output_start(example, self.foreground[index], generator)
         if len(self.annotated[index]) and not self._annotated_in(example, start):
             start = self._centred(example.shape, self.annotated[index], generator)
         region = [(s + off, s + off + i) for s, off, i in zip(start, self.offset, self.input_shape, strict=True)]
-        image, target, weight = example.patch(region)
-        return (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)),
-                torch.from_numpy(np.ascontiguousarray(weight)))
+        return tuple(torch.from_numpy(np.ascontiguousarray(part)) for part in example.patch(region))
 
     def _output_start(self, example: Example | LazyExample, foreground: np.ndarray,
                       generator: torch.Generator) -> Shape:
@@ -81,7 +85,7 @@ class PatchSampler:
         return bool((example.weight[window] > 0).any()) if isinstance(example, Example) else True
 
 
-class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+class PatchDataset(torch.utils.data.Dataset[TensorPatch]):
     """The patches of a run by number: patch ``g`` is drawn with a generator seeded from ``(seed, g)``.
 
     Any process draws the same patch ``g`` (a DataLoader worker, another rank, a resumed run), so the data
@@ -95,7 +99,7 @@ class PatchDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, to
     def __init__(self, sampler: PatchSampler, seed: int) -> None:
         self.sampler, self.seed = sampler, seed
 
-    def __getitem__(self, number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, number: int) -> TensorPatch:
         state = np.random.SeedSequence([self.seed, number]).generate_state(2, np.uint32)
         generator = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
         return self.sampler.patch(generator)

@@ -1,6 +1,8 @@
-"""A label's training targets: classes with boundaries, cells as instance ids, and the U-Net border weights.
+"""A label's training targets: classes with boundaries, distances to them, cells as instance ids, and the
+U-Net border weights.
 
-Three steps turn a label into what the loss sees, in this module's order:
+Three steps turn a label into what the loss sees, in this module's order (the distance target is the
+alternative to the first):
 
 **Boundary classes** (background / interior / boundary, what an instance model learns). Touching objects of
 one class cannot be told apart by a foreground mask; their boundary can. Each object's boundary is its
@@ -11,6 +13,15 @@ coarse z-spacing is not dilated further. The rest of the object is its interior,
 post-processing (:mod:`biounet.infer.instances`) grows the objects back over the boundary. An object too
 small or too thin to keep an interior pixel would vanish from the seeds; its pixels that touch no other
 object are interior instead, so that every object keeps a seed.
+
+**The distance target** (foreground / distance, the other way an instance model can learn objects): each
+object pixel's Euclidean distance to its object's boundary pixels (those of the boundary class above),
+divided by the object's largest, so that small and large objects all peak at 1 in their middle
+(:func:`distance_target`). Background and boundaries are 0, both sides of a contact between two objects
+included. A smooth ramp is easier to fit than a one-pixel class, and the seeds and the watershed of
+post-processing come from the distance itself. The image's edge is not a boundary: an object cut by it
+keeps rising towards the edge, as the mirrored context that prediction feeds the network there continues
+it.
 
 **Cells as an instance map**, from a class map by connected components, and separating touching cells. The
 border weight needs background between neighbouring cells. Binary labels such as ISBI 2012 already draw a
@@ -45,6 +56,11 @@ from biounet.errors import BiounetError
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 CLASS_NAMES = ("background", "interior", "boundary")
+# The channels of a model trained on the distance target.
+DISTANCE_NAMES = ("foreground", "distance")
+# What an instance label becomes for the network: boundary classes, or foreground and distance.
+InstanceTarget = Literal["boundary", "distance"]
+INSTANCE_TARGETS = ("boundary", "distance")
 ClassWeights = Literal["balanced"] | Sequence[float] | None
 
 _CUTOFF_SIGMAS = 6.0
@@ -87,6 +103,62 @@ def _touches_other_object(instances: np.ndarray) -> np.ndarray:
             neighbour[tuple(edge)] = 0
             touching |= (neighbour > 0) & (neighbour != instances) & (instances > 0)
     return touching
+
+
+def distance_target(instances: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Each object pixel's distance to its object's boundary, normalised per object to a maximum of 1.
+
+    An object's boundary is what :func:`boundary_classes` makes its boundary class: its pixels with a face
+    neighbour of another label (background or another object). They are 0, and every other pixel of the
+    object holds its Euclidean distance to the nearest of them, divided by the object's largest, so its
+    deepest pixel is 1. Both sides of a contact between two objects are 0: a watershed flooding the
+    negated distance reaches each side through its own object only, whatever the two objects' sizes
+    (with a contact at ``1 / max`` instead, a small object's steeper slope would flood its larger
+    neighbour's side first). Pixels beyond the image's edge are not other labels (see the module
+    docstring). An object too small or too thin to have a pixel off its boundary is 1 on its pixels that
+    touch no other object (as :func:`boundary_classes` keeps them as a seed) and 0 on the others; an object
+    without any boundary (it fills the image) is 1 throughout.
+
+    Each object is measured in its bounding box grown by one pixel, which holds its boundary's outer
+    neighbours, so the map costs the objects' boxes, not the image per object.
+
+    Args:
+        instances: integer instance map, 0 = background, a distinct id per object; objects may touch.
+        spacing: physical size of a pixel along each axis; distances are measured in these units (the
+            normalisation makes only their ratios matter).
+
+    Returns:
+        float32 map of the same shape: 0 on background and object boundaries, in (0, 1] elsewhere on objects.
+    """
+    instances = np.asarray(instances)
+    if not np.issubdtype(instances.dtype, np.integer):
+        raise BiounetError(f"instance map must be integer, got {instances.dtype}")
+    if instances.size and instances.min() < 0:
+        raise BiounetError("instance map has negative ids")
+    sampling = _spacing(spacing, instances.ndim)
+    faces = ndimage.generate_binary_structure(instances.ndim, 1)
+    distance = np.zeros(instances.shape, np.float32)
+    for object_id, box in enumerate(ndimage.find_objects(instances), start=1):
+        if box is None:  # find_objects lists every id up to the largest; ids may have gaps
+            continue
+        grown = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n))
+                      for b, n in zip(box, instances.shape, strict=True))
+        crop = instances[grown]
+        inside = crop == object_id
+        # border_value=1: beyond the array is the image's edge (or more of the grown box, never the object's
+        # outside), so it makes no boundary.
+        core = ndimage.binary_erosion(inside, faces, border_value=1)
+        if core.all():
+            values = np.ones(inside.shape)
+        elif core.any():
+            values = ndimage.distance_transform_edt(core, sampling=sampling)
+            values /= values[inside].max()
+        else:
+            touching = ndimage.binary_dilation((crop > 0) & ~inside, faces)
+            values = (~touching).astype(np.float64)
+        region = distance[grown]  # a view: written in place
+        region[inside] = values[inside]
+    return distance
 
 
 # Cells as an instance map: connected components of a class map, touching cells separated.

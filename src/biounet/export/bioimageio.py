@@ -113,9 +113,10 @@ def export_bioimageio(checkpoint: Checkpoint, path: str | Path, info: PackageInf
     The package describes the network as the spec runs it: raw input ``(batch, channel, [z,] y, x)`` ->
     ``ensure_dtype`` float32 -> the checkpoint's normalisation (``scale_range`` per sample and channel for
     ``percentile``, ``zero_mean_unit_variance`` for ``zscore``) -> U-Net -> ``softmax`` over channels
-    (``sigmoid`` for one output) -> probabilities. Valid models' outputs are smaller than their inputs by
-    the halo, said by a size reference with a negative offset; inputs may be ``min + n * step`` pixels with
-    ``step`` the pooling grid. The package is tested with bioimageio.core before it is renamed into place.
+    (``sigmoid`` for one output and for a foreground/distance model's two) -> probabilities. Valid models'
+    outputs are smaller than their inputs by the halo, said by a size reference with a negative offset;
+    inputs may be ``min + n * step`` pixels with ``step`` the pooling grid. The package is tested with
+    bioimageio.core before it is renamed into place.
 
     Args:
         checkpoint: the model.
@@ -206,7 +207,9 @@ def _describe(format_version: str, checkpoint: Checkpoint, info: PackageInfo, fi
         # negative offset (its `halo` field is for a border the consumer should crop).
         out_axes.append({"type": "space", "id": axis_id, **physical,
                          "size": {"tensor_id": "input", "axis_id": axis_id, "offset": -int(halo[axis])}})
-    post: list[dict[str, Any]] = ([{"id": "sigmoid"}] if config.out_channels == 1
+    # The spec's sigmoid acts on every value: a foreground/distance model's two channels are two sigmoids.
+    sigmoid = config.out_channels == 1 or config.output == "distance"
+    post: list[dict[str, Any]] = ([{"id": "sigmoid"}] if sigmoid
                                   else [{"id": "softmax", "kwargs": {"axis": "channel"}}])
     torch_version = torch.__version__.split("+")[0]
     return {
@@ -231,6 +234,8 @@ def _describe(format_version: str, checkpoint: Checkpoint, info: PackageInfo, fi
             "id": "probabilities", "axes": out_axes, "test_tensor": _file(files["test_output"]),
             "sample_tensor": _file(files["sample_output"]),
             "description": ("foreground probability (sigmoid)" if config.out_channels == 1
+                            else "foreground probability and normalised distance to the object's boundary "
+                                 "(a sigmoid each)" if config.output == "distance"
                             else "class probabilities (softmax over channels)"),
             "data": {"type": "float32", "range": [0.0, 1.0]}, "postprocessing": post,
         }],
@@ -392,7 +397,7 @@ def _write_files(checkpoint: Checkpoint, folder: Path, image: np.ndarray, card: 
     raw = _crop(image, in_shape)[None]
     normalised = checkpoint.normalization(raw[0])[None]
     with torch.inference_mode():
-        expected = logits_to_probabilities(model(torch.from_numpy(normalised))).numpy()
+        expected = logits_to_probabilities(model(torch.from_numpy(normalised)), config.output).numpy()
     np.save(files["test_input"], raw.astype(np.float32))
     np.save(files["test_output"], expected.astype(np.float32))
     # The same as images for people (the spec's sample tensors: any format imageio reads, not .npy).
@@ -479,7 +484,11 @@ def _documentation(checkpoint: Checkpoint, card: str | None, info: PackageInfo, 
         f"Written by biounet {__version__}. Preprocessing: `ensure_dtype` float32, then {norm_text}, as biounet "
         "normalises each image. Postprocessing: "
         + (f"sigmoid, so the output holds the probability of {checkpoint.class_names[-1]}. "
-           if config.out_channels == 1 else "softmax over the channel axis, so the output holds the "
+           if config.out_channels == 1 else
+           "sigmoid, so the output holds the foreground probability and each object pixel's distance to its "
+           "object's boundary, normalised to 1 in each object's middle; biounet's seeded watershed turns them "
+           "into objects. " if config.output == "distance" else
+           "softmax over the channel axis, so the output holds the "
            f"probabilities of {', '.join(checkpoint.class_names)}. ")
         + (f"The network uses valid convolutions: its output is {list(halo)} pixels smaller than its input "
            "(half of it on each side), so tiles must overlap by that much, or use `biounet predict`, which "

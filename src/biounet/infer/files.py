@@ -162,7 +162,8 @@ class _Run:
         blocks = predict_to_store(path, self.model_path, store, axes=self.axes, options=self.options,
                                   prob_dtype=self.prob_dtype, block=self.block, scheduler=self.dask,
                                   progress=self.progress)
-        objects = instances_to_store(store, self.checkpoint.instances) if "instances" in self.outputs else None
+        objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output) \
+            if "instances" in self.outputs else None
         skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
         return Written(path, (store,), blocks, objects, skipped)
 

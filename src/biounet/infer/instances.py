@@ -1,4 +1,5 @@
-"""Objects from class probabilities: seeded watershed for background/interior/boundary models, n-D.
+"""Objects from probabilities: seeded watershed for background/interior/boundary and foreground/distance
+models, n-D.
 
 For a three-class model (:mod:`biounet.data.targets`):
 
@@ -10,6 +11,12 @@ For a three-class model (:mod:`biounet.data.targets`):
 4. objects smaller than ``min_size`` pixels are dropped, and the ids made consecutive.
 
 Object pixels that no seed reaches (an object whose interior was never confident) are dropped with it.
+
+A foreground/distance model (``UNetConfig.output == "distance"``, :func:`~biounet.data.targets.distance_target`)
+goes the same way with its own channels: objects are ``foreground > foreground``, seeds the connected
+components of ``distance > seed`` within them, and the watershed floods ``1 - distance`` (the negated
+distance, shifted), so two seeds meet where the distance between them is lowest, along the contact.
+
 For a two-class model, objects are the connected components of ``foreground probability > foreground``.
 
 Everything is computed from the probability map of the whole image, which overlap-tile prediction makes
@@ -44,18 +51,21 @@ from skimage.segmentation import watershed
 
 from biounet.errors import BiounetError
 from biounet.infer.store import create_image_like
+from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.optional import optional_import
 
 
-def instances_from_probabilities(probabilities: np.ndarray, params: InstanceParams | None = None) -> np.ndarray:
-    """Instance ids (0 = background, objects 1..n) from ``(C, *S)`` class probabilities.
+def instances_from_probabilities(probabilities: np.ndarray, params: InstanceParams | None = None,
+                                 output: OutputKind = "classes") -> np.ndarray:
+    """Instance ids (0 = background, objects 1..n) from ``(C, *S)`` probabilities.
 
     Args:
         probabilities: three channels (background, interior, boundary) for an instance model; two channels
             (background, foreground) or one (foreground, sigmoid) for a semantic model, whose objects
-            are then connected components.
+            are then connected components; two (foreground, distance) for a ``distance`` model.
         params: thresholds and minimum size; defaults when ``None``.
+        output: the model's ``UNetConfig.output``: what the channels mean.
 
     Returns:
         ``int32`` ids of shape ``S``.
@@ -63,8 +73,10 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
     params = params or InstanceParams()
     probabilities = np.asarray(probabilities)
     channels = probabilities.shape[0]
-    if channels == 3:
-        ids, _ = _seeded_watershed(probabilities[1], object_pixels(probabilities, params), params.seed)
+    if output == "distance" and channels != 2:
+        raise BiounetError(f"a distance model's probabilities have 2 channels, got {channels}")
+    if seeded(channels, output):
+        ids, _ = _seeded_watershed(probabilities[1], object_pixels(probabilities, params, output), params.seed)
     elif channels in (1, 2):
         ids, _ = ndimage.label(object_pixels(probabilities, params))
     else:
@@ -72,22 +84,36 @@ def instances_from_probabilities(probabilities: np.ndarray, params: InstancePara
     return drop_small(ids, params.min_size)
 
 
-def object_pixels(probabilities: np.ndarray, params: InstanceParams) -> np.ndarray:
-    """The pixels of some object: ``interior + boundary > foreground`` for three channels, the last channel
-    ``> foreground`` for one or two."""
+def seeded(channels: int, output: OutputKind = "classes") -> bool:
+    """Whether a model's objects are split by seeds (three classes, or foreground/distance) rather than
+    being connected components.
+
+    Args:
+        channels: its probability channels.
+        output: its ``UNetConfig.output``.
+    """
+    return output == "distance" or channels == 3
+
+
+def object_pixels(probabilities: np.ndarray, params: InstanceParams, output: OutputKind = "classes") -> np.ndarray:
+    """The pixels of some object: ``interior + boundary > foreground`` for three channels, the foreground
+    (channel 0) ``> foreground`` for a ``distance`` model, the last channel ``> foreground`` for one or two."""
+    if output == "distance":
+        return probabilities[0] > params.foreground
     if probabilities.shape[0] == 3:
         return (probabilities[1] + probabilities[2]) > params.foreground
     return probabilities[-1] > params.foreground
 
 
-def _seeded_watershed(interior: np.ndarray, objects: np.ndarray, seed: float) -> tuple[np.ndarray, np.ndarray]:
+def _seeded_watershed(height: np.ndarray, objects: np.ndarray, seed: float) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3: the objects split by seeds grown over them; also the seeds, numbered in raster order.
 
-    Seeds lie inside the objects, so each connected piece of the objects is split on its own: the property
-    the block-by-block :func:`instances_to_store` relies on.
+    ``height`` is channel 1 of a seeded model, high inside the objects and low between them: the interior
+    probability, or the distance. Seeds lie inside the objects, so each connected piece of the objects is
+    split on its own: the property the block-by-block :func:`instances_to_store` relies on.
     """
-    seeds, _ = ndimage.label((interior > seed) & objects)
-    return watershed(1.0 - interior, markers=seeds, mask=objects), seeds  # type: ignore[no-untyped-call]
+    seeds, _ = ndimage.label((height > seed) & objects)
+    return watershed(1.0 - height, markers=seeds, mask=objects), seeds  # type: ignore[no-untyped-call]
 
 
 def drop_small(ids: np.ndarray, min_size: int) -> np.ndarray:
@@ -102,18 +128,22 @@ def drop_small(ids: np.ndarray, min_size: int) -> np.ndarray:
 
 # --- block by block, for a prediction store ---------------------------------------------------------------
 
-def instances_to_store(store: str | Path, params: InstanceParams | None) -> int:
+def instances_to_store(store: str | Path, params: InstanceParams | None, output: OutputKind = "classes") -> int:
     """Writes ``instances/0`` into a finished prediction store.
 
     Args:
         store: a ``<stem>.zarr`` written by :func:`~biounet.infer.out_of_core.predict_to_store`.
-        params: an instance model's post-processing (three channels), or ``None`` for the connected
-            components of a semantic model's foreground (its last channel above 0.5).
+        params: an instance model's post-processing (three channels, or foreground/distance), or ``None``
+            for the connected components of a semantic model's foreground (its last channel above 0.5);
+            a ``distance`` model's defaults when ``None`` for one.
+        output: the model's ``UNetConfig.output``: what the store's channels mean.
 
     Returns:
         The number of objects over all items of a stack (ids are unique over the stack, in item order).
     """
     zarr = optional_import("zarr", "writing .zarr outputs", store)
+    if output == "distance":
+        params = params or InstanceParams()
     root = zarr.open_group(str(store), mode="r+")
     if not np.asarray(root["blocks"][...]).all():
         raise BiounetError("the prediction store is unfinished; run the same predict command again first", store)
@@ -128,7 +158,7 @@ def instances_to_store(store: str | Path, params: InstanceParams | None) -> int:
         values = dict(zip(leading, item, strict=True))
         prob_key = tuple(slice(None) if n == "c" else values[n] for n in prob_names)
         piece = _Item(prob, prob_key, prob.dtype == np.uint8)
-        count += _split_item(piece, _Target(out, item), block, params, count)
+        count += _split_item(piece, _Target(out, item), block, _Post(params, output), count)
     return count
 
 
@@ -164,13 +194,25 @@ class _Target:
         self.out[self.item + region] = value
 
 
-def _objects(probabilities: np.ndarray, params: InstanceParams | None) -> np.ndarray:
-    """The object pixels: :func:`object_pixels`, or a semantic model's last channel above 0.5."""
-    return probabilities[-1] > 0.5 if params is None else object_pixels(probabilities, params)
+class _Post:
+    """How a store's probabilities become objects: the post-processing (``None``: a semantic model's
+    components) and what the channels mean."""
+
+    def __init__(self, params: InstanceParams | None, output: OutputKind) -> None:
+        self.params, self.output = params, output
+
+    def objects(self, probabilities: np.ndarray) -> np.ndarray:
+        """The object pixels: :func:`object_pixels`, or a semantic model's last channel above 0.5."""
+        if self.params is None:
+            return probabilities[-1] > 0.5
+        return object_pixels(probabilities, self.params, self.output)
+
+    def seeded(self, channels: int) -> bool:
+        """Whether pieces are split by seeds (else each piece is one object)."""
+        return self.params is not None and seeded(channels, self.output)
 
 
-def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: InstanceParams | None,
-                offset: int) -> int:
+def _split_item(item: _Item, target: _Target, block: tuple[int, ...], post: _Post, offset: int) -> int:
     shape = item.shape[1:]
     grid = list(itertools.product(*(range(0, n, b) for n, b in zip(shape, block, strict=True))))
     parent: list[int] = []
@@ -191,7 +233,7 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: In
     for start in grid:
         region = tuple(slice(s, min(s + b, n)) for s, b, n in zip(start, block, shape, strict=True))
         probabilities = item.read(region)
-        labels, found = ndimage.label(_objects(probabilities, params))
+        labels, found = ndimage.label(post.objects(probabilities))
         provisional = np.zeros(labels.shape, np.uint32)
         ids = np.full(found + 1, -1, np.int64)
         for k, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -201,7 +243,7 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: In
             global_box = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region, strict=True))
             if not shared:
                 split, seed_firsts = _split(probabilities[(slice(None),) + box], labels[box] == k, global_box,
-                                            shape, params)
+                                            shape, post)
                 provisional[box] = np.where(split > 0, _numbered(split, len(firsts)), provisional[box])
                 _count(split, seed_firsts, firsts, sizes)
                 continue
@@ -232,15 +274,15 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: In
         box = tuple(slice(min(boxes[m][a][0] for m in members), max(boxes[m][a][1] for m in members))
                     for a in range(len(shape)))
         probabilities = item.read(box)
-        labels, _ = ndimage.label(_objects(probabilities, params))
+        labels, _ = ndimage.label(post.objects(probabilities))
         piece = labels == labels[tuple(p - b.start for p, b in zip(anchors[members[0]], box, strict=True))]
-        split, seed_firsts = _split(probabilities, piece, box, shape, params)
+        split, seed_firsts = _split(probabilities, piece, box, shape, post)
         current = target[box]
         target[box] = np.where(split > 0, _numbered(split, len(firsts)), current)
         _count(split, seed_firsts, firsts, sizes)
 
     # 3. the whole image's numbering: kept objects in the order of their seeds' first pixels
-    smallest = max(params.min_size if params is not None else 1, 1)
+    smallest = max(post.params.min_size if post.params is not None else 1, 1)
     kept = [k for k in np.argsort(np.asarray(firsts, np.int64), kind="stable") if sizes[k] >= smallest]
     final = np.zeros(len(firsts) + 1, np.uint32)
     final[np.asarray(kept, np.int64) + 1] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.uint32)
@@ -251,12 +293,12 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], params: In
 
 
 def _split(probabilities: np.ndarray, piece: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...],
-           params: InstanceParams | None) -> tuple[np.ndarray, list[int]]:
+           post: _Post) -> tuple[np.ndarray, list[int]]:
     """A piece of the object pixels split as the whole image would split it: labels 1..k inside ``piece``
     and, per label, the whole image's flat index of its seed's first pixel."""
-    if params is None or probabilities.shape[0] != 3:
+    if post.params is None or not post.seeded(probabilities.shape[0]):
         return piece.astype(np.int32), [_first_flat(piece, box, shape)]
-    split, seeds = _seeded_watershed(probabilities[1], piece, params.seed)
+    split, seeds = _seeded_watershed(probabilities[1], piece, post.params.seed)
     count = int(seeds.max(initial=0))
     firsts = ndimage.minimum(np.arange(seeds.size).reshape(seeds.shape), seeds, np.arange(1, count + 1))
     local = np.unravel_index(np.asarray(firsts, np.int64), seeds.shape)

@@ -34,6 +34,7 @@ from biounet.io.axes import StackPlan, StoredAxes, plan_stack
 from biounet.io.items import ItemView
 from biounet.io.stored import open_stored
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.models.config import UNetConfig
 from biounet.optional import optional_import
 
 
@@ -96,7 +97,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
                    prob_dtype, block)
     grid = plan_blocks(_predictor(checkpoint, stack.spatial_shape, job).plan, block)
-    layout = _layout(stack, stored, config.out_channels, grid)
+    layout = _layout(stack, stored, config, grid)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
               "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": _json(options.tile),
               "tta": options.tta, "stats": [[list(o), list(s)] for o, s in stats]}
@@ -169,16 +170,18 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input)
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
     grid = plan_blocks(predictor.plan, job.block)
-    store = PredictionStore(Path(job.store), _layout(stack, stored, config.out_channels, grid), job.prob_dtype)
+    store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid), job.prob_dtype)
     return _WorkerState(checkpoint, stack, array, predictor, grid, store, files)
 
 
-def _layout(stack: StackPlan, stored: StoredAxes, classes: int, grid: BlockGrid) -> StoreLayout:
-    """What the store holds for an input: items in the stores' order, blocks, voxel sizes (1 for time)."""
+def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: BlockGrid) -> StoreLayout:
+    """What the store holds for an input: items in the stores' order, the model's channels and what they
+    mean, blocks, voxel sizes (1 for time)."""
     sizes = dict(zip(stored.axes, stored.spacing, strict=True))
     batch_axes = _canonical(stack.batch_axes)
-    return StoreLayout(batch_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape, classes,
-                       grid.block_shape, tuple(1.0 if a == "T" else sizes[a] for a in batch_axes + stack.spatial_axes))
+    return StoreLayout(batch_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape,
+                       config.out_channels, grid.block_shape,
+                       tuple(1.0 if a == "T" else sizes[a] for a in batch_axes + stack.spatial_axes), config.output)
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:

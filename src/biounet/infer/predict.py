@@ -98,7 +98,8 @@ def predict(
             progress bar; an exception raised in it stops the prediction (a cancel button).
 
     Returns:
-        ``out``, holding probabilities (softmax over classes; sigmoid for one output channel).
+        ``out``, holding probabilities (softmax over classes; sigmoid for one output channel, and per
+        channel for a foreground/distance model: see :mod:`biounet.models.outputs`).
     """
     if isinstance(model, Checkpoint):
         normalization = normalization or model.normalization
@@ -210,7 +211,7 @@ def _forward(model: UNet, tta: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
 
     def run(batch: torch.Tensor) -> torch.Tensor:
-        return logits_to_probabilities(model(batch.contiguous(memory_format=memory_format)))
+        return logits_to_probabilities(model(batch.contiguous(memory_format=memory_format)), model.config.output)
 
     if not tta:
         return run

@@ -45,7 +45,7 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     """
     check_channels(plan, checkpoint.config.in_channels, path)
     probs = predict_stack(checkpoint, array, plan, path, options=options, on_progress=on_progress)
-    mask = probabilities_to_mask(probs)
+    mask = probabilities_to_mask(probs, checkpoint.config.output)
     return probs, mask, stack_instances(checkpoint, probs, mask, plan) if instances else None
 
 
@@ -111,7 +111,7 @@ def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray,
     for index in np.ndindex(*plan.batch_shape):
         if checkpoint.instances is not None:
             region: tuple[slice | int, ...] = (slice(None), *index)
-            item = instances_from_probabilities(prob_items[region], checkpoint.instances)
+            item = instances_from_probabilities(prob_items[region], checkpoint.instances, checkpoint.config.output)
         else:
             item = instances_from_classes(mask_items[index])
         count = int(item.max(initial=0))  # both number their objects 1..count

@@ -4,7 +4,8 @@
 
 - ``prob/0``: the class probabilities, ``(T, C, Z, Y, X)`` with the axes the input has (OME-Zarr 0.4
   order: time, channel, space), float32, float16, or uint8 (``round(255 p)``);
-- ``mask/0``: the class indices, ``(T, Z, Y, X)`` likewise, uint8 (uint16 beyond 256 classes);
+- ``mask/0``: the class indices, ``(T, Z, Y, X)`` likewise, uint8 (uint16 beyond 256 classes); for a
+  foreground/distance model, its foreground above 0.5;
 - ``blocks``: the completion record, one uint8 per (item, block), set to 1 after the block's data.
 
 ``prob`` and ``mask`` are OME-Zarr images (``multiscales`` with the axes and the input's voxel size as the
@@ -25,6 +26,7 @@ import numpy as np
 
 from biounet.errors import BiounetError
 from biounet.infer.blocks import Block
+from biounet.models.config import OutputKind
 from biounet.models.outputs import probabilities_to_mask
 from biounet.optional import optional_import
 
@@ -46,6 +48,7 @@ class StoreLayout:
         classes: probability channels.
         block_shape: the block grid's block size.
         spacing: the voxel size of each batch and spatial axis (1 for time).
+        output: the model's ``UNetConfig.output``, which says how the mask comes from the probabilities.
     """
 
     batch_axes: str
@@ -55,6 +58,7 @@ class StoreLayout:
     classes: int
     block_shape: tuple[int, ...]
     spacing: tuple[float, ...]
+    output: OutputKind = "classes"
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -125,7 +129,7 @@ class PredictionStore:
             block: the block.
             probabilities: float32 probabilities of the block.
         """
-        mask = probabilities_to_mask(probabilities)
+        mask = probabilities_to_mask(probabilities, self.layout.output)
         prob = _quantised(probabilities, self.prob_dtype)
         space = block.slices()
         prob_key, mask_key = self._keys(item, space)

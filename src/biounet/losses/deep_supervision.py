@@ -88,7 +88,7 @@ class DeepSupervisionLoss(nn.Module):
             raise BiounetError(f"{len(self.weights)} deep supervision weights for {len(self.strides)} outputs")
 
     def forward(self, outputs: Sequence[torch.Tensor], target: torch.Tensor,
-                weight: torch.Tensor | None = None) -> torch.Tensor:
+                weight: torch.Tensor | None = None, *maps: torch.Tensor) -> torch.Tensor:
         """The scalar loss.
 
         Args:
@@ -96,6 +96,8 @@ class DeepSupervisionLoss(nn.Module):
             target: ``(N, *S)`` class ids (or the ignore value) of the whole patch the input was, at least
                 as large as every output's footprint and centred on it.
             weight: ``(N, *S)`` weight map of the same patch, or None.
+            maps: further ``(N, *S)`` per-pixel targets of the same patch that ``loss`` takes after the weight
+                (a distance model's distance map), sampled as the target is.
         """
         if len(outputs) != len(self.strides):
             raise BiounetError(f"{len(outputs)} outputs for a deep supervision loss of {len(self.strides)}")
@@ -103,5 +105,7 @@ class DeepSupervisionLoss(nn.Module):
         for logits, stride, factor in zip(outputs, self.strides, self.weights, strict=True):
             shape = tuple(logits.shape[2:])
             level_weight = downsample_target(weight, shape, stride) if weight is not None else None
-            total = total + factor * self.loss(logits, downsample_target(target, shape, stride), level_weight)
+            level_maps = [downsample_target(m, shape, stride) for m in maps]
+            total = total + factor * self.loss(logits, downsample_target(target, shape, stride), level_weight,
+                                               *level_maps)
         return total

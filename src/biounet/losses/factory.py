@@ -10,6 +10,7 @@ from torch import nn
 from biounet.errors import BiounetError
 from biounet.losses.cross_entropy import WeightedBinaryCrossEntropy, WeightedCrossEntropy
 from biounet.losses.dice import SoftDiceLoss
+from biounet.losses.distance import ForegroundDistanceLoss
 
 LossName = Literal["ce", "dice", "ce_dice", "bce_dice"]
 
@@ -35,7 +36,7 @@ class CombinedLoss(nn.Module):
 
 
 def build_loss(name: LossName, ignore_index: int | None = None, *, include_background: bool = False,
-               smooth: float = 1.0) -> nn.Module:
+               smooth: float = 1.0, distance: bool = False) -> nn.Module:
     """A loss module whose ``forward(logits, target, weight=None)`` returns a scalar.
 
     Args:
@@ -45,10 +46,24 @@ def build_loss(name: LossName, ignore_index: int | None = None, *, include_backg
         ignore_index: target value of pixels that count for nothing, or None.
         include_background: whether Dice also averages over class 0.
         smooth: Dice smoothing term.
+        distance: for a foreground/distance model (:mod:`biounet.losses.distance`): ``name`` says how its
+            foreground channel is learnt (``ce`` its binary cross-entropy, ``dice``, ``ce_dice`` or
+            ``bce_dice`` both), and the module's ``forward(logits, target, weight, distance)`` adds the
+            distance term.
     """
     def dice() -> SoftDiceLoss:
         return SoftDiceLoss(ignore_index, include_background=include_background, smooth=smooth)
 
+    if distance and name in get_args(LossName):
+        # The foreground is one sigmoid channel, so its cross-entropy is the binary one whatever the name.
+        foreground: nn.Module
+        if name == "ce":
+            foreground = WeightedBinaryCrossEntropy(ignore_index)
+        elif name == "dice":
+            foreground = dice()
+        else:
+            foreground = CombinedLoss(WeightedBinaryCrossEntropy(ignore_index), dice())
+        return ForegroundDistanceLoss(foreground, ignore_index)
     if name == "ce":
         return WeightedCrossEntropy(ignore_index)
     if name == "dice":

@@ -4,7 +4,8 @@
 - ``unet``: :class:`UNet`, 2D or 3D (``spatial_dims``), valid or same padding, batch norm, plain or residual
   encoder; returns logits (``forward_deep``: with the deep-supervision heads').
 - ``normalization``: the intensity normalisation a model was trained with (percentiles or z-score).
-- ``outputs``: logits to probabilities (softmax or sigmoid) and probabilities to a class mask.
+- ``outputs``: logits to probabilities (softmax or sigmoids, as ``UNetConfig.output`` says) and
+  probabilities to a class mask.
 - ``instance_params``: how an instance model's probabilities become objects (thresholds, minimum size).
 - ``checkpoint``: the versioned checkpoint (:class:`Checkpoint`), saved atomically, loaded weights-only.
 - ``bioimageio``: reading a biounet-made BioImage Model Zoo package back as its checkpoint.

@@ -39,8 +39,9 @@ class Checkpoint:
         class_names: one name per output class.
         biounet_version: the version that wrote the file.
         extra: further entries (training state), keyed by name.
-        instances: for an instance model (background/interior/boundary), how its probabilities become
-            objects; ``None`` for a semantic model.
+        instances: for an instance model (background/interior/boundary, or foreground/distance), how its
+            probabilities become objects; ``None`` for a semantic model. A ``distance`` model always has
+            them (the defaults when none were stored): its channels mean nothing without them.
     """
 
     model: UNet
@@ -49,6 +50,10 @@ class Checkpoint:
     biounet_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
     instances: InstanceParams | None = None
+
+    def __post_init__(self) -> None:
+        if self.instances is None and self.model.config.output == "distance":
+            self.instances = InstanceParams()
 
     @property
     def config(self) -> UNetConfig:
@@ -73,7 +78,15 @@ def class_count(config: UNetConfig) -> int:
     return 2 if config.out_channels == 1 else config.out_channels
 
 
-def default_class_names(out_channels: int) -> list[str]:
+def default_class_names(out_channels: int, output: str = "classes") -> list[str]:
+    """Channel names for a model saved without any: background/foreground, class_i, or foreground/distance.
+
+    Args:
+        out_channels: the model's output channels.
+        output: its ``UNetConfig.output``.
+    """
+    if output == "distance":
+        return ["foreground", "distance"]
     return ["background", "foreground"] if out_channels <= 2 else [f"class_{i}" for i in range(out_channels)]
 
 
@@ -88,10 +101,12 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
         normalization: intensity normalisation to apply at prediction time.
         class_names: one name per output class (defaults to background/foreground or class_i).
         extra: further tensors/plain data to store, e.g. optimizer state; must be ``weights_only``-safe.
-        instances: the post-processing of an instance model.
+        instances: the post-processing of an instance model (a ``distance`` model's defaults when ``None``).
     """
     config = model.config
-    names = class_names or default_class_names(config.out_channels)
+    if instances is None and config.output == "distance":
+        instances = InstanceParams()
+    names = class_names or default_class_names(config.out_channels, config.output)
     if len(names) != class_count(config):
         raise BiounetError(f"{len(names)} class names given for a model with {config.out_channels} outputs")
     meta: dict[str, Any] = {
@@ -168,7 +183,8 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
         meta = yaml.safe_load(payload["config"])
         config = UNetConfig.from_dict(meta["model"])
         normalization = Normalization.from_dict(meta.get("normalization", {}))
-        class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels)]
+        class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels,
+                                                                                       config.output)]
         instances = InstanceParams.from_dict(meta["instances"]) if meta.get("instances") is not None else None
         state = payload["state_dict"]
     except BiounetError as exc:

@@ -14,6 +14,9 @@ Norm = Literal["none", "batch", "instance", "group"]
 Upsample = Literal["deconv", "interp"]
 Widen = Literal["after_pool", "before_pool"]
 Block = Literal["plain", "residual"]
+# What the logits mean (see biounet.models.outputs): class scores, or foreground and distance (two sigmoids).
+OutputKind = Literal["classes", "distance"]
+OUTPUT_KINDS = ("classes", "distance")
 
 Shape = tuple[int, ...]
 
@@ -60,6 +63,12 @@ class UNetConfig:
         deep_supervision: auxiliary 1x1-conv heads on the expanding path's lower-resolution levels (1, 2,
             ...; fewer than ``depth``), whose logits :meth:`UNet.forward_deep` returns for training with
             deep supervision (nnU-Net); 0: none. ``forward`` and inference never use them.
+        output: what the logits mean, and so how they become probabilities
+            (:func:`~biounet.models.outputs.logits_to_probabilities`). ``classes``: class scores, a softmax
+            over the channels (a sigmoid for one channel). ``distance``: two independent sigmoids, the
+            foreground probability and each object pixel's distance to its object's boundary normalised to
+            [0, 1] (:func:`~biounet.data.targets.distance_target`); needs ``out_channels = 2``. Checkpoints
+            written before this setting existed read as ``classes``.
     """
 
     spatial_dims: int = 2
@@ -77,6 +86,7 @@ class UNetConfig:
     block: Block = "plain"
     encoder_blocks: tuple[int, ...] | None = None
     deep_supervision: int = 0
+    output: OutputKind = "classes"
 
     def __post_init__(self) -> None:
         checks = [
@@ -94,6 +104,9 @@ class UNetConfig:
             (self.encoder_blocks is None or self.block == "residual", "encoder_blocks needs block 'residual'"),
             (type(self.deep_supervision) is int and 0 <= self.deep_supervision < max(self.depth, 1),
              f"deep_supervision must be an int from 0 to depth - 1 = {max(self.depth - 1, 0)}"),
+            (self.output in OUTPUT_KINDS, "output must be 'classes' or 'distance'"),
+            (self.output != "distance" or self.out_channels == 2,
+             "output 'distance' needs out_channels = 2 (foreground and distance)"),
         ]
         for ok, message in checks:
             if not ok:

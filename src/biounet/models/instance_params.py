@@ -17,9 +17,10 @@ class InstanceParams:
     checkpoint, so ``biounet predict`` uses the values that scored best there.
 
     Args:
-        seed: interior probability a pixel needs to seed an object (three-class models).
-        foreground: probability of belonging to an object (interior + boundary, or the foreground class)
-            that a pixel needs to be part of one.
+        seed: interior probability a pixel needs to seed an object (three-class models); the normalised
+            distance to the boundary, for foreground/distance models.
+        foreground: probability of belonging to an object (interior + boundary, or the foreground class or
+            channel) that a pixel needs to be part of one.
         min_size: objects smaller than this many pixels (voxels) are dropped.
     """
 

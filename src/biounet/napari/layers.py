@@ -20,6 +20,7 @@ from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.instance_params import InstanceParams
+from biounet.models.outputs import foreground_probability
 
 # The value written where a training label is not annotated (``labels.ignore`` of the run).
 IGNORE = -1
@@ -102,7 +103,7 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOption
     probs, mask, ids = segment_array(checkpoint, array, plan, Path("layer"), options=options,
                                      instances=checkpoint.instances is not None, on_progress=on_progress)
     labels = mask if ids is None else plan.to_stored_order(ids[None])[0]
-    foreground = probs[1:].sum(axis=0) if probs.shape[0] > 1 else probs[0]
+    foreground = foreground_probability(probs, config.output)
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")
     return Segmentation(foreground.astype(np.float32, copy=False).reshape(shape), labels.reshape(shape),

@@ -25,7 +25,7 @@ import yaml
 
 from biounet.data.examples import pair_files
 from biounet.data.labels import LabelConfig
-from biounet.data.targets import CLASS_NAMES
+from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES, InstanceTarget
 from biounet.infer.devices import resolve_device
 from biounet.models.config import Padding, UNetConfig
 from biounet.planning.fingerprint import Fingerprint, fingerprint
@@ -41,6 +41,11 @@ DEFAULT_MINUTES = 30.0
 # The moving average of the weights spans this share of the planned steps, within these bounds.
 EMA_SHARE = 0.05
 EMA_WINDOW = (50, 1000)
+# What instance labels are learnt as: "boundary" (background / interior / boundary classes) or "distance"
+# (foreground and the normalised distance to the boundary, biounet.data.targets.distance_target). Boundary
+# until distance wins the measured comparison on DSB 2018 (benchmarks/bench_instances.py with
+# --set labels.instance_target=distance against without); then this one line flips every instance plan.
+INSTANCE_TARGET: InstanceTarget = "boundary"
 # A class this thin (median width in px, with a skeleton that is a good share of its area) is a line
 # structure: membranes, vessels, neurites.
 THIN_WIDTH = 8.0
@@ -160,7 +165,15 @@ class _Planner:
         kinds = {"grey": "one grey channel", "grey-as-rgb": "RGB images whose channels are equal: read as grey",
                  "rgb": "colour images: three channels", "multichannel": f"{fp.channels} channels"}
         self.set("model.in_channels", fp.channels, kinds.get(fp.channel_kind, f"{fp.channels} channels"))
-        if fp.labels.kind == "instances":
+        if fp.labels.kind == "instances" and INSTANCE_TARGET == "distance":
+            self.set("labels.instance_target", "distance")
+            self.set("model.output", "distance")
+            self.set("model.out_channels", 2, "instance labels: objects learnt as their foreground and each "
+                     "pixel's distance to its object's boundary (normalised per object), then split apart by a "
+                     "seeded watershed on the distance tuned on the validation images")
+            self.set("class_names", list(DISTANCE_NAMES))
+        elif fp.labels.kind == "instances":
+            self.set("labels.instance_target", "boundary")
             self.set("model.out_channels", 3, "instance labels: objects learnt as background, interior and "
                      "boundary, then split apart by a seeded watershed tuned on the validation images")
             self.set("class_names", list(CLASS_NAMES))
@@ -256,6 +269,8 @@ class _Planner:
             border = f", plus the paper's border term on the gaps between objects (w0 10, sigma {sigma:g} px)" \
                 if w0 else ""
             self.set("loss", {"name": "ce_dice", "weights": {"w0": w0, "sigma": sigma, "class_balance": True}},
+                     f"binary cross-entropy + Dice on the foreground, classes balanced, and binary cross-entropy "
+                     f"on the distance{border}" if INSTANCE_TARGET == "distance" else
                      f"cross-entropy + Dice, classes balanced so that the thin boundary class weighs as much as "
                      f"the others{border}")
         elif self.dims == 2 and (self.membranes or (not thin_foreground and crowded)):
@@ -387,7 +402,8 @@ def _time_candidate(config: TrainConfig, width: int, device: torch.device, steps
     shape = tuple(max(t, 8) for t in tile)
     example = Example("timing", rng.random((model_config.in_channels, *shape), np.float32),
                       rng.integers(0, candidate.num_classes, shape).astype(np.int64),
-                      np.ones(shape, np.float32))
+                      np.ones(shape, np.float32),
+                      distance=rng.random(shape, np.float32) if model_config.output == "distance" else None)
     sampler = PatchSampler([example], tile, out, 0.0)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(candidate, UNet(model_config), sampler, lambda _m: {}, Path(scratch), device)

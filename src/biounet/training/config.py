@@ -13,6 +13,7 @@ from biounet.augment import AugmentConfig
 from biounet.configs import from_dict
 from biounet.data.examples import WeightMapConfig
 from biounet.data.labels import LabelConfig
+from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
@@ -71,7 +72,10 @@ class OptimConfig:
 @dataclass(frozen=True)
 class LossConfig:
     """The loss: ``ce`` (softmax cross-entropy weighted by the border weight map, the paper's energy),
-    ``dice``, ``ce_dice`` or ``bce_dice`` (single sigmoid output); ``weights`` configures the map."""
+    ``dice``, ``ce_dice`` or ``bce_dice`` (single sigmoid output); ``weights`` configures the map. A
+    foreground/distance model (``labels.instance_target: distance``) learns its foreground by the named
+    loss (cross-entropy is then the binary one) and its distance by binary cross-entropy beside it
+    (:mod:`biounet.losses.distance`)."""
 
     name: Literal["ce", "dice", "ce_dice", "bce_dice"] = "ce"
     weights: WeightMapConfig = field(default_factory=WeightMapConfig)
@@ -88,7 +92,13 @@ class TrainConfig:
         model: the U-Net architecture.
         normalization: intensity normalisation, applied per image (and again at prediction time).
         labels: how label images are read; ``kind: auto`` is decided from the training labels, and a run's
-            ``config.yaml`` and checkpoints keep the decided kind and foreground value.
+            ``config.yaml`` and checkpoints keep the decided kind and foreground value. Its
+            ``instance_target`` decides what instance labels are learnt as; ``distance`` makes the model
+            one of foreground/distance (``model.output: distance``, ``model.out_channels: 2``, class names
+            ``foreground, distance``) when the config is read from a dict (YAML, ``--set``): a
+            background/interior/boundary model's three outputs and class names (what the planner writes for
+            instance labels) become those two, so ``--set labels.instance_target=distance`` alone flips a
+            plan; any other count or names must already fit.
         augment: data augmentation.
         loss: loss function and weight maps.
         optim: optimizer and schedule.
@@ -176,8 +186,15 @@ class TrainConfig:
             raise BiounetError("monitor accuracy needs instance labels (labels.kind instances)")
         if self.monitor == "rand_error" and self.num_classes != 2:
             raise BiounetError("monitor rand_error needs a two-class (membrane/cell) task")
-        if self.loss.name == "bce_dice" and self.model.out_channels != 1:
+        if self.loss.name == "bce_dice" and self.model.out_channels != 1 and self.model.output != "distance":
             raise BiounetError("loss bce_dice needs model.out_channels = 1 (a single sigmoid output)")
+        distance = self.labels.instance_target == "distance"
+        if distance != (self.model.output == "distance"):
+            raise BiounetError("invalid training config: labels.instance_target distance and model.output distance "
+                               "go together (set labels.instance_target, which sets the model)")
+        if distance and self.labels.kind not in ("auto", "instances"):
+            raise BiounetError(f"labels.instance_target distance needs instance labels, these are read as "
+                               f"{self.labels.describe()}")
 
     @property
     def tile_shape(self) -> tuple[int, ...]:
@@ -195,8 +212,9 @@ class TrainConfig:
 
     @property
     def instance_task(self) -> bool:
-        """Whether the model learns objects as background/interior/boundary (instance labels, three classes)."""
-        return self.labels.kind == "instances" and self.num_classes == 3
+        """Whether the model learns objects to split by seeds: as background/interior/boundary (instance
+        labels, three classes) or as foreground/distance (the distance instance target)."""
+        return self.labels.kind == "instances" and (self.num_classes == 3 or self.model.output == "distance")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -210,7 +228,7 @@ class TrainConfig:
             "model": UNetConfig, "normalization": Normalization, "labels": LabelConfig,
             "augment": AugmentConfig, "optim": OptimConfig, "data": DataConfig,
         }
-        values = dict(data)
+        values = _distance_model(dict(data))
         for name, section in sections.items():
             if name in values:
                 values[name] = section.from_dict(values[name]) if hasattr(section, "from_dict") else \
@@ -221,6 +239,26 @@ class TrainConfig:
                 loss["weights"] = from_dict(WeightMapConfig, loss["weights"], "loss.weights config")
             values["loss"] = from_dict(LossConfig, loss, "loss config")
         return from_dict(cls, values, "training config")
+
+
+def _distance_model(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a plain config dict) with the model that ``labels.instance_target: distance`` trains.
+
+    The target decides the output layer, so one switch flips a planned boundary run: ``model.output``
+    becomes ``distance``, three outputs (the boundary classes') two, and the boundary class names the
+    distance model's. Other counts and names are left for the checks to refuse.
+    """
+    labels = values.get("labels")
+    if not isinstance(labels, dict) or labels.get("instance_target") != "distance":
+        return values
+    model = dict(values.get("model") or {})
+    model["output"] = "distance"
+    if model.get("out_channels", 2) == 3:
+        model["out_channels"] = 2
+    values["model"] = model
+    if list(values.get("class_names") or ()) == list(CLASS_NAMES):
+        values["class_names"] = list(DISTANCE_NAMES)
+    return values
 
 
 def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:

@@ -48,7 +48,9 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     settings["normalization"] = source.normalization.to_dict()
     settings["class_names"] = list(source.class_names)
     kind = label_kind or ("instances" if source.instances is not None else "auto")
-    settings["labels"] = {"kind": kind, "foreground": None, "ignore": ignore}
+    # A foreground/distance model keeps learning its own target (its outputs mean nothing else).
+    target = "distance" if source.config.output == "distance" else "boundary"
+    settings["labels"] = {"kind": kind, "foreground": None, "ignore": ignore, "instance_target": target}
     single = len(pair_files(images, labels)) < 2
     settings["data"] = {"images": str(images), "labels": str(labels), "val_images": str(images) if single else "",
                         "val_labels": str(labels) if single else "",

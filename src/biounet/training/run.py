@@ -152,8 +152,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
 
     sampler = PatchSampler(train_examples, input_shape, config.model.output_shape(input_shape),
                            config.foreground_oversampling)
-    trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes), out_dir,
-                      torch_device, ranks)
+    trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes, config.model.output),
+                      out_dir, torch_device, ranks)
     if resume:
         trainer.resume()
     if ranks.main:
@@ -214,7 +214,7 @@ def tune_instances(best: Checkpoint, path: Path, examples: list[Example], start:
     if params is None:
         probabilities = [predict_example(best.model, e) for e in examples]
         tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
-                                     [e.target == IGNORE_INDEX for e in examples])
+                                     [e.target == IGNORE_INDEX for e in examples], best.config.output)
         params = tuned.params
         print(f"instances: seed {params.seed:g}, foreground {params.foreground:g}, min size {params.min_size} px "
               f"give accuracy@0.5 {tuned.accuracy:.4f} on the {len(examples)} validation images (defaults: "
@@ -249,6 +249,6 @@ def write_overlays(out_dir: Path, best: Checkpoint, examples: list[Example]) -> 
     """Overlays of the best model's predictions on the validation images, in ``out_dir/overlays``."""
     (out_dir / "overlays").mkdir(exist_ok=True)
     for example in examples:
-        prediction = probabilities_to_mask(predict_example(best.model, example))
+        prediction = probabilities_to_mask(predict_example(best.model, example), best.config.output)
         plot_overlay(example.image, example.target, prediction, out_dir / "overlays" / f"{example.name}.png",
                      title=example.name)

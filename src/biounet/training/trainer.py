@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from biounet.augment import Augmenter
 from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
-from biounet.data.targets import CLASS_NAMES
+from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
 from biounet.errors import BiounetError
 from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -123,7 +123,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not config.deterministic
-        self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX)
+        # A foreground/distance model's loss adds the distance term (biounet.losses.distance).
+        distance = {"distance": True} if config.model.output == "distance" else {}
+        self.loss_fn: nn.Module = build_loss(config.loss.name, ignore_index=IGNORE_INDEX, **distance)
         if config.model.deep_supervision:
             # The same loss on every output of forward_deep, each against the patch's target at its resolution.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn, config.model.deep_output_strides)
@@ -238,6 +240,8 @@ class Trainer:
         names = self.config.class_names
         if names:
             return names
+        if self.config.model.output == "distance":
+            return DISTANCE_NAMES
         if self.config.instance_task:
             return CLASS_NAMES
         from biounet.models.checkpoint import default_class_names
@@ -280,23 +284,26 @@ class Trainer:
         config, ranks = self.config, self.ranks
         share = slice(ranks.rank * config.batch_size, (ranks.rank + 1) * config.batch_size)
         total = config.batch_size * ranks.world
-        images, targets, weights = (t.to(self.device, non_blocking=True) for t in self._next_batch())
+        # A foreground/distance model's patches carry its distance target too: a map moved like the weights.
+        images, targets, weights, *maps = (t.to(self.device, non_blocking=True) for t in self._next_batch())
         params = self.augmenter.sample(total, tuple(images.shape[2:]), self.augment_rng)
-        images, aug_targets, aug_weights = params.rows(share.start, share.stop).apply(images, targets, weights)
+        rows = params.rows(share.start, share.stop)
+        images, aug_targets, aug_weights = rows.apply(images, targets, weights)
         assert aug_targets is not None and aug_weights is not None
         deep = config.model.deep_supervision > 0
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             batch = images.contiguous(memory_format=self.memory_format)
             # forward_deep's list asked for through self.network: DDP averages the gradients of its forward only.
             logits = self.network(batch, deep=True) if deep else self.network(batch)
+        extra = [rows.warp(m) for m in maps]
         if deep:  # the wrapper crops and samples the whole augmented patch for each output itself
-            loss: torch.Tensor = self.loss_fn([out.float() for out in logits], aug_targets, aug_weights)
+            loss: torch.Tensor = self.loss_fn([out.float() for out in logits], aug_targets, aug_weights, *extra)
         else:
             logits = logits.float()  # the loss in float32
             out_shape = tuple(logits.shape[2:])
             target = center_crop(aug_targets[:, None], out_shape)[:, 0]
             weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
-            loss = self.loss_fn(logits, target, weight)
+            loss = self.loss_fn(logits, target, weight, *[center_crop(m[:, None], out_shape)[:, 0] for m in extra])
         if not ranks.all(bool(torch.isfinite(loss))):
             raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "

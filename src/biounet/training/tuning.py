@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biounet.infer.instances import drop_small, instances_from_probabilities
+from biounet.infer.instances import drop_small, instances_from_probabilities, seeded
 from biounet.metrics.instances import matching_dataset
+from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 
 SEEDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -36,28 +37,31 @@ class Tuned:
 
 
 def tune_instance_params(probabilities: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-                         ignores: Sequence[np.ndarray | None] | None = None) -> Tuned:
+                         ignores: Sequence[np.ndarray | None] | None = None, output: OutputKind = "classes") -> Tuned:
     """The grid of :data:`SEEDS` x :data:`FOREGROUNDS` x minimum sizes searched for the best accuracy@0.5.
 
-    Ties go to the earlier grid point; a two-class model has no seed threshold to tune.
+    Ties go to the earlier grid point; a two-class model has no seed threshold to tune. A
+    foreground/distance model's seed threshold is one on its normalised distance, searched over the same
+    grid.
 
     Args:
-        probabilities: ``(C, *S)`` class probabilities per image.
+        probabilities: ``(C, *S)`` probabilities per image.
         truths: true object ids per image.
         ignores: per image, an optional mask of unannotated pixels.
+        output: the model's ``UNetConfig.output``: what the channels mean.
     """
     sizes = np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truths])
     median = float(np.median(sizes[sizes > 0])) if np.any(sizes > 0) else 0.0
     min_sizes = sorted({int(f * median) for f in MIN_SIZE_FRACTIONS})
-    seeds = SEEDS if probabilities[0].shape[0] == 3 else (InstanceParams().seed,)
+    seeds = SEEDS if seeded(probabilities[0].shape[0], output) else (InstanceParams().seed,)
 
     def accuracy(ids: Sequence[np.ndarray]) -> float:
         return matching_dataset(ids, truths, (0.5,), ignores=ignores)[0].accuracy
 
-    default = accuracy([instances_from_probabilities(p) for p in probabilities])
+    default = accuracy([instances_from_probabilities(p, output=output) for p in probabilities])
     best = Tuned(InstanceParams(), default, default)
     for seed, foreground in itertools.product(seeds, FOREGROUNDS):
-        grown = [instances_from_probabilities(p, InstanceParams(seed, foreground)) for p in probabilities]
+        grown = [instances_from_probabilities(p, InstanceParams(seed, foreground), output) for p in probabilities]
         for min_size in min_sizes:
             score = accuracy([drop_small(ids, min_size) for ids in grown])
             if score > best.accuracy:

@@ -14,6 +14,7 @@ from biounet.infer.predict import predict
 from biounet.metrics.instances import matching_dataset
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.metrics.sweep import pooled_rand_error
+from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.models.unet import UNet
 
@@ -38,25 +39,34 @@ def validation_metrics(num_classes: int, objects: bool = False) -> tuple[str, ..
     return ("dice", "iou", "rand_error") if num_classes == 2 else ("dice", "iou")
 
 
-def make_validator(examples: list[Example], num_classes: int) -> Callable[[UNet], dict[str, float]]:
+def make_validator(examples: list[Example], num_classes: int,
+                   output: OutputKind = "classes") -> Callable[[UNet], dict[str, float]]:
     """``validate(model)``: Dice and IoU averaged over ``examples``; for two classes, the Rand error of the
     ISBI challenge protocol over all of them (one threshold, counts pooled), the figure a membrane model is
     judged by, rather than a mean of per-image best thresholds, which is more lenient. Examples with true
     objects (instance labels) are scored by accuracy@0.5 instead, with the default post-processing
-    (:class:`~biounet.models.instance_params.InstanceParams`) and matches pooled over all images."""
+    (:class:`~biounet.models.instance_params.InstanceParams`) and matches pooled over all images.
+
+    Args:
+        examples: the validation images.
+        num_classes: the task's classes (2 for a foreground/distance model: background and object).
+        output: the model's ``UNetConfig.output``; a ``distance`` model's Dice and IoU are its foreground's.
+    """
     objects = bool(examples) and all(e.objects is not None for e in examples)
     names = validation_metrics(num_classes, objects)
 
     def validate(model: UNet) -> dict[str, float]:
         probabilities = [predict_example(model, e) for e in examples]
-        pairs = [pair_from_arrays(p, e.target, num_classes=num_classes) for p, e in zip(probabilities, examples,
+        # A distance model's classes are its foreground channel's, a one-channel sigmoid map.
+        classes = probabilities if output == "classes" else [p[:1] for p in probabilities]
+        pairs = [pair_from_arrays(p, e.target, num_classes=num_classes) for p, e in zip(classes, examples,
                                                                                         strict=True)]
         rows = [score(pair, ("dice", "iou")) for pair in pairs]
         scores = {key: float(np.nanmean([r[key] for r in rows])) for key in ("dice", "iou")}
         if "rand_error" in names:
             scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
         if "accuracy" in names:
-            found = [instances_from_probabilities(p, InstanceParams()) for p in probabilities]
+            found = [instances_from_probabilities(p, InstanceParams(), output) for p in probabilities]
             truths = [e.objects for e in examples]
             ignores = [e.target == IGNORE_INDEX for e in examples]
             scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
