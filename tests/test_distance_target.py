@@ -492,3 +492,35 @@ def test_tiny_training_writes_a_distance_model_that_finds_nuclei(tmp_path: Path)
     assert np.prod(zarr.open_group(str(store), mode="r")["blocks"].shape) > 1  # several blocks
     np.testing.assert_allclose(stored(store, "prob"), probs, atol=1e-5)
     np.testing.assert_array_equal(stored(store, "instances"), instances)
+
+
+def test_deep_supervision_samples_the_distance_with_the_target_at_every_level(tmp_path: Path) -> None:
+    label = touching_pair()
+    example = Example("pair", np.random.default_rng(0).random((1, *label.shape), np.float32),
+                      (label > 0).astype(np.int64), np.ones(label.shape, np.float32), label,
+                      distance_target(label))
+    config = apply_overrides({}, [*BOUNDARY_PLAN, DISTANCE, "model.base_channels=4", "model.depth=2",
+                                  "model.padding=same", "model.deep_supervision=1", "batch_size=2",
+                                  "augment.rotate=180", "data_workers=0"])
+    shape = (48, 48)
+    trainer = Trainer(config, UNet(config.model), PatchSampler([example], shape, shape), lambda _m: {}, tmp_path,
+                      torch.device("cpu"))
+    inner = trainer.loss_fn.loss
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def spy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        seen.append((logits, target, extra[0]))
+        return inner(logits, target, weight, *extra)
+
+    class Spy(torch.nn.Module):
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return spy(*args)
+
+    trainer.loss_fn.loss = Spy()
+    assert np.isfinite(trainer.train_step())
+    assert [tuple(t.shape[1:]) for _, t, _ in seen] == [(48, 48), (24, 24)]
+    for logits, target, distance in seen:
+        assert distance.shape == target.shape == (2, *logits.shape[2:]) and float(distance.max()) > 0.5
+        # Sampled at the target's pixels: no deep object pixel lands on background (the rotation's linear
+        # interpolation of the distance leaves small values just outside objects).
+        assert int(((distance > 0.5) & (target == 0)).sum()) == 0
