@@ -246,6 +246,16 @@ def test_loss_counts_the_distance_on_annotated_pixels_only() -> None:
     assert float(loss(exact, target, None, distance)) < float(loss(torch.zeros(1, 2, 1, 4), target, None, distance))
     with pytest.raises(BiounetError, match="distance target"):
         loss(logits, target, None)
+    # The distance term alone: the weight map's mean of the per-pixel BCE over the counted pixels.
+    from biounet.losses import ForegroundDistanceLoss
+
+    regression = ForegroundDistanceLoss(lambda *_: torch.zeros(()), IGNORE_INDEX)  # type: ignore[arg-type]
+    logits = torch.randn(1, 2, 1, 4)
+    weight = torch.tensor([[[0.5, 3.0, 1.0, 7.0]]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[0, 1, 0, :3], distance[0, 0, :3],
+                                                               reduction="none")
+    expected = (bce * weight[0, 0, :3]).sum() / 3
+    torch.testing.assert_close(regression(logits, target, weight, distance), expected)
 
 
 # --- post-processing ----------------------------------------------------------------------------------------

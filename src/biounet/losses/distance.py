@@ -9,8 +9,12 @@ it regresses the distance, with gradients ``sigmoid - t`` that neither vanish as
 sigmoid nor explode. It counts every annotated pixel, background (target 0) included, not only the
 foreground: post-processing seeds objects where the distance is high, and a distance that was never taught
 to be low outside the objects could seed a false object wherever the foreground is wrongly confident; with
-background in the loss such a blob has no seed and is dropped. Every counted pixel weighs 1 (the border
-weight map is about where classes are hard to tell apart, not distances).
+background in the loss such a blob has no seed and is dropped. Each pixel weighs what the weight map gives
+it, as in the foreground's cross-entropy: with class balance the objects' pixels weigh as much in all as the
+background's (unweighted, the background, most of an image and learnt first, dominates the mean and the
+ramps inside the objects are fitted slowly: after 2 minutes on DSB 2018 the predicted peaks had a median of
+0.36 unweighted, 0.51 weighted), and the paper's border term stresses the gaps between objects, where the
+distance must fall to 0. The sum is divided by the counted pixels, as the weighted cross-entropy's is.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from biounet.losses._inputs import check_inputs
 
 
 class ForegroundDistanceLoss(nn.Module):
-    """``foreground(logits[:, :1], target, weight) + mean BCE(logits[:, 1], distance)`` over counted pixels.
+    """``foreground(logits[:, :1], target, weight) + sum(weight * BCE(logits[:, 1], distance)) / n`` over the
+    ``n`` counted pixels.
 
     Args:
         foreground: a loss of one-channel (sigmoid) logits and 0/1 targets, e.g. a
@@ -44,8 +49,8 @@ class ForegroundDistanceLoss(nn.Module):
         Args:
             logits: ``(N, 2, *S)``: the foreground's and the distance's scores.
             target: ``(N, *S)`` 0 (background), 1 (object) or ``ignore_index``.
-            weight: ``(N, *S)`` weight map of the foreground term, or None; its zero pixels are left out of
-                the distance term too (they are the unannotated ones).
+            weight: ``(N, *S)`` weight map of both terms, or None for weight 1; its zero pixels (the
+                unannotated ones) are left out of both.
             distance: ``(N, *S)`` the distance target in [0, 1].
         """
         check_inputs(logits, target, weight)
@@ -63,6 +68,8 @@ class ForegroundDistanceLoss(nn.Module):
         # would reach the gradient through any mask applied afterwards.
         wanted = torch.where(counted, distance.to(logits.dtype), zero)
         per_pixel = F.binary_cross_entropy_with_logits(logits[:, 1], wanted, reduction="none")
+        if weight is not None:
+            per_pixel = per_pixel * weight.to(logits.dtype)
         regression = torch.where(counted, per_pixel, zero)
         total: torch.Tensor = self.foreground(logits[:, :1], target, weight)
         # clamp: a batch with every pixel ignored gives 0 (still connected to the graph) instead of 0/0.
