@@ -40,6 +40,7 @@ from biounet.metrics.instances import matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.overlap import dice_iou
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.models.outputs import probabilities_to_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +63,9 @@ def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str,
         for image, label in test:
             probs = probabilities(checkpoint, image, 2)
             truth = read_label(label)
-            ids = instances_from_probabilities(probs, checkpoint.instances) if checkpoint.instances is not None \
-                else ndimage.label(np.argmax(probs, axis=0) > 0)[0]
+            output = checkpoint.config.output
+            ids = instances_from_probabilities(probs, checkpoint.instances, output) \
+                if checkpoint.instances is not None else ndimage.label(probabilities_to_mask(probs, output) > 0)[0]
             found.append(ids)
             truths.append(truth)
             dice.append(dice_iou((ids > 0).astype(np.int64), (truth > 0).astype(np.int64), 2,
