@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import subprocess
 import sys
 import time
@@ -30,24 +31,17 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bench_autoplan import link_folders, split  # the benchmarks' shared dataset splits
+from bench_autoplan import link_folders, probabilities, split  # the benchmarks' shared splits and prediction
+from bench_autoplan import score as autoplan_score
 from biounet.data.labels import read_label
-from biounet.infer import predict
 from biounet.infer.instances import instances_from_probabilities
-from biounet.io.channels import match_channels
-from biounet.io.readers import read_image
 from biounet.metrics.instances import matching_dataset
 from biounet.metrics.isbi import isbi_challenge_scores
 from biounet.metrics.overlap import dice_iou
-from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.models.checkpoint import load_checkpoint
 from biounet.models.outputs import probabilities_to_mask
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def probabilities(checkpoint: Checkpoint, path: Path, dims: int) -> np.ndarray:
-    image = match_channels(read_image(path, dims), checkpoint.config.in_channels, path)
-    return np.asarray(predict(checkpoint, image))
 
 
 def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str, float]:
@@ -72,12 +66,7 @@ def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str,
                                  include_background=False).dice[0])
         pooled = matching_dataset(found, truths, (0.5,))[0]
         return {"accuracy@0.5": pooled.accuracy, "fg_dice": float(np.mean(dice))}
-    per_class = []
-    for image, label in test:
-        mask = probabilities(checkpoint, image, 3).argmax(0)
-        per_class.append(dice_iou(mask, read_label(label, 3), 3, include_background=False).dice)
-    anterior, posterior = np.nanmean(np.asarray(per_class), axis=0)
-    return {"dice_anterior": float(anterior), "dice_posterior": float(posterior)}
+    return autoplan_score(dataset, model, test)  # hippocampus: Dice per class, as bench_autoplan scores it
 
 
 def main() -> None:
@@ -108,7 +97,7 @@ def main() -> None:
     steps = int(rows[-1]["step"]) if rows else 0
     scores = score(args.dataset, run / "model.pt", test_pairs)
     row = {"dataset": args.dataset, "tag": args.tag, "seed": args.seed, "minutes": args.minutes,
-           "settings": " ".join(args.settings), "steps": steps, "wall_s": round(wall),
+           "settings": " ".join(args.settings), "steps": steps, "wall_s": round(wall) if not math.isnan(wall) else "",
            **{k: round(v, 4) for k, v in scores.items()}}
     table = args.out / "ablation.csv"
     new = not table.exists()
