@@ -44,18 +44,19 @@ from biounet.models.outputs import probabilities_to_mask
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str, float]:
-    """The test split's scores by the dataset's strict protocol (see the module docstring)."""
+def score(dataset: str, model: Path, test: list[tuple[Path, Path]], tta: bool | None = None) -> dict[str, float]:
+    """The test split's scores by the dataset's strict protocol (see the module docstring), predicted with
+    test-time augmentation as ``tta`` says (``None``: as the checkpoint chose, what ``biounet predict`` does)."""
     checkpoint = load_checkpoint(model)
     if dataset == "isbi":
-        probs = np.stack([probabilities(checkpoint, image, 2)[1] for image, _ in test])
+        probs = np.stack([probabilities(checkpoint, image, 2, tta)[1] for image, _ in test])
         truth = np.stack([read_label(label) for _, label in test])
         scores = isbi_challenge_scores(probs, truth, warping=False)
         return {"rand_error": scores.rand_error, "v_rand": scores.v_rand, "pixel_error": scores.pixel_error}
     if dataset == "dsb":
         found, truths, dice = [], [], []
         for image, label in test:
-            probs = probabilities(checkpoint, image, 2)
+            probs = probabilities(checkpoint, image, 2, tta)
             truth = read_label(label)
             output = checkpoint.config.output
             ids = instances_from_probabilities(probs, checkpoint.instances, output) \
@@ -66,7 +67,7 @@ def score(dataset: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str,
                                  include_background=False).dice[0])
         pooled = matching_dataset(found, truths, (0.5,))[0]
         return {"accuracy@0.5": pooled.accuracy, "fg_dice": float(np.mean(dice))}
-    return autoplan_score(dataset, model, test)  # hippocampus: Dice per class, as bench_autoplan scores it
+    return autoplan_score(dataset, model, test, tta)  # hippocampus: Dice per class, as bench_autoplan scores it
 
 
 def main() -> None:
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_runs" / "ablation")
     parser.add_argument("--reuse", action="store_true", help="score an existing run instead of training")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="predict the test split with (or without) test-time augmentation over the model's "
+                             "symmetry; default: as the checkpoint chose (the row's tag gets +tta or -tta)")
     args = parser.parse_args()
     train_pairs, test_pairs = split(args.dataset, args.data)
     work = args.out / args.dataset
@@ -95,8 +99,13 @@ def main() -> None:
         wall = time.monotonic() - started
     rows = list(csv.DictReader((run / "log.csv").open()))
     steps = int(rows[-1]["step"]) if rows else 0
-    scores = score(args.dataset, run / "model.pt", test_pairs)
-    row = {"dataset": args.dataset, "tag": args.tag, "seed": args.seed, "minutes": args.minutes,
+    started = time.monotonic()
+    scores = score(args.dataset, run / "model.pt", test_pairs, args.tta)
+    scores["predict_s"] = time.monotonic() - started  # TTA pays only if its gain is worth this time
+    # Whether the predictions averaged over TTA transforms: as forced, or as the checkpoint chose.
+    scores["tta"] = float(load_checkpoint(run / "model.pt").tta.enabled if args.tta is None else args.tta)
+    row = {"dataset": args.dataset, "tag": args.tag + {None: "", True: "+tta", False: "-tta"}[args.tta],
+           "seed": args.seed, "minutes": args.minutes,
            "settings": " ".join(args.settings), "steps": steps, "wall_s": round(wall) if not math.isnan(wall) else "",
            **{k: round(v, 4) for k, v in scores.items()}}
     table = args.out / "ablation.csv"

@@ -85,29 +85,29 @@ def run_training(images: Path, labels: Path, out: Path, minutes: float, config: 
     return time.monotonic() - started
 
 
-def probabilities(checkpoint: Any, path: Path, dims: int) -> np.ndarray:
+def probabilities(checkpoint: Any, path: Path, dims: int, tta: bool | None = None) -> np.ndarray:
     image = match_channels(read_image(path, dims), checkpoint.config.in_channels, path)
-    return predict(checkpoint, image)
+    return predict(checkpoint, image, tta=tta)
 
 
-def score(name: str, model: Path, test: list[tuple[Path, Path]]) -> dict[str, float]:
+def score(name: str, model: Path, test: list[tuple[Path, Path]], tta: bool | None = None) -> dict[str, float]:
     checkpoint = load_checkpoint(model)
     if name == "isbi":
-        probs = np.stack([probabilities(checkpoint, image, 2)[1] for image, _ in test])
+        probs = np.stack([probabilities(checkpoint, image, 2, tta)[1] for image, _ in test])
         truth = np.stack([read_label(label) for _, label in test])
         scores = isbi_challenge_scores(probs, truth, warping=False)
         return {"rand_error_strict": scores.rand_error, "v_rand": scores.v_rand, "pixel_error": scores.pixel_error}
     if name == "dsb":
         dice, accuracy = [], []
         for image, label in test:
-            mask = probabilities(checkpoint, image, 2).argmax(0)
+            mask = probabilities(checkpoint, image, 2, tta).argmax(0)
             truth = read_label(label)
             dice.append(dice_iou(mask, (truth > 0).astype(np.int64), 2, include_background=False).dice[0])
             accuracy.append(instance_scores(connected_components(mask > 0), truth, 0.5).accuracy)
         return {"dice": float(np.mean(dice)), "accuracy@0.5": float(np.mean(accuracy))}
     per_class = []
     for image, label in test:
-        mask = probabilities(checkpoint, image, 3).argmax(0)
+        mask = probabilities(checkpoint, image, 3, tta).argmax(0)
         per_class.append(dice_iou(mask, read_label(label, 3), 3, include_background=False).dice)
     anterior, posterior = np.nanmean(np.asarray(per_class), axis=0)
     return {"dice_anterior": float(anterior), "dice_posterior": float(posterior)}

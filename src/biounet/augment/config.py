@@ -7,6 +7,7 @@ from typing import Any
 
 from biounet.configs import from_dict
 from biounet.errors import BiounetError
+from biounet.models.test_time import Symmetry
 
 Range = tuple[float, float]
 
@@ -118,6 +119,18 @@ class AugmentConfig:
             raise BiounetError(f"invalid augment config: rotate needs 1 or {planes} limits for {spatial_dims}D, "
                                f"got {list(limits)}")
         return limits
+
+    def symmetry(self, spatial_dims: int) -> Symmetry:
+        """The transforms this augmentation teaches a model to ignore, which test-time augmentation may then
+        average over: flips of every axis with ``flip``; turns by quarters in the image plane (the last two
+        axes) when its rotations reach them (180 degrees, or 90 with flips, which give the half turn).
+
+        Args:
+            spatial_dims: 2 or 3.
+        """
+        plane = self.plane_limits(spatial_dims)[-1]  # the last plane is the last two axes' (yx)
+        turns = plane >= 180 or (plane >= 90 and self.flip)
+        return "dihedral" if self.flip and turns else "flips" if self.flip else "turns" if turns else "none"
 
     @property
     def elastic(self) -> bool:

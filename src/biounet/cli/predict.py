@@ -37,8 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                              "(.zip), or a shipped model's name (isbi2012-membranes, dsb2018-nuclei)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output directory (for zarr outputs of one input, OUT.zarr names the store itself)")
-    parser.add_argument("--tta", action="store_true",
-                        help="average over the 8 rotations/flips (in 3D: the flips of all axes)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average over the rotations/flips the model was trained on (up to 8 in 2D, the "
+                             "flips of all axes in 3D); default: as the model's training chose on its "
+                             "validation images (biounet info shows it)")
     parser.add_argument("--tile", type=_positive, default=None, metavar="N",
                         help="network input tile size per axis in pixels/voxels (default 700 in 2D, the "
                              "paper used 572; 132 in 3D)")

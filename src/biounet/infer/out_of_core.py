@@ -185,7 +185,7 @@ def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: Bloc
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
-    return TilePredictor(checkpoint.model, shape, job.options)
+    return TilePredictor(checkpoint, shape, job.options)
 
 
 def _json(tile: int | tuple[int, ...] | None) -> int | list[int] | None:

@@ -16,13 +16,14 @@ from biounet.infer.blending import Blender
 from biounet.infer.blocks import Block, block_tiles
 from biounet.infer.devices import parameter_device, prepare_model, resolve_device
 from biounet.infer.tiling import Tile, plan_tiles
-from biounet.infer.tta import averaged, transforms
+from biounet.infer.tta import Transform, averaged, transforms
 from biounet.io.axes import StackPlan
 from biounet.io.items import ItemView
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
 from biounet.models.outputs import logits_to_probabilities
+from biounet.models.test_time import TTA
 from biounet.models.unet import UNet
 
 __all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "predict"]
@@ -46,7 +47,10 @@ class TileOptions:
             small images. Default 700 in 2D (output 516 for a depth-4 valid model), 132 in 3D.
         batch_size: tiles per forward pass; default 1 on the CPU (larger batches only spill the caches
             there) and 4 on a GPU.
-        tta: average over the 8 rotations/flips in 2D (the flips of all axes in 3D), each undone first.
+        tta: average over the transforms the model was trained to ignore (the 8 rotations/flips in 2D, the
+            flips of all axes in 3D, fewer where its augmentation left some out), each undone first;
+            ``None`` does what the checkpoint says (its :class:`~biounet.models.test_time.TTA`, chosen on
+            the validation images when it was trained), which is off for a bare :class:`UNet`.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``, or ``None`` for the device the model's
             parameters are on (the CPU for a loaded checkpoint). A string, not a ``torch.device``: it is
             what the CLI and the widget hold, and a :class:`~biounet.infer.out_of_core.BlockJob` carrying
@@ -56,7 +60,7 @@ class TileOptions:
 
     tile: int | tuple[int, ...] | None = None
     batch_size: int | None = None
-    tta: bool = False
+    tta: bool | None = None
     device: str | None = None
 
 
@@ -67,7 +71,7 @@ def predict(
     tile: int | tuple[int, ...] | None = None,
     batch_size: int | None = None,
     overlap: float = 0.25,
-    tta: bool = False,
+    tta: bool | None = None,
     normalization: Normalization | None = None,
     device: str | torch.device | None = None,
     out: Any = None,
@@ -77,9 +81,9 @@ def predict(
     """Per-class probabilities for an image of any size, by overlap-tile prediction.
 
     Args:
-        model: a :class:`UNet`, or a :class:`Checkpoint` (whose normalisation is then the default). It is
-            left as it is: inference runs on a prepared copy, so a model in training keeps its mode,
-            device, memory layout and layers.
+        model: a :class:`UNet`, or a :class:`Checkpoint` (whose normalisation and test-time augmentation
+            are then the defaults). It is left as it is: inference runs on a prepared copy, so a model in
+            training keeps its mode, device, memory layout and layers.
         image: array-like ``(C, *spatial)``, or ``(*spatial)`` for one channel; NumPy, zarr, h5py and
             memory maps work. Only one tile's worth is read at a time.
         tile: see :class:`TileOptions`.
@@ -103,11 +107,10 @@ def predict(
     """
     if isinstance(model, Checkpoint):
         normalization = normalization or model.normalization
-        model = model.model
-    image = _checked_input(image, model.config)
+    image = _checked_input(image, _network(model).config)
     options = TileOptions(tile, batch_size, tta, None if device is None else str(device))
     predictor = TilePredictor(model, tuple(int(s) for s in image.shape[1:]), options, overlap=overlap)
-    out = _checked_output(out, (model.config.out_channels, *predictor.plan.image_shape),
+    out = _checked_output(out, (predictor.classes, *predictor.plan.image_shape),
                           zeroed=predictor.plan.blend)
     normalization = normalization or Normalization("none")
     predictor.run(image, out, normalization, normalization.fit(image), progress=progress, on_tiles=on_tiles)
@@ -118,7 +121,8 @@ class TilePredictor:
     """A model made ready to predict images of one shape tile by tile, whole or one block at a time.
 
     Args:
-        model: the network; left as it is (inference runs on a prepared copy).
+        model: the network, or a checkpoint (whose test-time augmentation ``options.tta=None`` then
+            follows); left as it is (inference runs on a prepared copy).
         image_shape: the spatial shape of the images it will predict.
         options: tile, batch size, TTA and device.
         overlap: see :func:`predict`.
@@ -128,15 +132,21 @@ class TilePredictor:
         classes: output channels.
     """
 
-    def __init__(self, model: UNet, image_shape: tuple[int, ...], options: TileOptions = TileOptions(), *,
-                 overlap: float = 0.25) -> None:
+    def __init__(self, model: UNet | Checkpoint, image_shape: tuple[int, ...], options: TileOptions = TileOptions(),
+                 *, overlap: float = 0.25) -> None:
+        tta = model.tta if isinstance(model, Checkpoint) else TTA()
+        model = _network(model)
         config = model.config
+        use_tta = tta.enabled if options.tta is None else options.tta
+        symmetry = tta.symmetry if use_tta else "none"
+        # Quarter turns need square tiles; 2D TTA plans them.
+        square = symmetry in ("dihedral", "turns") and config.spatial_dims == 2
         self.plan = plan_tiles(config, image_shape, _tile_shape(options.tile, config.spatial_dims), overlap,
-                               square=options.tta and config.spatial_dims == 2)
+                               square=square)
         self.classes = config.out_channels
         self.device = parameter_device(model) if options.device is None else resolve_device(options.device)
         self.batch_size = options.batch_size or (1 if self.device.type == "cpu" else 4)
-        self._forward = _forward(prepare_model(model, self.device), options.tta)
+        self._forward = _forward(prepare_model(model, self.device), transforms(config.spatial_dims, symmetry, square))
         self._blender = Blender(self.plan) if self.plan.blend else None
 
     def run(self, image: Any, out: Any, normalization: Normalization, stats: tuple[np.ndarray, np.ndarray],
@@ -205,17 +215,20 @@ def _checked_output(out: Any, shape: tuple[int, ...], zeroed: bool) -> Any:
     return out
 
 
-def _forward(model: UNet, tta: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Probabilities for a batch of input tiles, averaged over the test-time transforms with ``tta``."""
+def _network(model: UNet | Checkpoint) -> UNet:
+    return model.model if isinstance(model, Checkpoint) else model
+
+
+def _forward(model: UNet, group: list[Transform]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Probabilities for a batch of input tiles, averaged over the test-time transforms in ``group``."""
     dims = model.config.spatial_dims
     memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         return logits_to_probabilities(model(batch.contiguous(memory_format=memory_format)), model.config.output)
 
-    if not tta:
+    if len(group) == 1:
         return run
-    group = transforms(dims, rotations=True)
     return lambda batch: averaged(run, batch, group)
 
 

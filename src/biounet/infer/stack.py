@@ -76,7 +76,7 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         image = match_channels(item, config.in_channels, path)
         region: tuple[slice | int, ...] = (slice(None), *index)
         try:
-            predict(checkpoint.model, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
+            predict(checkpoint, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
                     normalization=checkpoint.normalization, device=options.device, progress=count < 2,
                     out=stacked[region], on_tiles=_item_progress(on_progress, number, count))
         except BiounetError as exc:

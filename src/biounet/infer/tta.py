@@ -1,8 +1,10 @@
 """Test-time augmentation: predict under symmetry transforms, undo each, and average.
 
-In 2D the eight transforms are the dihedral group (four rotations by 90 degrees, each with and without a
-flip); Ronneberger et al. averaged over rotated versions. In 3D, and for non-square 2D tiles, the group is
-the flips of every subset of spatial axes.
+Only over the transforms the model was trained to ignore (its checkpoint's
+:class:`~biounet.models.test_time.TTA` symmetry): averaging a model trained without flips over flipped
+predictions swaps classes that differ by side. In 2D the full group is the dihedral one (four quarter turns,
+each with and without a flip); Ronneberger et al. averaged over rotated versions. In 3D it is the flips of
+every subset of axes (nnU-Net's mirroring); turns in the image plane alone give the half turn there.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from biounet.models.test_time import Symmetry
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,24 @@ class Transform:
         return y
 
 
-def transforms(spatial_dims: int, rotations: bool) -> list[Transform]:
-    """The TTA group: 8 dihedral transforms in 2D when ``rotations``; otherwise all axis flips."""
+def transforms(spatial_dims: int, symmetry: Symmetry = "dihedral", square: bool = True) -> list[Transform]:
+    """The TTA group of ``symmetry``, the identity first.
+
+    Args:
+        spatial_dims: 2 or 3.
+        symmetry: ``dihedral``, ``flips``, ``turns`` or ``none`` (see :mod:`biounet.models.test_time`).
+        square: whether the tiles are square in the last two axes, so that quarter turns keep their shape
+            (2D TTA plans square tiles); otherwise turns are the half turn only.
+    """
     axes = tuple(range(-spatial_dims, 0))
-    if spatial_dims == 2 and rotations:
+    quarters = spatial_dims == 2 and square
+    if symmetry == "none":
+        return [Transform(())]
+    if symmetry == "turns":
+        return [Transform((), k) for k in range(4)] if quarters else [Transform(()), Transform((-2, -1))]
+    if symmetry == "dihedral" and quarters:
         return [Transform(flip, k) for k in range(4) for flip in ((), (-1,))]
-    flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
-    return [Transform(tuple(f)) for f in flips]
+    return [Transform(tuple(c)) for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
 def averaged(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

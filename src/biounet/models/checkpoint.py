@@ -23,6 +23,7 @@ from biounet.models.bioimageio import package_description_name, package_payload
 from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
+from biounet.models.test_time import TTA
 from biounet.models.unet import UNet
 
 FORMAT = "biounet.checkpoint"
@@ -42,6 +43,7 @@ class Checkpoint:
         instances: for an instance model (background/interior/boundary, or foreground/distance), how its
             probabilities become objects; ``None`` for a semantic model. A ``distance`` model always has
             them (the defaults when none were stored): its channels mean nothing without them.
+        tta: the transforms test-time augmentation may average over, and whether predictions do by default.
     """
 
     model: UNet
@@ -50,6 +52,7 @@ class Checkpoint:
     biounet_version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
     instances: InstanceParams | None = None
+    tta: TTA = field(default_factory=TTA)
 
     def __post_init__(self) -> None:
         if self.instances is None and self.model.config.output == "distance":
@@ -70,6 +73,7 @@ class Checkpoint:
         }
         if self.instances is not None:
             described["instances"] = self.instances.to_dict()
+        described["tta"] = self.tta.to_dict()
         return described
 
 
@@ -92,7 +96,7 @@ def default_class_names(out_channels: int, output: str = "classes") -> list[str]
 
 def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization | None = None,
                     class_names: list[str] | None = None, extra: dict[str, Any] | None = None,
-                    instances: InstanceParams | None = None) -> None:
+                    instances: InstanceParams | None = None, tta: TTA | None = None) -> None:
     """Writes a checkpoint atomically (temporary file + rename).
 
     Args:
@@ -102,6 +106,7 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
         class_names: one name per output class (defaults to background/foreground or class_i).
         extra: further tensors/plain data to store, e.g. optimizer state; must be ``weights_only``-safe.
         instances: the post-processing of an instance model (a ``distance`` model's defaults when ``None``).
+        tta: its test-time augmentation (default: the full group, off).
     """
     config = model.config
     if instances is None and config.output == "distance":
@@ -116,6 +121,7 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
     }
     if instances is not None:
         meta["instances"] = instances.to_dict()
+    meta["tta"] = (tta or TTA()).to_dict()
     text = yaml.safe_dump(meta, sort_keys=False)
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -186,6 +192,7 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
         class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels,
                                                                                        config.output)]
         instances = InstanceParams.from_dict(meta["instances"]) if meta.get("instances") is not None else None
+        tta = TTA.from_dict(meta["tta"]) if meta.get("tta") is not None else TTA()
         state = payload["state_dict"]
     except BiounetError as exc:
         raise BiounetError(f"bad checkpoint config: {exc}", path) from exc
@@ -202,4 +209,5 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
     model.to(memory_format=torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d)  # type: ignore[call-overload]
     reserved = {"format", "format_version", "biounet_version", "config", "state_dict"}
     extra = {k: v for k, v in payload.items() if k not in reserved}
-    return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra, instances)
+    return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra, instances,
+                      tta)

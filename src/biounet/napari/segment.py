@@ -47,7 +47,9 @@ class SegmentWidget(JobWidget):
         self.browse = QPushButton("Open…")
         self.browse.setToolTip("a biounet checkpoint (.pt) or a BioImage Model Zoo package made by biounet (.zip)")
         self.image = QComboBox()
-        self.tta = QCheckBox("test-time augmentation (8x slower, a little more accurate)")
+        self.tta = QCheckBox("test-time augmentation (up to 8x slower)")
+        self.tta.setToolTip("average over the rotations/flips the model was trained on; a model's training "
+                            "turns it on where it paid on its validation images")
         self.tile = QSpinBox()
         self.tile.setRange(0, 4096)
         self.tile.setSpecialValueText("model default")
@@ -106,13 +108,18 @@ class SegmentWidget(JobWidget):
         self._refresh_models(select=name)
 
     def _model_chosen(self, name: str) -> None:
-        """Shows the chosen model's post-processing (a model that cannot be read says so when run)."""
+        """Shows the chosen model's post-processing and test-time augmentation (a model that cannot be read
+        says so when run)."""
         params = None
         if name in MODELS.names():
             try:
-                params = load_model(MODELS.path(name)).instances
+                model = load_model(MODELS.path(name))
             except BiounetError as exc:
                 self.status.setText(f"error: {exc}")
+            else:
+                params = model.instances
+                self.tta.setChecked(model.tta.enabled)
+                self.tta.setEnabled(model.tta.symmetry != "none")
         self.objects.setEnabled(params is not None)
         if params is not None:
             self.seed.setValue(params.seed)

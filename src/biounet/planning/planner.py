@@ -23,16 +23,20 @@ import numpy as np
 import torch
 import yaml
 
+from biounet.augment.config import AugmentConfig
 from biounet.data.examples import pair_files
 from biounet.data.labels import LabelConfig
 from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES, InstanceTarget
 from biounet.infer.devices import resolve_device
 from biounet.models.config import Padding, UNetConfig
+from biounet.models.test_time import TTA_GAIN
 from biounet.planning.fingerprint import Fingerprint, fingerprint
 from biounet.training.config import TrainConfig, apply_overrides
 
 # Rather a narrower network that trains this many steps in the budget than a wider one that barely starts.
-MIN_STEPS = 2000
+# Measured on ISBI 2012 in 20 CPU minutes (benchmarks/ablation.py, seed 0): base 16 at ~2,000 steps scored
+# Rand error 0.114, base 8 at ~4,000 steps 0.080; at 2,000 the width flipped on a few percent of timing noise.
+MIN_STEPS = 3000
 # Validations per run, and the share of the budget they may take at most.
 VALIDATIONS = 10
 VALIDATION_SHARE = 0.15
@@ -120,6 +124,7 @@ def make_plan(fingerprint: Fingerprint, images: str | Path, labels: str | Path, 
     planner.architecture()
     planner.loss()
     planner.augmentation()
+    planner.test_time()
     planner.budget(minutes, epochs, measure)
     return Plan(planner.settings, tuple(planner.reasons), tuple(planner.timings))
 
@@ -311,6 +316,13 @@ class _Planner:
                  ("in-plane rotation only (anisotropy " + format(self.fp.anisotropy, ".1f") + ")" if anisotropic
                   else "rotations up to 15 degrees") + "; B-spline deformation on a 16-voxel grid; no flips "
                  "(left and right may be different classes)")
+
+    def test_time(self) -> None:
+        symmetry = AugmentConfig.from_dict(self.settings["augment"]).symmetry(self.dims)
+        self.reasons.append(("tta", f"predictions average over the {symmetry} transforms the augmentation covers "
+                             f"if, after training, that lowers the validation error by {TTA_GAIN:.0%} or more"
+                             if symmetry != "none" else "no test-time augmentation: the augmentation covers "
+                             "no flips or turns"))
 
     def budget(self, minutes: float | None, epochs: int | None, measure: bool) -> None:
         self.set("optim", {"name": "adam", "lr": 1e-3, "weight_decay": 3e-5, "scheduler": "poly",

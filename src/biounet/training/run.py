@@ -25,14 +25,16 @@ from biounet.data.labels import format_values, label_values, read_label
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from biounet.models.instance_params import InstanceParams
 from biounet.models.outputs import probabilities_to_mask
+from biounet.models.test_time import TTA, TTA_GAIN
 from biounet.models.unet import UNet
 from biounet.training.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
 from biounet.training.plots import plot_curves, plot_overlay
 from biounet.training.trainer import Callback, Trainer
-from biounet.training.validation import make_validator, predict_example
+from biounet.training.validation import make_validator, predict_example, score_predictions
 
 
 def load_examples(config: TrainConfig, progress: bool = True,
@@ -173,9 +175,8 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
             # The resumed run found no better model than the earlier one.
             trainer.best = load_checkpoint(trainer.best_path)
         if trainer.best is not None:  # none if stopped before any validation
-            if config.instance_task:
-                trainer.best = tune_instances(trainer.best, trainer.best_path, val_examples, start=config.init)
-            write_overlays(out_dir, trainer.best, val_examples)
+            trainer.best, probabilities = finish_model(trainer.best, trainer.best_path, val_examples, config)
+            write_overlays(out_dir, trainer.best, val_examples, probabilities)
     ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run
     return trainer
 
@@ -184,45 +185,95 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
 MIN_TUNING_OBJECTS = 20
 
 
-def tune_instances(best: Checkpoint, path: Path, examples: list[Example], start: str = "") -> Checkpoint:
-    """The best model with its instance post-processing tuned on the validation images, saved to ``path``.
+def finish_model(best: Checkpoint, path: Path, examples: list[Example],
+                 config: TrainConfig) -> tuple[Checkpoint, list[np.ndarray]]:
+    """The best model with its test-time augmentation chosen and, for an instance model, its post-processing
+    tuned on the validation images; saved to ``path``. Prints one line per choice.
 
-    With too few validation objects, or partly annotated ones, a run that started from an instance model
-    keeps that model's post-processing instead.
+    TTA averages over the transforms the augmentation covered (:meth:`AugmentConfig.symmetry`); it is
+    switched on where it lowers the validation error by :data:`TTA_GAIN` or more (an instance model's error
+    after tuning with and without it).
 
     Args:
         best: the run's best model.
         path: where it is saved (``model.pt``).
-        examples: the validation examples, with their true objects.
-        start: the checkpoint (or shipped model) the run started from, if any.
+        examples: the validation examples.
+        config: the run's config.
+
+    Returns:
+        The model and its validation probabilities as the chosen TTA predicts them.
     """
-    if not examples or any(e.objects is None for e in examples):
-        return best
+    from biounet.infer.tta import transforms
+
+    if not examples:
+        return best, []
+    symmetry = config.augment.symmetry(config.model.spatial_dims)
+    group = len(transforms(config.model.spatial_dims, symmetry))
+    candidates = {False: [predict_example(best, e) for e in examples]}
+    if group > 1:
+        averaged = dataclasses.replace(best, tta=TTA(symmetry))
+        candidates[True] = [predict_example(averaged, e, tta=True) for e in examples]
+    finished = {use: _finished(best, probabilities, examples, config) for use, probabilities in candidates.items()}
+    (plain_error, what, _), (tta_error, _, _) = finished[False], finished.get(True, finished[False])
+    use = True in finished and tta_error < plain_error and tta_error <= (1 - TTA_GAIN) * plain_error
+    if True in finished:
+        change = (tta_error - plain_error) / plain_error if plain_error > 0 else 0.0
+        print(f"tta: {'on' if use else 'off'}: averaging over {group} {symmetry} transforms changes the validation "
+              f"{what} from {plain_error:.4g} to {tta_error:.4g} ({change:+.0%}; "
+              f"{'kept' if use else f'not kept: it must gain {TTA_GAIN:.0%} to pay'} for {group}x the "
+              "prediction time)")
+    else:
+        print("tta: off: the augmentation covered no flips or turns to average over")
+    _, _, params = finished[use]
+    if params is not None and config.instance_task:
+        print(params[1])
+    finished_best = dataclasses.replace(best, instances=params[0] if params is not None else best.instances,
+                                        tta=TTA(symmetry, use))
+    save_checkpoint(path, finished_best.model, finished_best.normalization, finished_best.class_names,
+                    extra=finished_best.extra, instances=finished_best.instances, tta=finished_best.tta)
+    return finished_best, candidates[use]
+
+
+def _finished(best: Checkpoint, probabilities: list[np.ndarray], examples: list[Example], config: TrainConfig,
+              ) -> tuple[float, str, tuple[InstanceParams, str] | None]:
+    """The validation error of ``probabilities``, what it is, and for an instance model the post-processing
+    it was measured with (and the line that reports it)."""
+    params = None
+    if config.instance_task and examples and all(e.objects is not None for e in examples):
+        params = _instance_params(best, probabilities, examples, config.init)
+    scores = score_predictions(probabilities, examples, config.num_classes, config.model.output,
+                               params[0] if params is not None else best.instances)
+    monitor = config.monitor if config.monitor in scores else "dice"
+    if monitor == "rand_error":
+        return scores["rand_error"], "Rand error", params
+    return 1.0 - scores[monitor], f"1 - {'accuracy@0.5' if monitor == 'accuracy' else monitor}", params
+
+
+def _instance_params(best: Checkpoint, probabilities: list[np.ndarray], examples: list[Example],
+                     start: str = "") -> tuple[InstanceParams, str]:
+    """An instance model's post-processing tuned on the validation images, and a line that says so.
+
+    With too few validation objects, or partly annotated ones, a run that started from an instance model
+    keeps that model's post-processing instead.
+    """
     from biounet.data.labels import IGNORE_INDEX
     from biounet.training.tuning import tune_instance_params
 
     objects = sum(len(np.unique(e.objects[e.objects > 0])) for e in examples if e.objects is not None)
     partial = any(bool((e.target == IGNORE_INDEX).any()) for e in examples)
-    params = None
     if (objects < MIN_TUNING_OBJECTS or partial) and start:
         from biounet.pretrained import resolve_model
 
-        params = load_checkpoint(resolve_model(start)).instances
-        if params is not None:
+        kept = load_checkpoint(resolve_model(start)).instances
+        if kept is not None:
             why = "are partly annotated" if partial else f"hold {objects} objects, too few"
-            print(f"instances: the validation images {why} to tune the post-processing on; kept that of {start}")
-    if params is None:
-        probabilities = [predict_example(best.model, e) for e in examples]
-        tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
-                                     [e.target == IGNORE_INDEX for e in examples], best.config.output)
-        params = tuned.params
-        print(f"instances: seed {params.seed:g}, foreground {params.foreground:g}, min size {params.min_size} px "
-              f"give accuracy@0.5 {tuned.accuracy:.4f} on the {len(examples)} validation images (defaults: "
-              f"{tuned.default_accuracy:.4f})")
-    tuned_best = dataclasses.replace(best, instances=params)
-    save_checkpoint(path, tuned_best.model, tuned_best.normalization, tuned_best.class_names,
-                    extra=tuned_best.extra, instances=params)
-    return tuned_best
+            return kept, f"instances: the validation images {why} to tune the post-processing on; kept that of {start}"
+    tuned = tune_instance_params(probabilities, [e.objects for e in examples],  # type: ignore[misc]
+                                 [e.target == IGNORE_INDEX for e in examples], best.config.output)
+    params = tuned.params
+    return params, (f"instances: seed {params.seed:g}, foreground {params.foreground:g}, min size {params.min_size} "
+                    f"px give accuracy@0.5 {tuned.accuracy:.4f} on the {len(examples)} validation images "
+                    f"(defaults: {tuned.default_accuracy:.4f})")
 
 
 def initial_model(config: TrainConfig) -> UNet:
@@ -245,10 +296,19 @@ def initial_model(config: TrainConfig) -> UNet:
     return model
 
 
-def write_overlays(out_dir: Path, best: Checkpoint, examples: list[Example]) -> None:
-    """Overlays of the best model's predictions on the validation images, in ``out_dir/overlays``."""
+def write_overlays(out_dir: Path, best: Checkpoint, examples: list[Example],
+                   probabilities: list[np.ndarray] | None = None) -> None:
+    """Overlays of the best model's predictions on the validation images, in ``out_dir/overlays``.
+
+    Args:
+        out_dir: the run directory.
+        best: the model.
+        examples: the validation examples.
+        probabilities: the model's predictions of them, if made already.
+    """
     (out_dir / "overlays").mkdir(exist_ok=True)
-    for example in examples:
-        prediction = probabilities_to_mask(predict_example(best.model, example), best.config.output)
+    for k, example in enumerate(examples):
+        probs = probabilities[k] if probabilities is not None else predict_example(best, example)
+        prediction = probabilities_to_mask(probs, best.config.output)
         plot_overlay(example.image, example.target, prediction, out_dir / "overlays" / f"{example.name}.png",
                      title=example.name)

@@ -27,9 +27,11 @@ from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
 from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
 from biounet.errors import BiounetError
+from biounet.infer.tta import transforms
 from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
+from biounet.models.test_time import TTA
 from biounet.models.unet import UNet, center_crop
 from biounet.training.budget import Budget
 from biounet.training.config import TrainConfig
@@ -212,10 +214,15 @@ class Trainer:
                 extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         model = self.model if with_state else self.evaluated
         save_checkpoint(path, model, self.config.normalization, list(self.class_names), extra=extra,
-                        instances=self._instances())
+                        instances=self._instances(), tta=self._tta())
 
     def _checkpoint_extra(self) -> dict[str, Any]:
         return {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
+
+    def _tta(self) -> TTA:
+        """The transforms the augmentation covered; whether averaging over them pays is decided after training
+        (:func:`biounet.training.run.choose_tta`)."""
+        return TTA(self.config.augment.symmetry(self.config.model.spatial_dims))
 
     def _instances(self) -> InstanceParams | None:
         return InstanceParams() if self.config.instance_task else None
@@ -229,7 +236,7 @@ class Trainer:
         model.to(memory_format=torch.channels_last if self.config.model.spatial_dims == 2  # type: ignore[call-overload]
                  else torch.channels_last_3d)
         return Checkpoint(model, self.config.normalization, list(self.class_names), extra=self._checkpoint_extra(),
-                          instances=self._instances())
+                          instances=self._instances(), tta=self._tta())
 
     def _weights_finite(self) -> bool:
         models = [self.model] if self.ema is None else [self.model, self.ema.model]
@@ -345,8 +352,11 @@ class Trainer:
         """
         minutes = self.config.minutes
         self.budget = Budget(minutes * 60 if minutes > 0 else math.inf, self.state.seconds + setup_seconds)
-        if self.config.instance_task:
-            self.budget.ending_validations = 4
+        # The end of the run predicts the validation images once more to choose test-time augmentation, once per
+        # transform of its group; an instance model's post-processing is tuned on each prediction.
+        group = len(transforms(self.config.model.spatial_dims, self._tta().symmetry))
+        tta = group if group > 1 else 0
+        self.budget.ending_validations = (4 + tta + (1 if tta else 0)) if self.config.instance_task else 2 + tta
         try:
             self._run_epochs()
         except KeyboardInterrupt as exc:

@@ -14,21 +14,25 @@ from biounet.infer.predict import predict
 from biounet.metrics.instances import matching_dataset
 from biounet.metrics.suite import pair_from_arrays, score
 from biounet.metrics.sweep import pooled_rand_error
+from biounet.models.checkpoint import Checkpoint
 from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
+from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
 
 
-def predict_example(model: UNet, example: Example, tta: bool = False) -> np.ndarray:
+def predict_example(model: UNet | Checkpoint, example: Example, tta: bool = False) -> np.ndarray:
     """Class probabilities for a (normalised) example image, on the device the model is on.
 
     Args:
-        model: the network; it is left in its mode and on its device (prediction uses a copy).
+        model: the network, or a checkpoint (whose test-time symmetry ``tta`` then averages over); it is
+            left in its mode and on its device (prediction uses a copy).
         example: the image (already normalised) and its target.
         tta: average over the test-time transforms.
     """
-    # No device: prediction then runs where the model's parameters are, i.e. on the training device.
-    return predict(model, example.image, tta=tta)
+    # No device: prediction then runs where the model's parameters are, i.e. on the training device. The
+    # example is normalised already: a checkpoint's normalisation must not apply again.
+    return predict(model, example.image, tta=tta, normalization=Normalization("none"))
 
 
 def validation_metrics(num_classes: int, objects: bool = False) -> tuple[str, ...]:
@@ -41,35 +45,46 @@ def validation_metrics(num_classes: int, objects: bool = False) -> tuple[str, ..
 
 def make_validator(examples: list[Example], num_classes: int,
                    output: OutputKind = "classes") -> Callable[[UNet], dict[str, float]]:
-    """``validate(model)``: Dice and IoU averaged over ``examples``; for two classes, the Rand error of the
-    ISBI challenge protocol over all of them (one threshold, counts pooled), the figure a membrane model is
-    judged by, rather than a mean of per-image best thresholds, which is more lenient. Examples with true
-    objects (instance labels) are scored by accuracy@0.5 instead, with the default post-processing
-    (:class:`~biounet.models.instance_params.InstanceParams`) and matches pooled over all images.
+    """``validate(model)``: :func:`score_predictions` of the model's predictions of ``examples``.
 
     Args:
         examples: the validation images.
         num_classes: the task's classes (2 for a foreground/distance model: background and object).
+        output: the model's ``UNetConfig.output``.
+    """
+
+    def validate(model: UNet) -> dict[str, float]:
+        return score_predictions([predict_example(model, e) for e in examples], examples, num_classes, output)
+
+    return validate
+
+
+def score_predictions(probabilities: list[np.ndarray], examples: list[Example], num_classes: int,
+                      output: OutputKind = "classes", instances: InstanceParams | None = None) -> dict[str, float]:
+    """Dice and IoU averaged over ``examples``; for two classes, the Rand error of the ISBI challenge
+    protocol over all of them (one threshold, counts pooled), the figure a membrane model is judged by,
+    rather than a mean of per-image best thresholds, which is more lenient. Examples with true objects
+    (instance labels) are scored by accuracy@0.5 instead, with matches pooled over all images.
+
+    Args:
+        probabilities: the model's ``(C, *S)`` probabilities per example.
+        examples: the validation images and their targets.
+        num_classes: the task's classes (2 for a foreground/distance model: background and object).
         output: the model's ``UNetConfig.output``; a ``distance`` model's Dice and IoU are its foreground's.
+        instances: the post-processing that makes objects (default: :class:`InstanceParams`' defaults).
     """
     objects = bool(examples) and all(e.objects is not None for e in examples)
     names = validation_metrics(num_classes, objects)
-
-    def validate(model: UNet) -> dict[str, float]:
-        probabilities = [predict_example(model, e) for e in examples]
-        # A distance model's classes are its foreground channel's, a one-channel sigmoid map.
-        classes = probabilities if output == "classes" else [p[:1] for p in probabilities]
-        pairs = [pair_from_arrays(p, e.target, num_classes=num_classes) for p, e in zip(classes, examples,
-                                                                                        strict=True)]
-        rows = [score(pair, ("dice", "iou")) for pair in pairs]
-        scores = {key: float(np.nanmean([r[key] for r in rows])) for key in ("dice", "iou")}
-        if "rand_error" in names:
-            scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
-        if "accuracy" in names:
-            found = [instances_from_probabilities(p, InstanceParams(), output) for p in probabilities]
-            truths = [e.objects for e in examples]
-            ignores = [e.target == IGNORE_INDEX for e in examples]
-            scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
-        return scores
-
-    return validate
+    # A distance model's classes are its foreground channel's, a one-channel sigmoid map.
+    classes = probabilities if output == "classes" else [p[:1] for p in probabilities]
+    pairs = [pair_from_arrays(p, e.target, num_classes=num_classes) for p, e in zip(classes, examples, strict=True)]
+    rows = [score(pair, ("dice", "iou")) for pair in pairs]
+    scores = {key: float(np.nanmean([r[key] for r in rows])) for key in ("dice", "iou")}
+    if "rand_error" in names:
+        scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
+    if "accuracy" in names:
+        found = [instances_from_probabilities(p, instances or InstanceParams(), output) for p in probabilities]
+        truths = [e.objects for e in examples]
+        ignores = [e.target == IGNORE_INDEX for e in examples]
+        scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
+    return scores
