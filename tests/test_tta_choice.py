@@ -161,3 +161,18 @@ def test_group_transforms_are_all_distinct() -> None:
     for dims, symmetry in itertools.product((2,), ("dihedral", "flips", "turns")):
         outs = [t.forward(x) for t in transforms(dims, symmetry)]  # type: ignore[arg-type]
         assert len({tuple(o.flatten().tolist()) for o in outs}) == len(outs)
+
+
+def test_the_end_of_a_run_is_budgeted_with_its_test_time_transforms_and_its_tuning() -> None:
+    """An instance run reserves the final validation, a plain prediction and one per transform of its group,
+    plus its post-processing search at the measured cost of a validation's objects."""
+    from biounet.training.budget import MARGIN, Budget
+    from biounet.training.trainer import TUNING_POINTS
+
+    budget = Budget(600.0)
+    budget.ending_validations, budget.tuning_points = 2 + 8, TUNING_POINTS
+    budget.note_validation(2.0, 0.5)
+    budget.note_validation(1.5, 0.25)  # the slowest counts
+    budget.note_save(0.5)
+    assert TUNING_POINTS == 150
+    assert budget.ending_seconds() == pytest.approx(10 * 2.0 + 150 * 0.5 + 2 * 0.5 + MARGIN * 600)

@@ -29,11 +29,14 @@ class Budget:
         self.started = time.monotonic() - spent
         self.step_seconds = 0.0
         self.validation_seconds = 0.0
+        self.objects_seconds = 0.0
         self.save_seconds = 0.0
         self.epoch_end_seconds = 0.0
-        # The final validation and the overlays' prediction; an instance model's tuning adds a prediction
-        # of the validation images and a search over its post-processing (about as much again).
+        # The final validation and the best model's prediction of the validation images (the trainer adds
+        # one per test-time transform).
         self.ending_validations = 2
+        # An instance model's post-processing search: this many times the objects of a validation.
+        self.tuning_points = 0
 
     @property
     def limited(self) -> bool:
@@ -53,8 +56,10 @@ class Budget:
         # The slowest of the recent steps, decaying: a step time that varies must still fit.
         self.step_seconds = max(seconds, 0.9 * self.step_seconds)
 
-    def note_validation(self, seconds: float) -> None:
+    def note_validation(self, seconds: float, objects_seconds: float = 0.0) -> None:
+        """A validation's time, and the part of it that made and matched objects (instance models)."""
         self.validation_seconds = max(seconds, self.validation_seconds)
+        self.objects_seconds = max(objects_seconds, self.objects_seconds)
 
     def note_save(self, seconds: float) -> None:
         self.save_seconds = max(seconds, self.save_seconds)
@@ -64,9 +69,10 @@ class Budget:
         self.epoch_end_seconds = max(seconds, self.epoch_end_seconds)
 
     def ending_seconds(self) -> float:
-        """What the end of the run takes: the final validation and epoch end, then the overlays of the best
-        model (a prediction of the validation images and a plot each: about as much again)."""
-        return self.ending_validations * self.validation_seconds + \
+        """What the end of the run takes: the final validation and epoch end, the best model's predictions of
+        the validation images (to choose test-time augmentation), an instance model's post-processing search,
+        then its save and overlays (a plot each: about as much again as an epoch's end)."""
+        return self.ending_validations * self.validation_seconds + self.tuning_points * self.objects_seconds + \
             2 * max(self.epoch_end_seconds, self.save_seconds) + MARGIN * self.seconds
 
     def room_for_step(self) -> bool:

@@ -191,8 +191,9 @@ def finish_model(best: Checkpoint, path: Path, examples: list[Example],
     tuned on the validation images; saved to ``path``. Prints one line per choice.
 
     TTA averages over the transforms the augmentation covered (:meth:`AugmentConfig.symmetry`); it is
-    switched on where it lowers the validation error by :data:`TTA_GAIN` or more (an instance model's error
-    after tuning with and without it).
+    switched on where it lowers the validation error by :data:`TTA_GAIN` or more. An instance model's
+    post-processing is tuned once, on the plain predictions (the search costs dozens of validations), and
+    both predictions are scored with it.
 
     Args:
         best: the run's best model.
@@ -210,13 +211,18 @@ def finish_model(best: Checkpoint, path: Path, examples: list[Example],
     symmetry = config.augment.symmetry(config.model.spatial_dims)
     group = len(transforms(config.model.spatial_dims, symmetry))
     candidates = {False: [predict_example(best, e) for e in examples]}
+    tuned = None
+    if config.instance_task and all(e.objects is not None for e in examples):
+        tuned = _instance_params(best, candidates[False], examples, config.init)
+        print(tuned[1])
+    params = tuned[0] if tuned is not None else best.instances
     if group > 1:
         averaged = dataclasses.replace(best, tta=TTA(symmetry))
         candidates[True] = [predict_example(averaged, e, tta=True) for e in examples]
-    finished = {use: _finished(best, probabilities, examples, config) for use, probabilities in candidates.items()}
-    (plain_error, what, _), (tta_error, _, _) = finished[False], finished.get(True, finished[False])
-    use = True in finished and tta_error < plain_error and tta_error <= (1 - TTA_GAIN) * plain_error
-    if True in finished:
+    errors = {use: _error(probabilities, examples, config, params) for use, probabilities in candidates.items()}
+    (plain_error, what), (tta_error, _) = errors[False], errors.get(True, errors[False])
+    use = True in errors and tta_error < plain_error and tta_error <= (1 - TTA_GAIN) * plain_error
+    if True in errors:
         change = (tta_error - plain_error) / plain_error if plain_error > 0 else 0.0
         print(f"tta: {'on' if use else 'off'}: averaging over {group} {symmetry} transforms changes the validation "
               f"{what} from {plain_error:.4g} to {tta_error:.4g} ({change:+.0%}; "
@@ -224,29 +230,20 @@ def finish_model(best: Checkpoint, path: Path, examples: list[Example],
               "prediction time)")
     else:
         print("tta: off: the augmentation covered no flips or turns to average over")
-    _, _, params = finished[use]
-    if params is not None and config.instance_task:
-        print(params[1])
-    finished_best = dataclasses.replace(best, instances=params[0] if params is not None else best.instances,
-                                        tta=TTA(symmetry, use))
+    finished_best = dataclasses.replace(best, instances=params, tta=TTA(symmetry, use))
     save_checkpoint(path, finished_best.model, finished_best.normalization, finished_best.class_names,
                     extra=finished_best.extra, instances=finished_best.instances, tta=finished_best.tta)
     return finished_best, candidates[use]
 
 
-def _finished(best: Checkpoint, probabilities: list[np.ndarray], examples: list[Example], config: TrainConfig,
-              ) -> tuple[float, str, tuple[InstanceParams, str] | None]:
-    """The validation error of ``probabilities``, what it is, and for an instance model the post-processing
-    it was measured with (and the line that reports it)."""
-    params = None
-    if config.instance_task and examples and all(e.objects is not None for e in examples):
-        params = _instance_params(best, probabilities, examples, config.init)
-    scores = score_predictions(probabilities, examples, config.num_classes, config.model.output,
-                               params[0] if params is not None else best.instances)
+def _error(probabilities: list[np.ndarray], examples: list[Example], config: TrainConfig,
+           instances: InstanceParams | None) -> tuple[float, str]:
+    """The validation error of ``probabilities`` by the run's monitor, and what it is."""
+    scores = score_predictions(probabilities, examples, config.num_classes, config.model.output, instances)
     monitor = config.monitor if config.monitor in scores else "dice"
     if monitor == "rand_error":
-        return scores["rand_error"], "Rand error", params
-    return 1.0 - scores[monitor], f"1 - {'accuracy@0.5' if monitor == 'accuracy' else monitor}", params
+        return scores["rand_error"], "Rand error"
+    return 1.0 - scores[monitor], f"1 - {'accuracy@0.5' if monitor == 'accuracy' else monitor}"
 
 
 def _instance_params(best: Checkpoint, probabilities: list[np.ndarray], examples: list[Example],

@@ -3,6 +3,7 @@ the same named metrics as ``biounet evaluate``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,9 @@ from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
+
+# The key of score_predictions' result that holds the seconds its objects took (not a metric).
+OBJECTS_SECONDS = "objects_seconds"
 
 
 def predict_example(model: UNet | Checkpoint, example: Example, tta: bool = False) -> np.ndarray:
@@ -64,7 +68,8 @@ def score_predictions(probabilities: list[np.ndarray], examples: list[Example], 
     """Dice and IoU averaged over ``examples``; for two classes, the Rand error of the ISBI challenge
     protocol over all of them (one threshold, counts pooled), the figure a membrane model is judged by,
     rather than a mean of per-image best thresholds, which is more lenient. Examples with true objects
-    (instance labels) are scored by accuracy@0.5 instead, with matches pooled over all images.
+    (instance labels) are scored by accuracy@0.5 instead, with matches pooled over all images; the seconds
+    that took are under :data:`OBJECTS_SECONDS` (the trainer budgets the post-processing search by them).
 
     Args:
         probabilities: the model's ``(C, *S)`` probabilities per example.
@@ -83,8 +88,10 @@ def score_predictions(probabilities: list[np.ndarray], examples: list[Example], 
     if "rand_error" in names:
         scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
     if "accuracy" in names:
+        started = time.monotonic()
         found = [instances_from_probabilities(p, instances or InstanceParams(), output) for p in probabilities]
         truths = [e.objects for e in examples]
         ignores = [e.target == IGNORE_INDEX for e in examples]
         scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
+        scores[OBJECTS_SECONDS] = time.monotonic() - started
     return scores
