@@ -19,7 +19,7 @@ from biounet.infer.tta import transforms
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.normalization import Normalization
-from biounet.models.test_time import TTA
+from biounet.models.symmetry import TTA
 from biounet.training import run as run_module
 from biounet.training.config import apply_overrides
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from biounet.configs import from_dict
 from biounet.errors import BiounetError
-from biounet.models.test_time import Symmetry
+from biounet.models.symmetry import Symmetry
 
 Range = tuple[float, float]
 

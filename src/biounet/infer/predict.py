@@ -23,7 +23,7 @@ from biounet.models.checkpoint import Checkpoint
 from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
 from biounet.models.outputs import logits_to_probabilities
-from biounet.models.test_time import TTA
+from biounet.models.symmetry import TTA
 from biounet.models.unet import UNet
 
 __all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "predict"]
@@ -49,7 +49,7 @@ class TileOptions:
             there) and 4 on a GPU.
         tta: average over the transforms the model was trained to ignore (the 8 rotations/flips in 2D, the
             flips of all axes in 3D, fewer where its augmentation left some out), each undone first;
-            ``None`` does what the checkpoint says (its :class:`~biounet.models.test_time.TTA`, chosen on
+            ``None`` does what the checkpoint says (its :class:`~biounet.models.symmetry.TTA`, chosen on
             the validation images when it was trained), which is off for a bare :class:`UNet`.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``, or ``None`` for the device the model's
             parameters are on (the CPU for a loaded checkpoint). A string, not a ``torch.device``: it is

@@ -1,7 +1,7 @@
 """Test-time augmentation: predict under symmetry transforms, undo each, and average.
 
 Only over the transforms the model was trained to ignore (its checkpoint's
-:class:`~biounet.models.test_time.TTA` symmetry): averaging a model trained without flips over flipped
+:class:`~biounet.models.symmetry.TTA` symmetry): averaging a model trained without flips over flipped
 predictions swaps classes that differ by side. In 2D the full group is the dihedral one (four quarter turns,
 each with and without a flip); Ronneberger et al. averaged over rotated versions. In 3D it is the flips of
 every subset of axes (nnU-Net's mirroring); turns in the image plane alone give the half turn there.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from biounet.models.test_time import Symmetry
+from biounet.models.symmetry import Symmetry
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def transforms(spatial_dims: int, symmetry: Symmetry = "dihedral", square: bool 
 
     Args:
         spatial_dims: 2 or 3.
-        symmetry: ``dihedral``, ``flips``, ``turns`` or ``none`` (see :mod:`biounet.models.test_time`).
+        symmetry: ``dihedral``, ``flips``, ``turns`` or ``none`` (see :mod:`biounet.models.symmetry`).
         square: whether the tiles are square in the last two axes, so that quarter turns keep their shape
             (2D TTA plans square tiles); otherwise turns are the half turn only.
     """

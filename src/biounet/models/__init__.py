@@ -7,7 +7,7 @@
 - ``outputs``: logits to probabilities (softmax or sigmoids, as ``UNetConfig.output`` says) and
   probabilities to a class mask.
 - ``instance_params``: how an instance model's probabilities become objects (thresholds, minimum size).
-- ``test_time``: which transforms test-time augmentation may average a model over, and whether it does.
+- ``symmetry``: which transforms test-time augmentation may average a model over, and whether it does.
 - ``checkpoint``: the versioned checkpoint (:class:`Checkpoint`), saved atomically, loaded weights-only.
 - ``bioimageio``: reading a biounet-made BioImage Model Zoo package back as its checkpoint.
 """

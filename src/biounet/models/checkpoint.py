@@ -23,7 +23,7 @@ from biounet.models.bioimageio import package_description_name, package_payload
 from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
-from biounet.models.test_time import TTA
+from biounet.models.symmetry import TTA
 from biounet.models.unet import UNet
 
 FORMAT = "biounet.checkpoint"

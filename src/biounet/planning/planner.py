@@ -29,7 +29,7 @@ from biounet.data.labels import LabelConfig
 from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES, InstanceTarget
 from biounet.infer.devices import resolve_device
 from biounet.models.config import Padding, UNetConfig
-from biounet.models.test_time import TTA_GAIN
+from biounet.models.symmetry import TTA_GAIN
 from biounet.planning.fingerprint import Fingerprint, fingerprint
 from biounet.training.config import TrainConfig, apply_overrides
 

@@ -27,7 +27,7 @@ from biounet.infer.devices import resolve_device
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.outputs import probabilities_to_mask
-from biounet.models.test_time import TTA, TTA_GAIN
+from biounet.models.symmetry import TTA, TTA_GAIN
 from biounet.models.unet import UNet
 from biounet.training.callbacks import CSVLogger, ProgressBar, TensorBoardLogger
 from biounet.training.config import TrainConfig

@@ -31,7 +31,7 @@ from biounet.infer.tta import transforms
 from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
-from biounet.models.test_time import TTA
+from biounet.models.symmetry import TTA
 from biounet.models.unet import UNet, center_crop
 from biounet.training.budget import Budget
 from biounet.training.config import TrainConfig
