@@ -9,7 +9,8 @@ metrics exactly as ``benchmarks/bench_autoplan.py`` scores ``biounet train``:
   (:func:`biounet.metrics.isbi.isbi_challenge_scores`, one threshold for the 5-slice stack, no warping error) on
   nnU-Net's softmax probability of "cell" (saved with ``save_probabilities``).
 - ``dsb``: the DSB 2018 subset's ``train``/``test`` rows of ``index.csv``; 2D configuration; foreground Dice, and
-  accuracy@0.5 with the connected components of nnU-Net's mask as instances (mean over the test images).
+  accuracy@0.5 with the connected components of nnU-Net's mask as instances, pooled over the test images (StarDist's
+  ``matching_dataset``, as ablation.py scores ours; the mean of per-image accuracies beside it).
 - ``hippocampus``: MSD Task04's ``train``/``test`` rows; ``3d_fullres``; Dice of anterior and posterior.
 
 Run it with the project's interpreter (it scores with this checkout's ``src/biounet``; nnU-Net runs in a
@@ -274,7 +275,7 @@ def score(name: str, predicted: list[np.ndarray], test: list[tuple[str, Path]]) 
     from skimage.measure import label as connected_components
 
     from biounet.data.labels import read_label
-    from biounet.metrics.instances import instance_scores
+    from biounet.metrics.instances import instance_scores, matching_dataset
     from biounet.metrics.isbi import isbi_challenge_scores
     from biounet.metrics.overlap import dice_iou
 
@@ -284,12 +285,17 @@ def score(name: str, predicted: list[np.ndarray], test: list[tuple[str, Path]]) 
         scores = isbi_challenge_scores(probs, truth, warping=False)
         return {"rand_error_strict": scores.rand_error, "v_rand": scores.v_rand, "pixel_error": scores.pixel_error}
     if name == "dsb":
-        dice, accuracy = [], []
+        # accuracy@0.5 pooled over the images (StarDist's matching_dataset), as ablation.py scores ours; the
+        # mean of the per-image accuracies as bench_autoplan reports it.
+        dice, accuracy, found, truths = [], [], [], []
         for mask, (_, label) in zip(predicted, test, strict=True):
             truth = read_label(label)
+            found.append(connected_components(mask > 0))
+            truths.append(truth)
             dice.append(dice_iou(mask, (truth > 0).astype(np.int64), 2, include_background=False).dice[0])
-            accuracy.append(instance_scores(connected_components(mask > 0), truth, 0.5).accuracy)
-        return {"dice": float(np.mean(dice)), "accuracy@0.5": float(np.mean(accuracy))}
+            accuracy.append(instance_scores(found[-1], truth, 0.5).accuracy)
+        pooled = matching_dataset(found, truths, (0.5,))[0].accuracy
+        return {"dice": float(np.mean(dice)), "accuracy@0.5": pooled, "accuracy@0.5_mean": float(np.mean(accuracy))}
     per_class = [dice_iou(mask, read_label(label, 3), 3, include_background=False).dice
                  for mask, (_, label) in zip(predicted, test, strict=True)]
     anterior, posterior = np.nanmean(np.asarray(per_class), axis=0)

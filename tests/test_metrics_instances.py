@@ -209,3 +209,28 @@ def test_matching_dataset_equals_stardist_on_random_label_images() -> None:
         assert got.mean_true_score == pytest.approx(true_score, abs=1e-6)
         assert got.mean_matched_score == pytest.approx(matched_score, abs=1e-6)
         assert got.panoptic_quality == pytest.approx(pq, abs=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_accuracy_by_min_size_equals_dropping_the_objects_then_matching(threshold: float) -> None:
+    """One IoU table per image scores every minimum size exactly as removing the small objects and matching
+    again would, ignored pixels included (sizes count the whole image, as ``drop_small`` does)."""
+    from biounet.infer.instances import drop_small
+    from biounet.metrics.instances import accuracy_by_min_size, matching_dataset
+
+    rng = np.random.default_rng(5)
+    truths, preds, ignores = [], [], []
+    for _ in range(3):
+        truth = ndi.label(ndi.gaussian_filter(rng.random((64, 64)), 2) > 0.52)[0]
+        noisy = ndi.gaussian_filter(rng.random((64, 64)) * 0.5 + (truth > 0) * 0.5, 1.0) > 0.5
+        truths.append(truth)
+        preds.append(ndi.label(noisy)[0])
+        ignore = np.zeros(truth.shape, bool)
+        ignore[:, 40:52] = True  # cuts objects, so annotated sizes differ from whole sizes
+        ignores.append(ignore)
+    sizes = [0, 1, 5, 12, 30, 60, 200]
+    got = accuracy_by_min_size(preds, truths, sizes, threshold, ignores=ignores)
+    expected = [matching_dataset([drop_small(p, m) for p in preds], truths, (threshold,), ignores=ignores)[0].accuracy
+                for m in sizes]
+    assert got == expected
+    assert len(set(expected)) >= 4  # the sizes do matter here

@@ -174,5 +174,5 @@ def test_the_end_of_a_run_is_budgeted_with_its_test_time_transforms_and_its_tuni
     budget.note_validation(2.0, 0.5)
     budget.note_validation(1.5, 0.25)  # the slowest counts
     budget.note_save(0.5)
-    assert TUNING_POINTS == 150
-    assert budget.ending_seconds() == pytest.approx(10 * 2.0 + 150 * 0.5 + 2 * 0.5 + MARGIN * 600)
+    assert TUNING_POINTS == 30
+    assert budget.ending_seconds() == pytest.approx(10 * 2.0 + 30 * 0.5 + 2 * 0.5 + MARGIN * 600)

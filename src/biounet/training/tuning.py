@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biounet.infer.instances import drop_small, instances_from_probabilities, seeded
-from biounet.metrics.instances import matching_dataset
+from biounet.infer.instances import instances_from_probabilities, seeded
+from biounet.metrics.instances import accuracy_by_min_size, matching_dataset
 from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 
@@ -62,8 +62,9 @@ def tune_instance_params(probabilities: Sequence[np.ndarray], truths: Sequence[n
     best = Tuned(InstanceParams(), default, default)
     for seed, foreground in itertools.product(seeds, FOREGROUNDS):
         grown = [instances_from_probabilities(p, InstanceParams(seed, foreground), output) for p in probabilities]
-        for min_size in min_sizes:
-            score = accuracy([drop_small(ids, min_size) for ids in grown])
+        # One IoU table per image scores every minimum size.
+        scores = accuracy_by_min_size(grown, truths, min_sizes, ignores=ignores)
+        for min_size, score in zip(min_sizes, scores, strict=True):
             if score > best.accuracy:
                 best = Tuned(InstanceParams(seed, foreground, min_size), score, default)
     return best
