@@ -172,7 +172,20 @@ def test_the_end_of_a_run_is_budgeted_with_its_test_time_transforms_and_its_tuni
     budget = Budget(600.0)
     budget.ending_validations, budget.tuning_points = 2 + 8, TUNING_POINTS
     budget.note_validation(2.0, 0.5)
-    budget.note_validation(1.5, 0.25)  # the slowest counts
+    budget.note_validation(1.5, 0.25)  # the slowest recent one counts, shrunk by DECAY per later one
     budget.note_save(0.5)
     assert TUNING_POINTS == 30
-    assert budget.ending_seconds() == pytest.approx(10 * 2.0 + 30 * 0.5 + 2 * 0.5 + MARGIN * 600)
+    assert budget.ending_seconds() == pytest.approx(10 * 1.8 + 30 * 0.45 + 2 * 0.5 + MARGIN * 600)
+
+
+def test_a_cold_first_validation_is_forgotten_after_a_few_warm_ones() -> None:
+    """The validation timed before training (cold, on a loaded machine) must not reserve its time to the end."""
+    from biounet.training.budget import Budget
+
+    budget = Budget(60.0)
+    budget.note_validation(1.0)
+    for _ in range(30):
+        budget.note_validation(0.1)
+    assert budget.validation_seconds == pytest.approx(0.1)
+    budget.note_validation(0.5)  # a slow one now counts at once
+    assert budget.validation_seconds == 0.5

@@ -14,6 +14,8 @@ import time
 
 # A little room for what is not timed (plots, log files, closing TensorBoard): a share of the budget.
 MARGIN = 0.01
+# How fast a measured time forgets a slow outlier: the slowest recent time, shrunk by this per new one.
+DECAY = 0.9
 
 
 class Budget:
@@ -54,12 +56,17 @@ class Budget:
 
     def note_step(self, seconds: float) -> None:
         # The slowest of the recent steps, decaying: a step time that varies must still fit.
-        self.step_seconds = max(seconds, 0.9 * self.step_seconds)
+        self.step_seconds = max(seconds, DECAY * self.step_seconds)
 
     def note_validation(self, seconds: float, objects_seconds: float = 0.0) -> None:
-        """A validation's time, and the part of it that made and matched objects (instance models)."""
-        self.validation_seconds = max(seconds, self.validation_seconds)
-        self.objects_seconds = max(objects_seconds, self.objects_seconds)
+        """A validation's time, and the part of it that made and matched objects (instance models).
+
+        The slowest of the recent ones, decaying as for steps: the first validation, timed cold before any
+        step, can take ten times the later ones on a loaded machine, and keeping it would end a short run
+        early for an ending that never needs it.
+        """
+        self.validation_seconds = max(seconds, DECAY * self.validation_seconds)
+        self.objects_seconds = max(objects_seconds, DECAY * self.objects_seconds)
 
     def note_save(self, seconds: float) -> None:
         self.save_seconds = max(seconds, self.save_seconds)
