@@ -191,11 +191,8 @@ def matching_dataset(pred_images: Sequence[npt.ArrayLike], truth_images: Sequenc
         thresholds: IoU thresholds in (0, 1].
         ignores: per image, an optional mask of unannotated pixels (see the module docstring).
     """
-    if len(pred_images) != len(truth_images):
-        raise ValueError(f"{len(pred_images)} predictions for {len(truth_images)} truth images")
     ths = _iou_thresholds(thresholds)
-    masks = list(ignores) if ignores is not None else [None] * len(pred_images)
-    tables = [_IouTable.of(p, t, m) for p, t, m in zip(pred_images, truth_images, masks, strict=True)]
+    tables = _tables(pred_images, truth_images, ignores)
     n_true = sum(t.true_objects for t in tables)
     n_pred = sum(t.predicted_objects for t in tables)
     curve = []
@@ -235,15 +232,9 @@ def accuracy_by_min_size(pred_images: Sequence[npt.ArrayLike], truth_images: Seq
         threshold: the IoU threshold in (0, 1].
         ignores: per image, an optional mask of unannotated pixels (see the module docstring).
     """
-    if len(pred_images) != len(truth_images):
-        raise ValueError(f"{len(pred_images)} predictions for {len(truth_images)} truth images")
     threshold = float(_iou_thresholds([threshold])[0])
-    masks = list(ignores) if ignores is not None else [None] * len(pred_images)
-    tables, sizes = [], []
-    for p, t, m in zip(pred_images, truth_images, masks, strict=True):
-        table = _IouTable.of(p, t, m)
-        tables.append(table)
-        sizes.append(np.bincount(np.asarray(p).ravel())[table.pred_ids])
+    tables = _tables(pred_images, truth_images, ignores)
+    sizes = [np.bincount(np.asarray(p).ravel())[table.pred_ids] for p, table in zip(pred_images, tables, strict=True)]
     n_true = sum(t.true_objects for t in tables)
     accuracies = []
     for min_size in min_sizes:
@@ -255,6 +246,15 @@ def accuracy_by_min_size(pred_images: Sequence[npt.ArrayLike], truth_images: Seq
         errors = n_pred - tp + n_true - tp
         accuracies.append(tp / (tp + errors) if tp > 0 else 0.0)
     return accuracies
+
+
+def _tables(pred_images: Sequence[npt.ArrayLike], truth_images: Sequence[npt.ArrayLike],
+            ignores: Sequence[npt.ArrayLike | None] | None) -> list[_IouTable]:
+    """One IoU table per image pair, the images counted against each other first."""
+    if len(pred_images) != len(truth_images):
+        raise ValueError(f"{len(pred_images)} predictions for {len(truth_images)} truth images")
+    masks = list(ignores) if ignores is not None else [None] * len(pred_images)
+    return [_IouTable.of(p, t, m) for p, t, m in zip(pred_images, truth_images, masks, strict=True)]
 
 
 def _iou_thresholds(thresholds: npt.ArrayLike) -> np.ndarray:
