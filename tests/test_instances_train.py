@@ -26,6 +26,27 @@ SMALL = ["model.base_channels=8", "model.depth=2", "tile=92", "samples_per_epoch
          "augment.elastic_sigma=0", "checkpoint_seconds=0"]
 
 
+def test_validation_compares_instance_models_at_their_best_coarse_settings() -> None:
+    """Two touching squares whose interior probability is 0.35: the default seed threshold (0.5) finds no
+    seed and so no object, the coarse search's 0.3 finds both, as the end-of-run search would."""
+    from biounet.training.validation import score_predictions
+
+    objects = np.zeros((32, 32), np.int32)
+    objects[4:20, 4:12], objects[4:20, 12:20] = 1, 2
+    probs = np.zeros((3, 32, 32), np.float32)
+    probs[0] = 1.0
+    for value in (1, 2):
+        inside = ndimage.binary_erosion(objects == value, iterations=2)
+        probs[:, inside] = np.array([0.0, 0.35, 0.65])[:, None]
+        ring = (objects == value) & ~inside
+        probs[:, ring] = np.array([0.0, 0.1, 0.9])[:, None]
+    example = Example("a", np.zeros((1, 32, 32), np.float32), (objects > 0).astype(np.int64),
+                      np.ones((32, 32), np.float32), objects)
+    assert score_predictions([probs], [example], 3, instances=InstanceParams())["accuracy"] == 0.0
+    assert score_predictions([probs], [example], 3)["accuracy"] == 1.0
+    assert score_predictions([probs], [example], 3, instances=InstanceParams(seed=0.3))["accuracy"] == 1.0
+
+
 def test_checkpoint_keeps_the_instance_post_processing(tmp_path: Path) -> None:
     model = UNet(UNetConfig(out_channels=3, base_channels=4, depth=2))
     params = InstanceParams(seed=0.6, foreground=0.4, min_size=12)

@@ -174,8 +174,8 @@ def test_the_end_of_a_run_is_budgeted_with_its_test_time_transforms_and_its_tuni
     budget.note_validation(2.0, 0.5)
     budget.note_validation(1.5, 0.25)  # the slowest recent one counts, shrunk by DECAY per later one
     budget.note_save(0.5)
-    assert TUNING_POINTS == 30
-    assert budget.ending_seconds() == pytest.approx(10 * 1.8 + 30 * 0.45 + 2 * 0.5 + MARGIN * 600)
+    assert TUNING_POINTS == 31
+    assert budget.ending_seconds() == pytest.approx(10 * 1.8 + 31 * 0.45 + 2 * 0.5 + MARGIN * 600)
 
 
 def test_a_cold_first_validation_is_forgotten_after_a_few_warm_ones() -> None:

@@ -38,14 +38,13 @@ from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
 from biounet.training.ema import WeightAverage
 from biounet.training.interrupts import deferred_interrupt
-from biounet.training.tuning import FOREGROUNDS, SEEDS
+from biounet.training.tuning import grid_points
 from biounet.training.validation import OBJECTS_SECONDS
 
 Callback = Callable[["Trainer"], None]
-# The points of an instance model's post-processing search, each about as costly as the objects of one
-# validation: a seeded watershed and one IoU table per image, which scores every minimum size (13.7 s on 16
-# DSB 2018 images, 31 times the 0.45 s of their objects at the default settings).
-TUNING_POINTS = len(SEEDS) * len(FOREGROUNDS)
+# The points of an instance model's post-processing search, each a seeded watershed and one IoU table per
+# image, which scores every minimum size (13.7 s on 16 DSB 2018 images, 31 times the 0.45 s of one point).
+TUNING_POINTS = grid_points()
 MINIMISED = {"rand_error"}
 
 

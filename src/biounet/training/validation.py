@@ -20,8 +20,10 @@ from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
 from biounet.models.unet import UNet
+from biounet.training.tuning import VALIDATION_FOREGROUNDS, VALIDATION_SEEDS, grid_points, tune_instance_params
 
-# The key of score_predictions' result that holds the seconds its objects took (not a metric).
+# The key of score_predictions' result that holds the seconds one post-processing of its objects took (making
+# and matching them once; not a metric).
 OBJECTS_SECONDS = "objects_seconds"
 
 
@@ -68,15 +70,19 @@ def score_predictions(probabilities: list[np.ndarray], examples: list[Example], 
     """Dice and IoU averaged over ``examples``; for two classes, the Rand error of the ISBI challenge
     protocol over all of them (one threshold, counts pooled), the figure a membrane model is judged by,
     rather than a mean of per-image best thresholds, which is more lenient. Examples with true objects
-    (instance labels) are scored by accuracy@0.5 instead, with matches pooled over all images; the seconds
-    that took are under :data:`OBJECTS_SECONDS` (the trainer budgets the post-processing search by them).
+    (instance labels) are scored by accuracy@0.5 instead, with matches pooled over all images: at
+    ``instances``, or without them the best of a coarse post-processing search
+    (:data:`~biounet.training.tuning.VALIDATION_SEEDS` x :data:`~biounet.training.tuning.VALIDATION_FOREGROUNDS`
+    x minimum sizes), so that checkpoints are compared at about the settings the run will end with. The
+    seconds one post-processing took are under :data:`OBJECTS_SECONDS` (the trainer budgets the end-of-run
+    search by them).
 
     Args:
         probabilities: the model's ``(C, *S)`` probabilities per example.
         examples: the validation images and their targets.
         num_classes: the task's classes (2 for a foreground/distance model: background and object).
         output: the model's ``UNetConfig.output``; a ``distance`` model's Dice and IoU are its foreground's.
-        instances: the post-processing that makes objects (default: :class:`InstanceParams`' defaults).
+        instances: the post-processing that makes objects (default: the best of the coarse search).
     """
     objects = bool(examples) and all(e.objects is not None for e in examples)
     names = validation_metrics(num_classes, objects)
@@ -89,9 +95,15 @@ def score_predictions(probabilities: list[np.ndarray], examples: list[Example], 
         scores["rand_error"] = pooled_rand_error([pair.sweep for pair in pairs]).value
     if "accuracy" in names:
         started = time.monotonic()
-        found = [instances_from_probabilities(p, instances or InstanceParams(), output) for p in probabilities]
         truths = [e.objects for e in examples]
         ignores = [e.target == IGNORE_INDEX for e in examples]
-        scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
-        scores[OBJECTS_SECONDS] = time.monotonic() - started
+        if instances is None:
+            tuned = tune_instance_params(probabilities, truths, ignores, output,  # type: ignore[arg-type]
+                                         VALIDATION_SEEDS, VALIDATION_FOREGROUNDS)
+            scores["accuracy"], points = tuned.accuracy, grid_points(VALIDATION_SEEDS, VALIDATION_FOREGROUNDS)
+        else:
+            found = [instances_from_probabilities(p, instances, output) for p in probabilities]
+            scores["accuracy"] = matching_dataset(found, truths, (0.5,), ignores=ignores)[0].accuracy  # type: ignore[arg-type]
+            points = 1
+        scores[OBJECTS_SECONDS] = (time.monotonic() - started) / points
     return scores
