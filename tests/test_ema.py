@@ -99,3 +99,33 @@ def test_resume_continues_the_average_exactly(tmp_path: Path) -> None:
     assert resumed.ema.updates == straight.ema.updates == 8
     for key, value in straight.ema.model.state_dict().items():
         assert torch.equal(value, resumed.ema.model.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_saves_the_best_or_the_latest_validated_model(tmp_path: Path, keep: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation scores that fall after the first epoch: "best" keeps epoch 1's average, "last" the final one.
+    from biounet.training import run as run_module
+
+    scores = iter([0.9, 0.5, 0.4])
+    real = run_module.make_validator
+
+    def scripted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        validate = real(*args, **kwargs)
+        return lambda model: {**validate(model), "dice": next(scores)}
+
+    monkeypatch.setattr(run_module, "make_validator", scripted)
+    config = _config(tmp_path, "epochs=3", "ema=0.5", f"keep={keep}")
+    seen: list[dict[str, torch.Tensor]] = []
+    trainer = train(config, tmp_path / "run", progress=False, callbacks={"on_epoch_end": [
+        lambda t: seen.append({k: v.clone() for k, v in t.evaluated.state_dict().items()})]})
+    assert trainer.state.best == 0.9 and trainer.state.best_epoch == 1 and trainer.state.last_validated_epoch == 3
+    saved = load_checkpoint(tmp_path / "run" / "model.pt").model.state_dict()
+    expected, other = (seen[0], seen[2]) if keep == "best" else (seen[2], seen[0])
+    assert all(torch.equal(v, expected[k]) for k, v in saved.items())
+    assert any(not torch.equal(v, other[k]) for k, v in saved.items())
+
+
+def test_keep_must_be_best_or_last() -> None:
+    with pytest.raises(BiounetError, match="keep 'first'"):
+        apply_overrides({}, ["keep=first"])

@@ -46,6 +46,7 @@ def test_membranes_get_the_paper_network_weighted_loss_and_rand_error() -> None:
     config = plan_of(fp).config()
     assert (config.model.depth, config.model.padding, config.tile_shape) == (4, "valid", (572, 572))
     assert config.loss.name == "ce" and config.loss.weights.w0 == 10.0 and config.monitor == "rand_error"
+    assert config.keep == "best"
     assert config.batch_size == 1 and config.augment.rotate == 180.0
 
 
@@ -67,6 +68,7 @@ def test_instance_labels_plan_background_interior_boundary_and_pick_by_object_ac
               objects=ObjectStats(30, 16.0, 10.0, 24.0, 0.4), labels=LabelConfig(kind="instances"))
     config = plan_of(fp).config()
     assert config.model.out_channels == 3 and config.instance_task and config.monitor == "accuracy"
+    assert config.keep == "last"  # accuracy of a few validation images would pick an epoch by luck
     # Classes balanced (the boundary is thin) plus the paper's border term scaled to the nuclei.
     assert config.loss.name == "ce_dice" and config.loss.weights.class_balance
     assert config.loss.weights.w0 == 10.0 and config.loss.weights.sigma == 2.0

@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
                     device=args.device, amp=args.amp, resume=args.resume, progress=not args.quiet)
     state = trainer.state
     if environment_ranks().main:
+        kept = f"; kept the latest validated model (epoch {state.last_validated_epoch})" \
+            if trainer.config.keep == "last" else ""
         print(f"stopped after epoch {state.epoch} (step {state.step}, {state.seconds / 60:.1f} min): "
-              f"{trainer.stop_reason}; best val_{trainer.config.monitor} = {state.best} at epoch {state.best_epoch}")
+              f"{trainer.stop_reason}; best val_{trainer.config.monitor} = {state.best} at epoch {state.best_epoch}"
+              f"{kept}")
         print(f"model: {args.out / 'model.pt'}")
     return 0
+

@@ -295,7 +295,11 @@ class _Planner:
         self.set("foreground_oversampling", 0.33 if rare else 0.0,
                  "a third of patches centred on foreground" if rare else None)
         if fp.labels.kind == "instances":
-            self.set("monitor", "accuracy", "accuracy@0.5 of the objects picks the checkpoint")
+            self.set("monitor", "accuracy", "accuracy@0.5 of the objects is validated")
+            # The best of ten noisy validations is mostly luck: on DSB 2018 (8 validation images) it was
+            # epoch 4 of 11, 0.51 on the test split, where the final model scored 0.64.
+            self.set("keep", "last", "the final model is kept, not the best-validated one: accuracy@0.5 of a few "
+                     "validation images ranks epochs by noise, and the schedule ends at learning rate 0")
             return
         monitor = "rand_error" if self.membranes else "dice"
         self.set("monitor", monitor, "Rand error picks the checkpoint: membranes must close" if self.membranes

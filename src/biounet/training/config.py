@@ -119,6 +119,10 @@ class TrainConfig:
             accuracy@0.5 of the objects, TP / (TP + FP + FN) with the matches pooled over all validation
             images (StarDist's ``matching_dataset``), maximised.
         patience: stop after this many validations without improvement (0 = never).
+        keep: which validated model ``model.pt`` holds: ``best`` (the best by ``monitor``) or ``last`` (the
+            latest validated, i.e. the final one once the run ends). ``last`` where the validation is too
+            small to rank models trained to a schedule that ends at learning rate 0: picking the best of ten
+            noisy scores favours an early, undertrained one (see :mod:`biounet.planning.planner`).
         ema: decay of an exponential moving average of the weights, updated after every step; when > 0 the
             average is what validation scores and ``model.pt`` keeps (it spans about ``1 / (1 - ema)``
             steps; see :mod:`biounet.training.ema`). 0: the trained weights themselves.
@@ -152,6 +156,7 @@ class TrainConfig:
     val_every: int = 1
     monitor: Monitor = "dice"
     patience: int = 0
+    keep: Literal["best", "last"] = "best"
     ema: float = 0.0
     checkpoint_seconds: float = 120.0
     seed: int = 0
@@ -177,6 +182,8 @@ class TrainConfig:
             raise BiounetError(f"invalid training config: optim.clip must be >= 0, got {self.optim.clip}")
         if not 0.0 <= self.ema < 1.0:
             raise BiounetError(f"invalid training config: ema must be in [0, 1), got {self.ema}")
+        if self.keep not in ("best", "last"):
+            raise BiounetError(f"invalid training config: keep {self.keep!r} (use best or last)")
         if self.data_workers < -1:
             raise BiounetError(f"invalid training config: data_workers must be >= -1, got {self.data_workers}")
         if self.monitor not in ("dice", "iou", "rand_error", "accuracy"):

@@ -82,6 +82,12 @@ class TrainState:
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
         return cls(**data)
 
+    @property
+    def last_validated_epoch(self) -> int:
+        """The epoch of the latest validation (0 if none): the model ``keep: last`` saves."""
+        return next((int(row["epoch"]) for row in reversed(self.history) if any(k.startswith("val_") for k in row)),
+                    0)
+
 
 class Trainer:
     """Trains ``model`` on patches from ``sampler``; validates with ``validate`` (a callable returning metrics).
@@ -148,7 +154,8 @@ class Trainer:
         self.last_loss = math.nan
         self.row: dict[str, float] = {}
         self.stop_reason = ""
-        # The best model as model.pt holds it, kept for the run's tuning and overlays (rank 0 only).
+        # The model as model.pt holds it (the best, or with ``keep: last`` the latest validated), kept for the
+        # run's tuning and overlays (rank 0 only).
         self.best: Checkpoint | None = None
         self._stop_request = ""
         self.budget = Budget(math.inf)
@@ -453,7 +460,7 @@ class Trainer:
         self.state.seconds = self.budget.elapsed()
 
     def _end_epoch(self, metrics: dict[str, float] | None) -> None:
-        """The epoch's log row, its validation scores (saving ``model.pt`` when best) and ``last.pt``."""
+        """The epoch's log row, its validation scores (saving ``model.pt`` as ``keep`` says) and ``last.pt``."""
         self.scheduler.step()
         self.state.seconds = self.budget.elapsed()
         steps = self.state.epoch_step
@@ -475,13 +482,15 @@ class Trainer:
                                f"(available: {', '.join(sorted(metrics))})")
         value = metrics[monitor]
         sign = -1.0 if monitor in MINIMISED else 1.0
-        if self.state.best is None or sign * value > sign * self.state.best:
+        improved = self.state.best is None or sign * value > sign * self.state.best
+        if improved:
             self.state.best, self.state.best_epoch, self.state.stale_validations = value, self.state.epoch, 0
+        else:
+            self.state.stale_validations += 1
+        if improved or self.config.keep == "last":
             self.save(self.best_path, with_state=False)
             if self.ranks.main:
                 self.best = self._in_memory()
-        else:
-            self.state.stale_validations += 1
 
     def _interrupted(self) -> TrainingInterrupted:
         """Saves ``last.pt`` if the state is whole and the weights finite; the error says what was kept."""
