@@ -1,41 +1,32 @@
-"""What correcting a model's result in napari and fine-tuning on the corrections does, measured.
+"""What correcting a model's result and fine-tuning on the corrections does, measured, with and without
+each measure that keeps what the model knew (rehearsal, distillation, anchor; see
+``biounet.training.retention``).
 
 The napari plugin's *Train / fine-tune* from layers, without the GUI: the same functions the widget calls.
-A user is simulated who corrects the shipped ``dsb2018-nuclei`` model's objects on a few images of the kind
-it does worst on (the colour, brightfield/histology images of the DSB 2018 subset), taken from the *train*
-split:
+A user is simulated who corrects the shipped ``dsb2018-nuclei`` model's objects on colour (brightfield /
+histology) images of ``../shared/data/dsb2018-stage1``, the kind it does worst on:
 
 - every true nucleus that no predicted object matches at IoU >= 0.5 is painted as the truth has it (a new
   label, as with napari's brush);
 - every predicted object that matches no true nucleus is erased (napari's fill with 0).
 
-The rest is the plugin's path:
+Then the plugin's path: ``training_label`` (the corrections plus 4 pixels of context, every other pixel
+unannotated), ``write_training_pairs``, ``finetune_config`` from the model, ``train``.
 
-- ``training_label``: the corrections plus 4 pixels of context; every other pixel ignored.
-- ``write_training_pairs``, then ``finetune_config`` from the shipped model with the minutes budget.
-- ``train``.
+Images, fixed by the order of ``dsb2018-stage1/index.csv``: its first 20 colour images are corrected (10
+in round one, 10 in round two), the next ``--unseen`` (30) are held out to score the models on unseen
+images of the corrected kind, the 10 after those are the user's *uncorrected* images (distillation's
+unlabelled folder). The start model's own training data (rehearsal) are the 80 train-split pairs of
+``../shared/data/dsb2018``. The fluorescence (grey) images of that subset's *test* split score what the
+model knew; nothing is tuned on them. Scores: accuracy@0.5 with the matches pooled over the images
+(StarDist's ``matching_dataset``).
 
-Both models are scored on the corrected images themselves (against their whole truth: does segmenting
-again show what was painted?) and on the subset's 20 *test* images, never used to tune anything (all of
-them, and the colour ones). The scores are accuracy@0.5 with matches pooled over the images (StarDist's
-``matching_dataset``).
+    .venv/bin/python benchmarks/bench_corrections.py --work bench_runs/corrections --minutes 5
 
-    .venv/bin/python benchmarks/bench_corrections.py --work bench_runs/corrections --images 3 --minutes 3
-
-Measured on this 2-core CPU (115 objects corrected on 3 colour training images, 3 minutes):
-
-| fine-tuning | corrected images | 20 test images | 3 colour test images |
-|---|---|---|---|
-| none (shipped) | 0.413 | 0.592 | 0.340 |
-| defaults: corrections only, lr 1e-4 (a tenth of the model's) | 0.458 | 0.393 | 0.319 |
-| corrections only, lr 1e-5 | 0.391 | 0.378 | 0.355 |
-| corrections only, lr 1e-3 (the model's own, 5 min) | - | 0.003 | 0.208 |
-| whole corrected images, lr 1e-4 (``--whole``) | - | 0.348 | 0.315 |
-
-So a few minutes at a tenth of the model's rate on a few corrected images teach the model what was painted
-(a hundredth does not), and make it a model for images like those: it loses accuracy on the kinds it was
-not shown (the fluorescence images here), at any of these rates. Three colour test images are too few to
-tell whether it gains on unseen images of the corrected kind.
+Variants (``--variants``, comma-separated): ``none`` (corrections only), ``rehearsal``, ``distill``,
+``anchor``, ``all``, ``default`` (``finetune_config``'s defaults), ``rounds`` (two rounds of 10 at half the
+minutes each, the second from the first's model on all 20 corrections, against ``one20``: one round of 20
+at the whole minutes).
 """
 
 from __future__ import annotations
@@ -50,12 +41,26 @@ import imageio.v3 as iio
 import numpy as np
 
 from biounet.metrics.instances import matching_dataset
-from biounet.napari.layers import IGNORE, segment, training_label, write_training_pairs
+from biounet.models.checkpoint import Checkpoint
+from biounet.napari.layers import segment, training_label, write_training_pairs
 from biounet.napari.models import load_model
 from biounet.training.finetune import finetune_config
 from biounet.training.run import train
 
-DSB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DSB, STAGE1 = DATA / "dsb2018", DATA / "dsb2018-stage1"
+START = "dsb2018-nuclei"
+ANCHOR = 0.01  # the anchor's weight when on (L2-SP), per squared weight difference summed
+VARIANTS = {
+    "none": ["retain.distill=0"],
+    "rehearsal": ["retain.distill=0"],
+    "distill": [],
+    "anchor": ["retain.distill=0", f"retain.anchor={ANCHOR}"],
+    "all": [f"retain.anchor={ANCHOR}"],
+    "default": [],
+}
+
+Item = tuple[np.ndarray, np.ndarray]
 
 
 def colour(image: np.ndarray) -> bool:
@@ -86,60 +91,114 @@ def corrected(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, i
     return out, len(wrong), len(missed)
 
 
-def score(model: str, items: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    checkpoint = load_model(model)
-    predictions = [segment(checkpoint, image, True).labels for image, _ in items]
+def score(model: Checkpoint, items: list[Item]) -> float:
+    predictions = [segment(model, image, True).labels for image, _ in items]
     return matching_dataset(predictions, [truth for _, truth in items], thresholds=[0.5])[0].accuracy
+
+
+def read(folder: Path, name: str) -> Item:
+    return iio.imread(folder / "images" / f"{name}.png"), iio.imread(folder / "masks" / f"{name}.png")
+
+
+def correct(model: Checkpoint, rows: list[str], folder: Path) -> int:
+    """Corrects ``model``'s objects on the stage-1 images ``rows`` and writes the training pairs into
+    ``folder`` (added to what is there: the corrections collection); returns the objects corrected."""
+    painted = 0
+    for name in rows:
+        image, truth = read(STAGE1, name)
+        labels = segment(model, image, True).labels
+        fixed, wrong, missed = corrected(labels, truth)
+        painted += wrong + missed
+        write_training_pairs(folder, name[:8], image, True, training_label(fixed, labels), 2, 3)
+    return painted
+
+
+def link_pairs(folder: Path, names: list[str]) -> tuple[Path, Path]:
+    """Folders of links to the DSB subset's pairs ``names`` (the start model's training data)."""
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / "images" / f"{name}.png").symlink_to(DSB / "images" / f"{name}.png")
+        (folder / "labels" / f"{name}.png").symlink_to(DSB / "masks" / f"{name}.png")
+    return folder / "images", folder / "labels"
+
+
+def finetune(init: str, data: Path, run: Path, minutes: float, rehearsal: tuple[Path, Path] | None,
+             unlabelled: Path | None, overrides: list[str]) -> tuple[Checkpoint, int]:
+    config = finetune_config(init, data / "images", data / "labels", minutes=minutes, ignore=-1,
+                             rehearsal=rehearsal, unlabelled=unlabelled, overrides=overrides)
+    trainer = train(config, run, progress=False)
+    return load_model(str(run / "model.pt")), trainer.state.step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("bench_runs/corrections"))
-    parser.add_argument("--images", type=int, default=3, help="training-split images corrected")
     parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--whole", action="store_true",
-                        help="train on the whole corrected image (unpainted = the model's result, accepted) "
-                             "instead of the corrections alone")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="a training setting on top of the fine-tuning config (as in the widget)")
+    parser.add_argument("--unseen", type=int, default=30, help="held-out colour images to score (>= 20)")
+    parser.add_argument("--variants", default="none,rehearsal,distill,anchor,all,rounds")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    with open(STAGE1 / "index.csv", newline="") as index:
+        colour_rows = [r["id"] for r in csv.DictReader(index) if r["kind"] == "colour"]
+    round1, round2 = colour_rows[:10], colour_rows[10:20]
+    unseen_rows = colour_rows[20:20 + args.unseen]
+    own_rows = colour_rows[20 + args.unseen:30 + args.unseen]
     with open(DSB / "index.csv", newline="") as index:
-        rows = list(csv.DictReader(index))
-
-    def read(row: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        return iio.imread(DSB / "images" / f"{row['id']}.png"), iio.imread(DSB / "masks" / f"{row['id']}.png")
-
-    train_rows = [r for r in rows if r["split"] == "train" and colour(read(r)[0])][:args.images]
-    test = [read(r) for r in rows if r["split"] == "test"]
-    test_colour = [item for item in test if colour(item[0])]
+        dsb_rows = list(csv.DictReader(index))
+    unseen = [read(STAGE1, name) for name in unseen_rows]
+    fluorescence = [item for r in dsb_rows if r["split"] == "test" and not colour((item := read(DSB, r["id"]))[0])]
     shutil.rmtree(args.work, ignore_errors=True)
-    shipped = load_model("dsb2018-nuclei")
-    painted = 0
-    corrected_items = [read(r) for r in train_rows]
-    for row in train_rows:
-        image, truth = read(row)
-        labels = segment(shipped, image, True).labels
-        fixed, wrong, missed = corrected(labels, truth)
-        painted += wrong + missed
-        label = training_label(fixed, None if args.whole else labels)
-        print(f"{row['id'][:8]}: {wrong} objects erased, {missed} painted; {np.mean(label != IGNORE):.1%} of the "
-              "pixels annotated")
-        write_training_pairs(args.work / "data", row["id"][:8], image, True, label, 2, 3)
-    config = finetune_config("dsb2018-nuclei", args.work / "data" / "images", args.work / "data" / "labels",
-                             minutes=args.minutes, ignore=None if args.whole else IGNORE,
-                             overrides=args.overrides)
-    started = time.monotonic()
-    train(config, args.work / "run", progress=False)
-    print(f"fine-tuned for {(time.monotonic() - started) / 60:.1f} min on {painted} corrected objects in "
-          f"{len(train_rows)} images")
-    tuned = str(args.work / "run" / "model.pt")
-    print(f"settings: {' '.join(args.overrides) or 'none'}; post-processing {load_model(tuned).instances}")
-    print(f"accuracy@0.5 on the {len(test)} test images: shipped {score('dsb2018-nuclei', test):.4f}, "
-          f"fine-tuned {score(tuned, test):.4f}")
-    print(f"accuracy@0.5 on the {len(train_rows)} corrected images themselves: shipped "
-          f"{score('dsb2018-nuclei', corrected_items):.4f}, fine-tuned {score(tuned, corrected_items):.4f}")
-    print(f"accuracy@0.5 on the {len(test_colour)} colour test images: shipped "
-          f"{score('dsb2018-nuclei', test_colour):.4f}, fine-tuned {score(tuned, test_colour):.4f}")
+    args.work.mkdir(parents=True)
+    rehearsal = link_pairs(args.work / "rehearsal", [r["id"] for r in dsb_rows if r["split"] == "train"])
+    own = args.work / "uncorrected"
+    own.mkdir()
+    for name in own_rows:
+        (own / f"{name}.png").symlink_to(STAGE1 / "images" / f"{name}.png")
+
+    start = load_model(START)
+    table = args.work / "table.csv"
+    with open(table, "w", newline="") as out:
+        csv.writer(out).writerow(["variant", "steps", "minutes", "corrected objects", "unseen colour",
+                                  "test fluorescence"])
+
+    def record(variant: str, model: Checkpoint, steps: int, minutes: float, painted: int) -> None:
+        row = [variant, steps, f"{minutes:.1f}", painted, f"{score(model, unseen):.4f}",
+               f"{score(model, fluorescence):.4f}"]
+        print(" | ".join(map(str, row)), flush=True)
+        with open(table, "a", newline="") as out:
+            csv.writer(out).writerow(row)
+
+    record("start", start, 0, 0.0, 0)
+    corrections = args.work / "round1"
+    painted = correct(start, round1, corrections)
+    seed = [f"seed={args.seed}"]
+    for variant in args.variants.split(","):
+        started = time.monotonic()
+        if variant == "rounds":
+            first, steps1 = finetune(START, corrections, args.work / "rounds-1", args.minutes / 2, rehearsal, own,
+                                     seed)
+            collection = args.work / "rounds-collection"
+            shutil.copytree(corrections, collection)
+            painted2 = correct(first, round2, collection)
+            second, steps2 = finetune(str(args.work / "rounds-1" / "model.pt"), collection, args.work / "rounds-2",
+                                      args.minutes / 2, rehearsal, own, seed)
+            record("two rounds of 10", second, steps1 + steps2, (time.monotonic() - started) / 60,
+                   painted + painted2)
+            continue
+        if variant == "one20":
+            both = args.work / "one20"
+            shutil.copytree(corrections, both)
+            painted20 = painted + correct(start, round2, both)
+            model, steps = finetune(START, both, args.work / "run-one20", args.minutes, rehearsal, own, seed)
+            record("one round of 20", model, steps, (time.monotonic() - started) / 60, painted20)
+            continue
+        uses_rehearsal = variant in ("rehearsal", "all", "default")
+        uses_own = variant in ("distill", "all", "default")
+        model, steps = finetune(START, corrections, args.work / f"run-{variant}", args.minutes,
+                                rehearsal if uses_rehearsal else None, own if uses_own else None,
+                                seed + VARIANTS[variant])
+        record(variant, model, steps, (time.monotonic() - started) / 60, painted)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,40 @@ def test_training_pairs_of_an_rgb_stack_are_the_annotated_planes(tmp_path: Path)
         write_training_pairs(tmp_path / "none", "cells", stack, True, np.full_like(label, IGNORE), 2, 3)
 
 
+def test_resplit_equals_segmenting_again_with_the_settings() -> None:
+    from biounet.models.instance_params import InstanceParams
+    from biounet.napari.layers import resplit, segment
+    from biounet.napari.models import load_model
+
+    model = load_model("dsb2018-nuclei")
+    image = iio.imread(SAMPLES / "dsb2018-nuclei.png")[:192, :160]
+    stack = np.stack([image, image[::-1]])  # two planes: ids unique over the stack
+    first = segment(model, stack, True)
+    for params in (InstanceParams(0.8, 0.5, 0), InstanceParams(0.3, 0.8, 60)):
+        again = segment(model, stack, True, instances=params).labels
+        np.testing.assert_array_equal(resplit(first, model, params), again)
+        assert not np.array_equal(again, first.labels)
+
+
+def test_the_collection_keeps_every_corrected_image_and_replaces_one_corrected_again(tmp_path: Path) -> None:
+    from biounet.napari.collection import Corrections
+
+    collection = Corrections(tmp_path / "corrections")
+    assert collection.entries() == []
+    image = np.zeros((40, 50), np.uint8)
+    label = np.full((40, 50), IGNORE, np.int32)
+    label[:10, :10] = 0
+    label[2:6, 2:6] = 7
+    assert collection.add("a", image, False, label, 2, 1) == 1
+    label[20:30, 20:30] = 3
+    collection.add("b", image, False, label, 2, 1)
+    collection.add("a_b", np.stack([image, image]), False, np.stack([label, np.full_like(label, IGNORE)]), 2, 1)
+    assert [(e.name, e.objects) for e in collection.entries()] == [("a", 1), ("a_b_z0", 2), ("b", 2)]
+    collection.add("a", image, False, label, 2, 1)  # corrected again: replaced, "a_b" kept
+    assert [(e.name, e.objects) for e in collection.entries()] == [("a", 2), ("a_b_z0", 2), ("b", 2)]
+    assert collection.entries()[0].annotated == pytest.approx(200 / 2000)
+
+
 # --- the viewer ------------------------------------------------------------------------------------------
 
 
@@ -184,17 +218,21 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     train.labels.setCurrentText(labels.name)
     train.start_from.setCurrentText("dsb2018-nuclei")
     train.run_dir.edit.setText(str(tmp_path / "run"))
+    train.collection.edit.setText(str(tmp_path / "collection"))
     train.minutes.setValue(5.0)
     train.settings.setText("epochs=2 samples_per_epoch=4")
     wait_for(qtbot, train, train.run())
     assert train.status.text().startswith("done"), train.status.text()
+    # One corrected image is also the validation image: the check before keeping says nothing was held back.
+    assert "no corrected image was held back" in train.status.text()
+    assert train.entries.count() == 1 and "objects" in train.entries.item(0).text()
     model = tmp_path / "run" / "model.pt"
     tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
     assert tuned.instances == shipped.instances  # a few corrections are too few objects to tune it on
     assert any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
                                                        shipped.model.state_dict().values(), strict=True))
     # The training pair: the corrections (and a margin) with their values, the rest unannotated.
-    written = tifffile.imread(tmp_path / "run" / "data" / "labels" / f"{image.name.replace(' ', '_')}.tif")
+    written = tifffile.imread(tmp_path / "collection" / "labels" / f"{image.name.replace(' ', '_')}.tif")
     now = np.asarray(labels.data)
     changed = now != before
     assert (written[changed] == now[changed]).all() and (written == IGNORE).mean() > 0.5
@@ -301,3 +339,30 @@ def test_object_settings_come_from_the_checkpoint_and_change_the_objects(viewer:
     # A semantic model has no object settings.
     widget.model.setCurrentText("isbi2012-membranes")
     assert not widget.objects.isEnabled()
+
+
+def test_moving_the_object_settings_resplits_the_last_result_at_once(viewer: Any, qtbot: Any) -> None:
+    from biounet.models.instance_params import InstanceParams
+    from biounet.napari.layers import segment
+    from biounet.napari.models import load_model
+
+    viewer.open_sample("biounet", "dsb2018-nuclei")
+    widget = segment_widget(viewer, "dsb2018-nuclei")
+    shipped = load_model("dsb2018-nuclei").instances
+    assert shipped is not None
+    wait_for(qtbot, widget, widget.run())
+    labels = viewer.layers[-1]
+    layers = len(viewer.layers)
+    widget.seed.setValue(0.85)  # no job: the objects change in the same call
+    widget.min_size.setValue(150)
+    assert not widget.busy and len(viewer.layers) == layers
+    expected = segment(load_model("dsb2018-nuclei"), viewer.layers[0].data, True,
+                       instances=InstanceParams(0.85, shipped.foreground, 150)).labels
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)
+    np.testing.assert_array_equal(labels.metadata[ORIGINAL], expected)
+    # Painted corrections are never overwritten by a re-split.
+    edited = np.asarray(labels.data).copy()
+    edited[:5, :5] = 999
+    labels.data = edited
+    widget.seed.setValue(0.5)
+    assert np.asarray(labels.data)[0, 0] == 999 and "edited" in widget.status.text()

@@ -22,6 +22,7 @@ from biounet.planning.fingerprint import Fingerprint
 from biounet.planning.planner import Plan, plan_run
 from biounet.training import distributed
 from biounet.training.config import TrainConfig, apply_overrides, load_config
+from biounet.training.finetune import FINE_TUNING_MINUTES, finetune_config
 from biounet.training.run import train as run_training
 from biounet.training.trainer import Callback, Trainer
 
@@ -55,9 +56,12 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
           minutes: float | None = None, epochs: int | None = None, config: str | Path | TrainConfig | None = None,
           overrides: Sequence[str] = (), val_images: str | Path | None = None, val_labels: str | Path | None = None,
           device: str = "cpu", amp: bool = False, resume: bool = False, progress: bool = True,
+          init: str | Path | None = None, rehearsal: tuple[str | Path, str | Path] | None = None,
+          unlabelled: str | Path | None = None,
           callbacks: Mapping[str, Sequence[Callback]] | None = None) -> Trainer:
     """Trains a U-Net as ``biounet train`` does: without ``config``, planned from the data, the device and the
-    budget (printing the fingerprint and the plan); ``overrides`` win over either.
+    budget (printing the fingerprint and the plan), or with ``init``, fine-tuned from that model
+    (:func:`~biounet.training.finetune.finetune_config`); ``overrides`` win over any of them.
 
     The run directory receives ``model.pt`` (best validation score), ``last.pt`` (resumable),
     ``config.yaml``, ``log.csv``, ``curves.png`` and ``overlays/``. Started by ``torchrun``, every process
@@ -77,6 +81,11 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
         amp: mixed precision on CUDA (``amp=auto``); the CPU stays float32.
         resume: continue the run in ``out`` from its ``last.pt``, with its saved config.
         progress: show progress bars.
+        init: a checkpoint or shipped model name to fine-tune (default minutes:
+            :data:`~biounet.training.finetune.FINE_TUNING_MINUTES`), keeping what it knew (``retain``).
+        rehearsal: with ``init``, its own training images and labels folders (default: those its config
+            records, if they are still there).
+        unlabelled: with ``init``, a folder of images without labels, distilled from it.
         callbacks: more callbacks per trainer event (see :class:`~biounet.training.trainer.Trainer`).
 
     Returns:
@@ -92,8 +101,9 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
         settings = {"images": images, "labels": labels, "val_images": val_images, "val_labels": val_labels,
                     "epochs": epochs, "minutes": minutes}
         # Rank 0 plans (it times the candidate widths) and the others take its config, or its error.
-        chosen, error = _config(Path(out), settings, config, list(overrides), amp, resume, device, progress) \
-            if ranks.main else (None, None)
+        finetune = (init, rehearsal, unlabelled)
+        chosen, error = _config(Path(out), settings, config, list(overrides), amp, resume, device, progress,
+                                finetune) if ranks.main else (None, None)
         chosen, error = ranks.broadcast((chosen, error))
         if error is not None:
             raise BiounetError(error)
@@ -105,8 +115,10 @@ def train(images: str | Path | None = None, labels: str | Path | None = None, ou
 
 
 def _config(out: Path, settings: dict[str, Any], config: str | Path | TrainConfig | None, overrides: list[str],
-            amp: bool, resume: bool, device: str, progress: bool) -> tuple[TrainConfig | None, str | None]:
-    """The run's config (planned without ``config``), or the one-line error that stops every rank."""
+            amp: bool, resume: bool, device: str, progress: bool,
+            finetune: tuple[Any, Any, Any] = (None, None, None)) -> tuple[TrainConfig | None, str | None]:
+    """The run's config (planned without ``config``, fine-tuning with ``finetune``'s init), or the one-line
+    error that stops every rank."""
     keys = {"images": "data.images", "labels": "data.labels", "val_images": "data.val_images",
             "val_labels": "data.val_labels", "epochs": "epochs", "minutes": "minutes"}
     given = [f"{keys[name]}={value}" for name, value in settings.items() if value is not None]
@@ -116,6 +128,15 @@ def _config(out: Path, settings: dict[str, Any], config: str | Path | TrainConfi
             return apply_overrides(saved_config(out), overrides), None
         if isinstance(config, TrainConfig):
             return apply_overrides(config.to_dict(), overrides), None
+        init, rehearsal, unlabelled = finetune
+        if init is not None:
+            if config is not None or settings["images"] is None or settings["labels"] is None:
+                raise BiounetError("fine-tuning (--init) takes --images and --labels, and no --config")
+            minutes = settings["minutes"] if settings["minutes"] is not None else FINE_TUNING_MINUTES
+            pairs = (Path(rehearsal[0]), Path(rehearsal[1])) if rehearsal else None
+            tuned = finetune_config(init, Path(settings["images"]), Path(settings["labels"]), minutes=minutes,
+                                    rehearsal=pairs, unlabelled=Path(unlabelled) if unlabelled else None)
+            return apply_overrides(tuned.to_dict(), overrides), None
         if config is None and settings["images"] is not None and settings["labels"] is not None:
             # The label convention given in overrides (kind, foreground, ignore) is the one the plan reads by.
             labels = apply_overrides({}, [o for o in overrides if o.startswith("labels.")]).labels

@@ -29,17 +29,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a gradient "
                              "scaler (same as --set amp=auto); the CPU stays float32")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="fine-tune this checkpoint or shipped model on --images/--labels (default 5 minutes), "
+                             "keeping what it knew: its own training data rehearsed when at hand, unannotated "
+                             "pixels distilled from it; ends with the new model against it")
+    parser.add_argument("--rehearse-images", type=Path, metavar="DIR",
+                        help="with --init: the model's own training images (default: the folders it records)")
+    parser.add_argument("--rehearse-labels", type=Path, metavar="DIR", help="with --init: their labels")
+    parser.add_argument("--unlabelled", type=Path, metavar="DIR",
+                        help="with --init: images without labels, trained to agree with the start model")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from biounet.errors import BiounetError
     from biounet.training.distributed import environment_ranks
     from biounet.workflows import train
 
+    if (args.rehearse_images is None) != (args.rehearse_labels is None):
+        raise BiounetError("give both --rehearse-images and --rehearse-labels, or neither")
+    if (args.rehearse_images or args.unlabelled) and not args.init:
+        raise BiounetError("--rehearse-images, --rehearse-labels and --unlabelled go with --init")
+    rehearsal = (args.rehearse_images, args.rehearse_labels) if args.rehearse_images else None
     trainer = train(args.images, args.labels, args.out, minutes=args.minutes, epochs=args.epochs, config=args.config,
                     overrides=args.overrides, val_images=args.val_images, val_labels=args.val_labels,
-                    device=args.device, amp=args.amp, resume=args.resume, progress=not args.quiet)
+                    device=args.device, amp=args.amp, resume=args.resume, progress=not args.quiet,
+                    init=args.init, rehearsal=rehearsal, unlabelled=args.unlabelled)
     state = trainer.state
     if environment_ranks().main:
         kept = f"; kept the latest validated model (epoch {state.last_validated_epoch})" \
@@ -48,5 +64,9 @@ def run(args: argparse.Namespace) -> int:
               f"{trainer.stop_reason}; best val_{trainer.config.monitor} = {state.best} at epoch {state.best_epoch}"
               f"{kept}")
         print(f"model: {args.out / 'model.pt'}")
+        if trainer.config.init and (args.out / "model.pt").exists():
+            from biounet.training.compare import compare_to_start
+
+            print(compare_to_start(args.out, trainer.config).report())
     return 0
 

@@ -269,6 +269,29 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
     return Example(file_stem(image_path), normalization(image), target, weight, objects, distance)
 
 
+def unlabelled_example(image_path: Path, *, spatial_dims: int = 2, in_channels: int,
+                       normalization: Normalization, distance: bool = False) -> Example:
+    """An image without a label, as an example whose every pixel is unannotated (``IGNORE_INDEX``, weight
+    0): it adds nothing to the supervised loss, only to a term that needs no label (distillation, see
+    :mod:`biounet.training.retention`).
+
+    Args:
+        image_path: the image file.
+        spatial_dims: 2 for images, 3 for volumes.
+        in_channels: the model's input channels.
+        normalization: intensity normalisation of the image.
+        distance: give it the (all-zero, never counted) distance target of a foreground/distance model.
+
+    Raises:
+        BiounetError: naming the file, if it cannot be read or its channels do not fit.
+    """
+    image, _ = read_image_meta(image_path, spatial_dims)
+    image = match_channels(image, in_channels, image_path)
+    shape = image.shape[1:]
+    return Example(file_stem(image_path), normalization(image), np.full(shape, IGNORE_INDEX, np.int64),
+                   np.zeros(shape, np.float32), None, np.zeros(shape, np.float32) if distance else None)
+
+
 def learns_distance(labels: LabelConfig) -> bool:
     """Whether examples read by this convention carry the distance target.
 

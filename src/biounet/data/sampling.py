@@ -21,26 +21,29 @@ class PatchSampler:
     The output window (where the loss is computed) is placed uniformly inside the image, or centred on a
     random foreground pixel with probability ``foreground_oversampling``. In a partly annotated image, a
     window that misses every annotated pixel (it would train on nothing) is centred on a random annotated
-    pixel instead. The input patch extends half
-    the halo beyond it, mirrored outside the image as at prediction time. Images are drawn in proportion
-    to their pixel count. Image, target and weight (and the distance, for the distance target) are all
-    returned at the *input* size, so augmentation can deform them together before the targets are cropped
-    to the output.
+    pixel instead. The input patch extends half the halo beyond it, mirrored outside the image as at
+    prediction time. Images are drawn in proportion to their pixel count (times their ``draw_weights``).
+    Image, target and weight (and the distance, for the distance target) are all returned at the *input*
+    size, so augmentation can deform them together before the targets are cropped to the output.
 
     Args:
         examples: the training images.
         input_shape: network input tile.
         output_shape: network output tile (``== input_shape`` for same models).
         foreground_oversampling: probability of centring a patch on a foreground pixel.
+        draw_weights: a weight per example that its pixel count is multiplied by when drawing (e.g. to give
+            a group of images a share of the patches); default: all 1.
     """
 
     def __init__(self, examples: Sequence[Example | LazyExample], input_shape: Shape, output_shape: Shape,
-                 foreground_oversampling: float = 0.0) -> None:
+                 foreground_oversampling: float = 0.0, draw_weights: Sequence[float] | None = None) -> None:
         self.examples = examples
         self.input_shape, self.output_shape = input_shape, output_shape
         self.offset = tuple((o - i) // 2 for i, o in zip(input_shape, output_shape, strict=True))
         self.oversampling = foreground_oversampling
         sizes = torch.tensor([e.size for e in examples], dtype=torch.float64)
+        if draw_weights is not None:
+            sizes = sizes * torch.tensor(list(draw_weights), dtype=torch.float64)
         self.probabilities = sizes / sizes.sum()
         self.foreground = [e.foreground for e in examples]
         # Only in-memory examples can tell cheaply; a lazily read volume keeps the uniform draw.

@@ -5,6 +5,7 @@
 - ``distance``: a foreground/distance model's loss, the foreground's plus the distance's regression.
 - ``factory``: :func:`build_loss`, a loss or a sum of two by name (``ce``, ``dice``, ``ce_dice``, ``bce_dice``).
 - ``deep_supervision``: :class:`DeepSupervisionLoss`, a loss on each output of ``UNet.forward_deep``.
+- ``distillation``: :func:`distillation_loss`, a model's probabilities pulled toward a teacher's.
 - ``_inputs``: the shared checks of logits, targets and weights.
 """
 
@@ -12,6 +13,7 @@ from biounet.losses.cross_entropy import WeightedBinaryCrossEntropy, WeightedCro
 from biounet.losses.deep_supervision import DeepSupervisionLoss
 from biounet.losses.dice import SoftDiceLoss
 from biounet.losses.distance import ForegroundDistanceLoss
+from biounet.losses.distillation import distillation_loss
 from biounet.losses.factory import CombinedLoss, LossName, build_loss
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "WeightedBinaryCrossEntropy",
     "WeightedCrossEntropy",
     "build_loss",
+    "distillation_loss",
 ]

@@ -16,11 +16,11 @@ from scipy import ndimage
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.infer.predict import TileOptions
-from biounet.infer.stack import segment_array
-from biounet.io.axes import plan_stack
+from biounet.infer.stack import segment_array, stack_instances
+from biounet.io.axes import StackPlan, plan_stack
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.instance_params import InstanceParams
-from biounet.models.outputs import foreground_probability
+from biounet.models.outputs import foreground_probability, probabilities_to_mask
 
 # The value written where a training label is not annotated (``labels.ignore`` of the run).
 IGNORE = -1
@@ -68,12 +68,17 @@ class Segmentation:
         labels: object ids (an instance model's objects) or class indices (a semantic model's mask).
         instances: whether ``labels`` holds object ids.
         axes: the layer's axes (:func:`layer_axes`), channels included.
+        classes: the model's ``(C, *stored)`` probabilities, kept to re-split them into objects
+            (:func:`resplit`).
+        plan: how the layer's data was split into items.
     """
 
     probability: np.ndarray
     labels: np.ndarray
     instances: bool
     axes: str
+    classes: np.ndarray | None = None
+    plan: StackPlan | None = None
 
 
 def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOptions = TileOptions(),
@@ -107,7 +112,27 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOption
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")
     return Segmentation(foreground.astype(np.float32, copy=False).reshape(shape), labels.reshape(shape),
-                        checkpoint.instances is not None, axes)
+                        checkpoint.instances is not None, axes, probs, plan)
+
+
+def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams) -> np.ndarray:
+    """An instance model's objects with other post-processing settings, from the probabilities it already
+    gave (no second prediction): the labels :func:`segment` would give with ``instances=params``.
+
+    Args:
+        result: a :func:`segment` result of ``checkpoint``, an instance model.
+        checkpoint: the model that made it.
+        params: the seed, foreground and minimum size to split by.
+
+    Raises:
+        BiounetError: for a result without probabilities or of a model without objects.
+    """
+    if result.classes is None or result.plan is None or checkpoint.instances is None:
+        raise BiounetError("only an instance model's result can be split into objects again")
+    tuned = dataclasses.replace(checkpoint, instances=params)
+    mask = probabilities_to_mask(result.classes, checkpoint.config.output)
+    ids = stack_instances(tuned, result.classes, mask, result.plan)
+    return result.plan.to_stored_order(ids[None])[0].reshape(result.labels.shape)
 
 
 def annotated(labels: np.ndarray, original: np.ndarray | None) -> np.ndarray:

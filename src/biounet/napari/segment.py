@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,12 +22,14 @@ from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
 from biounet.models.instance_params import InstanceParams
 from biounet.napari.jobs import JobCancelledError, JobWidget
-from biounet.napari.layers import ORIGINAL, Segmentation, segment
+from biounet.napari.layers import ORIGINAL, Segmentation, resplit, segment
 from biounet.napari.models import MODELS, devices, load_model
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image
+    from napari.layers import Image, Labels
+
+    from biounet.models.checkpoint import Checkpoint
 
 
 class SegmentWidget(JobWidget):
@@ -69,6 +72,11 @@ class SegmentWidget(JobWidget):
         objects_form.addRow("seed", self.seed)
         objects_form.addRow("foreground", self.foreground)
         objects_form.addRow("min size", self.min_size)
+        # The last instance result: its Labels layer, the result and its model, to re-split when the object
+        # settings move (no second prediction).
+        self.last: tuple[Labels, Segmentation, Checkpoint] | None = None
+        for box in (self.seed, self.foreground, self.min_size):
+            box.valueChanged.connect(self._resplit)
 
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
@@ -111,6 +119,7 @@ class SegmentWidget(JobWidget):
         """Shows the chosen model's post-processing and test-time augmentation (a model that cannot be read
         says so when run)."""
         params = None
+        self.last = None  # the settings shown now are the new model's: not for the last result
         if name in MODELS.names():
             try:
                 model = load_model(MODELS.path(name))
@@ -170,17 +179,40 @@ class SegmentWidget(JobWidget):
                 raise JobCancelledError
             relay.fraction.emit(fraction)
 
-        def job() -> Segmentation:
-            return segment(load_model(model_path), data, bool(layer.rgb), on_progress=report, **settings)
+        def job() -> tuple[Segmentation, Checkpoint]:
+            model = load_model(model_path)
+            return segment(model, data, bool(layer.rgb), on_progress=report, **settings), model
 
-        return self.start_job(job, lambda result: self._add_layers(layer, result), f"segmenting {name}…")
+        return self.start_job(job, lambda done: self._add_layers(layer, *done), f"segmenting {name}…")
 
     def cancel(self) -> None:
         """Stops the running job after its current batch of tiles."""
         self.stop_requested.set()
         self.status.setText("cancelling…")
 
-    def _add_layers(self, image: Image, result: Segmentation) -> None:
+    def _resplit(self, *_: Any) -> None:
+        """Splits the last instance result into objects again with the settings shown, if its Labels layer
+        is still in the viewer and unedited (painted corrections are never overwritten)."""
+        if self.last is None or self.busy:
+            return
+        labels, result, model = self.last
+        if labels not in self.viewer.layers:
+            self.last = None
+            return
+        if not np.array_equal(labels.data, labels.metadata[ORIGINAL]):
+            self.status.setText("the objects were edited: segment again to split them with these settings")
+            return
+        try:
+            params = InstanceParams(self.seed.value(), self.foreground.value(), self.min_size.value())
+        except BiounetError as exc:
+            self.status.setText(f"error: {exc}")
+            return
+        objects = resplit(result, model, params)
+        labels.data = objects
+        labels.metadata[ORIGINAL] = objects.copy()
+        self.status.setText(f"{int(objects.max(initial=0))} objects")
+
+    def _add_layers(self, image: Image, result: Segmentation, model: Checkpoint) -> None:
         # The layer's scale and position, for the axes the result has (the image's without channels).
         shown = result.axes[:-1] if image.rgb else result.axes
         keep = [i for i, a in enumerate(shown) if a != "C"]
@@ -190,8 +222,9 @@ class SegmentWidget(JobWidget):
                               translate=translate, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.5,
                               blending="additive", visible=False)
         kind = "objects" if result.instances else "classes"
-        self.viewer.add_labels(result.labels, name=f"{image.name} {kind}", scale=scale, translate=translate,
-                               opacity=0.5, metadata={ORIGINAL: result.labels.copy()})
+        layer = self.viewer.add_labels(result.labels, name=f"{image.name} {kind}", scale=scale,
+                                       translate=translate, opacity=0.5, metadata={ORIGINAL: result.labels.copy()})
+        self.last = (layer, result, model) if result.instances else None
         found = int(result.labels.max(initial=0))
         self.status.setText(f"{found} objects" if result.instances else f"{found + 1} classes in the mask")
         self.progress.setValue(1000)

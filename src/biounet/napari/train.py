@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QListWidget,
     QPushButton,
     QStackedWidget,
     QVBoxLayout,
@@ -22,8 +23,9 @@ from qtpy.QtWidgets import (
 )
 
 from biounet.errors import BiounetError
+from biounet.napari.collection import Corrections
 from biounet.napari.jobs import JobWidget
-from biounet.napari.layers import IGNORE, ORIGINAL, training_label, write_training_pairs
+from biounet.napari.layers import IGNORE, ORIGINAL, training_label
 from biounet.napari.models import MODELS, devices, load_model
 
 if TYPE_CHECKING:
@@ -41,7 +43,10 @@ class TrainWidget(JobWidget):
 
     From layers, a Labels layer that a Segment run made is trained on where it was corrected (and a few
     pixels around each correction); its unpainted pixels are ignored. Any other Labels layer is taken as
-    drawn in full (0 = background). Stacks for a 2D model give one training pair per annotated plane.
+    drawn in full (0 = background). Stacks for a 2D model give one training pair per annotated plane. The
+    image joins the corrections collection (:mod:`biounet.napari.collection`), listed in the widget, and the
+    run trains on all of it. A fine-tuning run keeps what the start model knew (its own training data when
+    at hand, distillation elsewhere) and ends with the new model against the start model in the status.
 
     Args:
         napari_viewer: the viewer (napari passes it).
@@ -62,6 +67,11 @@ class TrainWidget(JobWidget):
         self.minutes.setValue(5.0)
         self.minutes.setSuffix(" min")
         self.minutes.setToolTip("the whole run's budget: reading the data, training, validation, saving")
+        self.collection = _PathEdit("the corrections collection: every corrected image is kept here and trained on")
+        self.collection.edit.setText(str(Path.home() / "biounet-corrections"))
+        self.collection.edit.editingFinished.connect(self._list_collection)
+        self.entries = QListWidget()
+        self.entries.setMaximumHeight(90)
         self.run_dir = _PathEdit("the run directory (model.pt, log.csv, curves.png, overlays/)")
         self.run_dir.edit.setText(str(Path.home() / "biounet-runs" / time.strftime("run-%Y%m%d-%H%M%S")))
         self.settings = QLineEdit()
@@ -75,6 +85,8 @@ class TrainWidget(JobWidget):
         layer_form, folder_form = QFormLayout(layer_page), QFormLayout(folder_page)
         layer_form.addRow("image", self.image)
         layer_form.addRow("labels", self.labels)
+        layer_form.addRow("collection", self.collection)
+        layer_form.addRow(self.entries)
         folder_form.addRow("images", self.images_dir)
         folder_form.addRow("labels", self.labels_dir)
         self.pages = QStackedWidget()
@@ -98,6 +110,7 @@ class TrainWidget(JobWidget):
         self.relay.epoch.connect(self.plot.add_epoch)
         self._refresh_models()
         self._refresh_layers()
+        self._list_collection()
         MODELS.changed.connect(self._model_added)
         self.start_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
@@ -126,6 +139,15 @@ class TrainWidget(JobWidget):
             combo.addItems(names)
             combo.setCurrentText(current if current in names else (names[-1] if names else ""))
 
+    def _list_collection(self) -> None:
+        self.entries.clear()
+        try:
+            found = Corrections(Path(self.collection.edit.text()).expanduser()).entries()
+        except BiounetError as exc:
+            self.status.setText(f"error: {exc}")
+            return
+        self.entries.addItems([f"{e.name}: {e.objects} objects, {e.annotated:.0%} annotated" for e in found])
+
     # -- the job ---------------------------------------------------------------------------------------
 
     def run(self) -> Any:
@@ -144,7 +166,7 @@ class TrainWidget(JobWidget):
             return None
         relay, stop = self.relay, self.stop_requested
 
-        def job() -> Path:
+        def job() -> tuple[Path, str]:
             from biounet.training.run import train
 
             config = _config(init, *folders, minutes, device, overrides)
@@ -164,7 +186,11 @@ class TrainWidget(JobWidget):
                   callbacks={"on_step_end": [step_done], "on_epoch_end": [epoch_done]})
             if not (run_dir / "model.pt").exists():
                 raise BiounetError("stopped before the first validation: no model was saved", run_dir)
-            return run_dir / "model.pt"
+            if not init:
+                return run_dir / "model.pt", ""
+            from biounet.training.compare import compare_to_start
+
+            return run_dir / "model.pt", compare_to_start(run_dir, config).report()
 
         self.plot.clear()
         return self.start_job(job, self._trained, f"training into {run_dir}…")
@@ -189,13 +215,16 @@ class TrainWidget(JobWidget):
         dims = config.spatial_dims if config else (3 if labels.ndim == 3 else 2)
         channels = config.in_channels if config else (np.shape(image.data)[-1] if image.rgb else 1)
         label = training_label(np.asarray(labels.data), labels.metadata.get(ORIGINAL))
-        images_dir, labels_dir, _ = write_training_pairs(run_dir / "data", _stem(image.name), image.data,
-                                                         bool(image.rgb), label, dims, channels)
-        return images_dir, labels_dir, True
+        collection = Corrections(Path(self.collection.edit.text()).expanduser())
+        collection.add(_stem(image.name), image.data, bool(image.rgb), label, dims, channels)
+        self._list_collection()
+        return collection.images, collection.labels, True
 
-    def _trained(self, model: Path) -> None:
+    def _trained(self, done: tuple[Path, str]) -> None:
+        model, comparison = done
         name = MODELS.add(model, f"{model.parent.name} (trained)")
-        self.status.setText(f"done: {model}; offered in Segment as '{name}'")
+        done_text = f"done: {model}; offered in Segment as '{name}'"
+        self.status.setText(f"{done_text}\n{comparison}" if comparison else done_text)
         self.progress.setValue(1000)
 
 

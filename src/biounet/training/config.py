@@ -81,6 +81,39 @@ class LossConfig:
     weights: WeightMapConfig = field(default_factory=WeightMapConfig)
 
 
+@dataclass(frozen=True)
+class RetainConfig:
+    """What a fine-tuning run (``init`` set) keeps of the model it starts from, so that a few corrected
+    images teach it without unteaching the rest (see :mod:`biounet.training.retention`).
+
+    Args:
+        images: the start model's own training images (rehearsal): their patches are mixed into the
+            batches with their true labels.
+        labels: their labels (same file stems).
+        unlabelled: a folder of images without labels (e.g. the user's uncorrected ones): their patches are
+            mixed in and trained, by ``distill``, to agree with the start model.
+        share: the share of patches drawn from ``images`` and ``unlabelled`` together (in proportion to
+            their pixels); the rest come from the training pairs.
+        distill: weight of the distillation term: on every pixel without an annotation (unpainted pixels of
+            corrected images, unlabelled images), the KL divergence of the model's class probabilities from
+            the start model's, per patch pixel. 0: off.
+        anchor: weight of a pull toward the start weights (L2-SP, Li et al. 2018): ``anchor`` times the sum
+            of squared differences over all weights. 0: off.
+    """
+
+    images: str = ""
+    labels: str = ""
+    unlabelled: str = ""
+    share: float = 0.5
+    distill: float = 0.0
+    anchor: float = 0.0
+
+    @property
+    def data(self) -> bool:
+        """Whether patches are mixed in from elsewhere than the training pairs."""
+        return bool(self.images or self.unlabelled)
+
+
 Monitor = Literal["dice", "iou", "rand_error", "accuracy"]
 
 
@@ -137,6 +170,7 @@ class TrainConfig:
             (SyncBatchNorm), as one process with the whole batch would.
         init: a checkpoint (or shipped model name) whose weights the run starts from (fine-tuning); its
             architecture must equal ``model``. Empty: He initialisation.
+        retain: what a fine-tuning run keeps of the ``init`` model (rehearsal, distillation, anchor).
     """
 
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -165,6 +199,7 @@ class TrainConfig:
     amp: Literal["off", "auto", "bf16", "fp16"] = "off"
     sync_batchnorm: bool = False
     init: str = ""
+    retain: RetainConfig = field(default_factory=RetainConfig)
 
     def __post_init__(self) -> None:
         positive = {"tile": min(self.tile_shape), "batch_size": self.batch_size,
@@ -184,6 +219,16 @@ class TrainConfig:
             raise BiounetError(f"invalid training config: ema must be in [0, 1), got {self.ema}")
         if self.keep not in ("best", "last"):
             raise BiounetError(f"invalid training config: keep {self.keep!r} (use best or last)")
+        retain = self.retain
+        if not 0.0 <= retain.share < 1.0 or retain.distill < 0 or retain.anchor < 0:
+            raise BiounetError("invalid training config: retain.share must be in [0, 1), retain.distill and "
+                               "retain.anchor >= 0")
+        if bool(retain.images) != bool(retain.labels):
+            raise BiounetError("give both retain.images and retain.labels, or neither")
+        if (retain.distill or retain.anchor) and not self.init:
+            raise BiounetError("retain.distill and retain.anchor keep what the init model knew: set init")
+        if retain.unlabelled and not retain.distill:
+            raise BiounetError("retain.unlabelled images are trained by distillation alone: set retain.distill > 0")
         if self.data_workers < -1:
             raise BiounetError(f"invalid training config: data_workers must be >= -1, got {self.data_workers}")
         if self.monitor not in ("dice", "iou", "rand_error", "accuracy"):
@@ -233,7 +278,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         sections: dict[str, Any] = {
             "model": UNetConfig, "normalization": Normalization, "labels": LabelConfig,
-            "augment": AugmentConfig, "optim": OptimConfig, "data": DataConfig,
+            "augment": AugmentConfig, "optim": OptimConfig, "data": DataConfig, "retain": RetainConfig,
         }
         values = _distance_model(dict(data))
         for name, section in sections.items():

@@ -14,17 +14,31 @@ from biounet.pretrained import resolve_model
 from biounet.training.config import TrainConfig, apply_overrides
 
 FINE_TUNING_LR_FACTOR = 0.1
+# The budget of a fine-tuning run when none is given.
+FINE_TUNING_MINUTES = 5.0
+# What a fine-tuning run keeps of its start model by default (see biounet.training.retention), measured with
+# benchmarks/bench_corrections.py.
+REHEARSAL_SHARE = 0.5
+DISTILL = 1.0
+ANCHOR = 0.0
 
 
 def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: float,
                     label_kind: str | None = None, ignore: int | None = None,
+                    rehearsal: tuple[Path, Path] | None = None, unlabelled: Path | None = None,
                     overrides: Sequence[str] = ()) -> TrainConfig:
     """The config of a run that starts from ``init``'s weights and trains on the pairs in two folders.
 
     The model's own training config is kept (architecture, normalisation, loss, augmentation, optimiser,
     tile, batch), as a run resumed on other data would, but with a tenth of its learning rate, which then
-    decays to 0 over the budget (``poly``), so that the last steps settle. With fewer than two pairs the
-    training pair is also the validation pair: a handful of corrected images is too few to hold one out.
+    decays to 0 over the budget (``poly``), so that the last steps settle; the final model is kept (a few
+    corrected images are too few to rank checkpoints by). With fewer than two pairs the training pair is
+    also the validation pair: a handful of corrected images is too few to hold one out.
+
+    What the start model knew is kept (``retain``, :mod:`biounet.training.retention`): its own training
+    pairs, given or recorded in its config and still at hand, are rehearsed in :data:`REHEARSAL_SHARE` of
+    the patches (with ``unlabelled`` images beside them); every unannotated pixel is distilled from it with
+    weight :data:`DISTILL`.
 
     Args:
         init: a checkpoint or a shipped model's name.
@@ -34,6 +48,9 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
         label_kind: how the labels are read (``instances``, ``classes``, ...); default: objects for an
             instance model, detected (``auto``) otherwise.
         ignore: the label value of unannotated pixels.
+        rehearsal: the start model's training images and labels folders; default: the folders its config
+            records, if they still exist.
+        unlabelled: a folder of images without labels, trained to agree with the start model.
         overrides: ``key=value`` settings applied last (as ``--set``).
 
     Raises:
@@ -44,6 +61,7 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     settings: dict[str, Any] = {}
     if isinstance(source.extra.get("train_config"), str):
         settings = yaml.safe_load(source.extra["train_config"]) or {}
+    fine_tuned = bool(settings.get("init"))
     settings["model"] = source.config.to_dict()
     settings["normalization"] = source.normalization.to_dict()
     settings["class_names"] = list(source.class_names)
@@ -52,6 +70,11 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     target = "distance" if source.config.output == "distance" else "boundary"
     settings["labels"] = {"kind": kind, "foreground": None, "ignore": ignore, "instance_target": target}
     single = len(pair_files(images, labels)) < 2
+    known = rehearsal or _recorded_training_pairs(settings.get("data", {}))
+    settings["retain"] = {"images": str(known[0]) if known else "", "labels": str(known[1]) if known else "",
+                          "unlabelled": str(unlabelled or ""), "share": REHEARSAL_SHARE, "distill": DISTILL,
+                          "anchor": ANCHOR}
+    settings["keep"] = "last"
     settings["data"] = {"images": str(images), "labels": str(labels), "val_images": str(images) if single else "",
                         "val_labels": str(labels) if single else "",
                         "val_fraction": settings.get("data", {}).get("val_fraction", 0.2)}
@@ -63,6 +86,15 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     # A tenth of the rate the model was trained with: at its full rate a few minutes on a few corrected
     # images wreck a trained network (measured with benchmarks/bench_corrections.py: accuracy@0.5 on the
     # DSB test split fell from 0.59 to 0.003 at 1e-3, to 0.30 at 1e-4).
-    optim.update(lr=FINE_TUNING_LR_FACTOR * float(optim.get("lr", TrainConfig().optim.lr)), scheduler="poly",
-                 warmup=0.0)
+    # A model that was itself fine-tuned (its config has an init) has the lowered rate already.
+    factor = 1.0 if fine_tuned else FINE_TUNING_LR_FACTOR
+    optim.update(lr=factor * float(optim.get("lr", TrainConfig().optim.lr)), scheduler="poly", warmup=0.0)
     return apply_overrides(settings, list(overrides))
+
+
+def _recorded_training_pairs(data: dict[str, Any]) -> tuple[Path, Path] | None:
+    """The training folders a model's config records, if both are still folders here."""
+    images, labels = Path(str(data.get("images") or "")), Path(str(data.get("labels") or ""))
+    if str(images) in ("", ".") or not images.is_dir() or not labels.is_dir():
+        return None
+    return images, labels

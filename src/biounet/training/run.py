@@ -20,10 +20,12 @@ from biounet.data.examples import (
     load_example,
     pair_files,
     split_validation,
+    unlabelled_example,
 )
 from biounet.data.labels import format_values, label_values, read_label
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
+from biounet.io.files import list_image_files
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.outputs import probabilities_to_mask
@@ -67,17 +69,60 @@ def load_examples(config: TrainConfig, progress: bool = True,
         train_pairs, val_pairs = split_validation(pairs, data.val_fraction, config.seed)
     config = resolve_labels(config, [lbl for _, lbl in train_pairs], [lbl for _, lbl in val_pairs], progress,
                             report)
+    # Training pairs too large for memory are read patch by patch; validation images are predicted whole.
+    loaded = _load_pairs(config, train_pairs + val_pairs, len(train_pairs), progress)
+    return config, loaded[:len(train_pairs)], [e for e in loaded[len(train_pairs):] if isinstance(e, Example)]
+
+
+def _load_pairs(config: TrainConfig, pairs: list[tuple[Path, Path]], lazy_up_to: int,
+                progress: bool) -> list[Example | LazyExample]:
+    """The pairs as examples; one of the first ``lazy_up_to`` that is too large for memory is read patch by
+    patch."""
     kwargs = dict(spatial_dims=config.model.spatial_dims, in_channels=config.model.in_channels,
                   num_classes=config.num_classes,
                   normalization=config.normalization, labels=config.labels, weights=config.loss.weights)
     dims = config.model.spatial_dims
-    # Training pairs too large for memory are read patch by patch; validation images are predicted whole.
-    loaded: list[Example | LazyExample] = [
+    return [
         LazyExample(i, lbl, seed=config.seed, **kwargs)  # type: ignore[arg-type]
-        if k < len(train_pairs) and is_large(i, dims) else load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
-        for k, (i, lbl) in enumerate(tqdm(train_pairs + val_pairs, desc="loading", unit="img", disable=not progress,
-                                          leave=False))]
-    return config, loaded[:len(train_pairs)], [e for e in loaded[len(train_pairs):] if isinstance(e, Example)]
+        if k < lazy_up_to and is_large(i, dims) else load_example(i, lbl, **kwargs)  # type: ignore[arg-type]
+        for k, (i, lbl) in enumerate(tqdm(pairs, desc="loading", unit="img", disable=not progress, leave=False))]
+
+
+def load_retained(config: TrainConfig, progress: bool = True) -> list[Example | LazyExample]:
+    """A fine-tuning run's examples beside its training pairs (``retain``): the start model's training pairs
+    (rehearsal) and unlabelled images (distillation only), read by the run's resolved label convention.
+
+    Raises:
+        BiounetError: naming the file, for missing or unreadable data and labels that do not fit.
+    """
+    retain = config.retain
+    retained: list[Example | LazyExample] = []
+    if retain.images:
+        pairs = pair_files(Path(retain.images), Path(retain.labels))
+        resolve_labels(config, [lbl for _, lbl in pairs], [], progress, report=False)  # checked, not decided
+        retained += _load_pairs(config, pairs, len(pairs), progress)
+    if retain.unlabelled:
+        folder = Path(retain.unlabelled)
+        if not folder.is_dir():
+            raise BiounetError("folder not found", folder)
+        files = list_image_files(folder)
+        if not files:
+            raise BiounetError("folder holds no image files", folder)
+        retained += [unlabelled_example(path, spatial_dims=config.model.spatial_dims,
+                                        in_channels=config.model.in_channels, normalization=config.normalization,
+                                        distance=config.model.output == "distance")
+                     for path in tqdm(files, desc="unlabelled", unit="img", disable=not progress, leave=False)]
+    return retained
+
+
+def draw_weights(train: Sequence[Example | LazyExample], retained: Sequence[Example | LazyExample],
+                 share: float) -> list[float]:
+    """Per-example draw weights that give ``retained`` ``share`` of the patches and ``train`` the rest, each
+    group's images in proportion to their pixels (see :class:`~biounet.data.sampling.PatchSampler`)."""
+    if not retained:
+        return [1.0] * len(train)
+    train_pixels, retained_pixels = sum(e.size for e in train), sum(e.size for e in retained)
+    return [(1 - share) / train_pixels] * len(train) + [share / retained_pixels] * len(retained)
 
 
 def resolve_labels(config: TrainConfig, train_labels: list[Path], val_labels: list[Path],
@@ -152,8 +197,9 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     input_shape = config.model.valid_input_shape(config.tile_shape, min_output=config.model.alignment)
     from biounet.data.sampling import PatchSampler
 
-    sampler = PatchSampler(train_examples, input_shape, config.model.output_shape(input_shape),
-                           config.foreground_oversampling)
+    retained = load_retained(config, progress and ranks.main)
+    sampler = PatchSampler(train_examples + retained, input_shape, config.model.output_shape(input_shape),
+                           config.foreground_oversampling, draw_weights(train_examples, retained, config.retain.share))
     trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes, config.model.output),
                       out_dir, torch_device, ranks)
     if resume:

@@ -38,6 +38,7 @@ from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
 from biounet.training.ema import WeightAverage
 from biounet.training.interrupts import deferred_interrupt
+from biounet.training.retention import Retention
 from biounet.training.tuning import grid_points
 from biounet.training.validation import OBJECTS_SECONDS
 
@@ -142,6 +143,8 @@ class Trainer:
         if config.model.deep_supervision:
             # The same loss on every output of forward_deep, each against the patch's target at its resolution.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn, config.model.deep_output_strides)
+        # A fine-tuning run's distillation and anchor terms (retention.py), or None.
+        self.retention = Retention.for_run(config, device, self.memory_format)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         # Patches are numbered and each is drawn from its own seed (see PatchDataset), so DataLoader workers,
         # ranks and resumed runs draw the same ones; the loader starts at the step counter.
@@ -323,6 +326,10 @@ class Trainer:
             target = center_crop(aug_targets[:, None], out_shape)[:, 0]
             weight = center_crop(aug_weights[:, None], out_shape)[:, 0]
             loss = self.loss_fn(logits, target, weight, *[center_crop(m[:, None], out_shape)[:, 0] for m in extra])
+        if self.retention is not None:
+            full = logits[0].float() if deep else logits
+            at_output = center_crop(aug_weights[:, None], tuple(full.shape[2:]))[:, 0]
+            loss = loss + self.retention.loss(self.model, batch, full, at_output)
         if not ranks.all(bool(torch.isfinite(loss))):
             raise TrainingDivergedError(
                 f"loss became {loss.item()} at step {self.state.step + 1}; training stopped. The last good "
