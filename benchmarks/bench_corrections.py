@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--unseen", type=int, default=30, help="held-out colour images to score (>= 20)")
     parser.add_argument("--variants", default="none,rehearsal,distill,anchor,all,rounds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every fine-tuning run (as biounet train --set)")
     args = parser.parse_args()
     with open(STAGE1 / "index.csv", newline="") as index:
         colour_rows = [r["id"] for r in csv.DictReader(index) if r["kind"] == "colour"]
@@ -172,7 +174,7 @@ def main() -> None:
     record("start", start, 0, 0.0, 0)
     corrections = args.work / "round1"
     painted = correct(start, round1, corrections)
-    seed = [f"seed={args.seed}"]
+    seed = [f"seed={args.seed}", *args.set]
     for variant in args.variants.split(","):
         started = time.monotonic()
         if variant == "rounds":
