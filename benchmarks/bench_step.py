@@ -1,9 +1,9 @@
 """The training step's speed as a share of this machine's fp32 GEMM peak, measured in the same run.
 
 The step of record (issue: "the base-16 valid 572 step"): ``UNet(UNetConfig(base_channels=16))``, valid
-padding, channels_last, one 1x572x572 tile and its 388x388 label with the border-weighted cross-entropy,
-forward + backward + optimiser step. Its FLOPs are counted by torch's flop counter (convolutions and their
-gradients); GFLOP/s over the GEMM peak (4096^2 fp32 matmul, torch's threads) is the ratio.
+padding, NCHW (the trainer's 2D layout), one 1x572x572 tile and its 388x388 label with the border-weighted
+cross-entropy, forward + backward + optimiser step. Its FLOPs are counted by torch's flop counter
+(convolutions and their gradients); GFLOP/s over the GEMM peak (4096^2 fp32 matmul, torch's threads) is the ratio.
 
 Rows:
 
@@ -36,16 +36,18 @@ from biounet.models import UNet, UNetConfig
 TILE = 572
 
 
-def step_function(optimizer: str, compiled: bool = False, batch: int = 1) -> Callable[[], None]:
-    """One training step of the step of record with ``optimizer`` (``sgd loop``, ``adam loop``, ``adam fused``)."""
+def step_function(optimizer: str, compiled: bool = False, batch: int = 1,
+                  layout: torch.memory_format = torch.contiguous_format) -> Callable[[], None]:
+    """One training step of the step of record with ``optimizer`` (``sgd loop``, ``adam loop``, ``adam fused``),
+    its model and tile in ``layout`` (the trainer's 2D layout, NCHW, by default)."""
     torch.manual_seed(0)
-    model = UNet(UNetConfig(base_channels=16)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = UNet(UNetConfig(base_channels=16)).to(memory_format=layout)  # type: ignore[call-overload]
     if optimizer == "sgd loop":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.99, foreach=False)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=optimizer == "adam fused",
                                foreach=False if optimizer == "adam loop" else None)
-    image = torch.rand(batch, 1, TILE, TILE).contiguous(memory_format=torch.channels_last)
+    image = torch.rand(batch, 1, TILE, TILE).contiguous(memory_format=layout)
     out_shape = model.output_shape((TILE, TILE))
     label = torch.randint(0, 2, (batch, *out_shape))
     weight = torch.rand(batch, *out_shape)
@@ -100,6 +102,8 @@ def main() -> None:
     rows: list[tuple[str, float, str]] = []
     for name in ("sgd loop", "adam loop", "adam fused"):
         rows.append((name, best_time(step_function(name), args.repeats, warmup=2), ""))
+    rows.append(("adam fused", best_time(step_function("adam fused", layout=torch.channels_last), args.repeats,
+                                         warmup=2), "channels-last (the trainer's layout before: slower backward)"))
     rows.append(("trainer", best_time(trainer_step(), args.repeats, warmup=2), ""))
     if args.compile:
         step = step_function("adam fused", compiled=True)

@@ -34,19 +34,20 @@ class Retention:
         start: the start model (copied; the copy is frozen, in evaluation mode).
         distill: weight of the distillation term.
         anchor: weight of the pull toward ``start``'s weights.
-        memory_format: the training's memory format, for the frozen copy's input.
     """
 
-    def __init__(self, start: UNet, distill: float, anchor: float,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
-        self.distill, self.anchor, self.memory_format = distill, anchor, memory_format
+    def __init__(self, start: UNet, distill: float, anchor: float) -> None:
+        self.distill, self.anchor = distill, anchor
+        # The frozen copy only runs forward: in the prediction's layout (channels-last), the faster one.
+        self.memory_format = torch.channels_last if start.config.spatial_dims == 2 else torch.channels_last_3d
         self.output = start.config.output
         self.teacher = copy.deepcopy(start).eval().requires_grad_(False) if distill > 0 else None
+        if self.teacher is not None:
+            self.teacher.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.start_weights = [p.detach().clone() for p in start.parameters()] if anchor > 0 else []
 
     @classmethod
-    def for_run(cls, config: TrainConfig, device: torch.device,
-                memory_format: torch.memory_format = torch.contiguous_format) -> Retention | None:
+    def for_run(cls, config: TrainConfig, device: torch.device) -> Retention | None:
         """The run's retention terms from its ``init`` checkpoint (read again, so that a resumed run still
         keeps the start model, not its own last weights); ``None`` when neither term is on.
 
@@ -58,8 +59,7 @@ class Retention:
         from biounet.pretrained import resolve_model
 
         start = load_checkpoint(resolve_model(config.init)).model.to(device)
-        start.to(memory_format=memory_format)  # type: ignore[call-overload]
-        return cls(start, config.retain.distill, config.retain.anchor, memory_format)
+        return cls(start, config.retain.distill, config.retain.anchor)
 
     def loss(self, model: nn.Module, images: torch.Tensor, logits: torch.Tensor,
              weight: torch.Tensor) -> torch.Tensor:

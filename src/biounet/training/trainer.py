@@ -113,7 +113,11 @@ class Trainer:
                  ranks: Ranks | None = None) -> None:
         self.config, self.sampler, self.validate, self.out_dir, self.device = config, sampler, validate, out_dir, device
         self.ranks = ranks or Ranks()
-        self.memory_format = torch.channels_last if config.model.spatial_dims == 2 else torch.channels_last_3d
+        # The layout the steps run in, measured on this CPU with oneDNN (torch 2.13, forward + backward):
+        # channels-last 2D convolutions run the forward ~25% faster but the backward ~65% slower, a whole
+        # base-16 572 step 0.50 s in NCHW against 0.62 s; in 3D channels-last wins (0.89 s against 1.33 s
+        # for a base-16 batch-norm step). Prediction (forward only) is channels-last in both.
+        self.memory_format = torch.contiguous_format if config.model.spatial_dims == 2 else torch.channels_last_3d
         if config.sync_batchnorm and self.ranks.distributed:
             if device.type != "cuda":
                 raise BiounetError("sync_batchnorm needs CUDA devices (torch synchronises batch norms on GPUs "
@@ -144,7 +148,7 @@ class Trainer:
             # The same loss on every output of forward_deep, each against the patch's target at its resolution.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn, config.model.deep_output_strides)
         # A fine-tuning run's distillation and anchor terms (retention.py), or None.
-        self.retention = Retention.for_run(config, device, self.memory_format)
+        self.retention = Retention.for_run(config, device)
         self.augmenter = Augmenter(config.augment, config.model.spatial_dims)
         # Patches are numbered and each is drawn from its own seed (see PatchDataset), so DataLoader workers,
         # ranks and resumed runs draw the same ones; the loader starts at the step counter.
