@@ -17,14 +17,16 @@ Images, fixed by the order of ``dsb2018-stage1/index.csv``: its first 20 colour 
 in round one, 10 in round two), the next ``--unseen`` (30) are held out to score the models on unseen
 images of the corrected kind, the 10 after those are the user's *uncorrected* images (distillation's
 unlabelled folder). The start model's own training data (rehearsal) are the 80 train-split pairs of
-``../shared/data/dsb2018``. The fluorescence (grey) images of that subset's *test* split score what the
+``../shared/data/dsb2018``, as the shipped model carries them (``dsb2018-nuclei.rehearsal/``, found by
+``finetune_config`` itself). The fluorescence (grey) images of that subset's *test* split score what the
 model knew; nothing is tuned on them. Scores: accuracy@0.5 with the matches pooled over the images
 (StarDist's ``matching_dataset``).
 
     .venv/bin/python benchmarks/bench_corrections.py --work bench_runs/corrections --minutes 5
 
 Variants (``--variants``, comma-separated): ``none`` (corrections only), ``rehearsal``, ``distill``,
-``anchor``, ``all``, ``default`` (``finetune_config``'s defaults), ``rounds`` (two rounds of 10 at half the
+``anchor``, ``all``, ``default`` (``finetune_config``'s defaults), ``truth`` (the ceiling: the same images
+labelled in full with their true nuclei, no measure against forgetting), ``rounds`` (two rounds of 10 at half the
 minutes each, the second from the first's model on all 20 corrections, against ``one20``: one round of 20
 at the whole minutes).
 """
@@ -51,13 +53,15 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DSB, STAGE1 = DATA / "dsb2018", DATA / "dsb2018-stage1"
 START = "dsb2018-nuclei"
 ANCHOR = 0.01  # the anchor's weight when on (L2-SP), per squared weight difference summed
+NO_REHEARSAL = ["retain.images=''", "retain.labels=''"]
 VARIANTS = {
-    "none": ["retain.distill=0"],
+    "none": ["retain.distill=0", *NO_REHEARSAL],
     "rehearsal": ["retain.distill=0"],
-    "distill": [],
-    "anchor": ["retain.distill=0", f"retain.anchor={ANCHOR}"],
+    "distill": NO_REHEARSAL,
+    "anchor": ["retain.distill=0", f"retain.anchor={ANCHOR}", *NO_REHEARSAL],
     "all": [f"retain.anchor={ANCHOR}"],
     "default": [],
+    "truth": ["retain.distill=0", *NO_REHEARSAL],
 }
 
 Item = tuple[np.ndarray, np.ndarray]
@@ -113,20 +117,10 @@ def correct(model: Checkpoint, rows: list[str], folder: Path) -> int:
     return painted
 
 
-def link_pairs(folder: Path, names: list[str]) -> tuple[Path, Path]:
-    """Folders of links to the DSB subset's pairs ``names`` (the start model's training data)."""
-    for sub in ("images", "labels"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / "images" / f"{name}.png").symlink_to(DSB / "images" / f"{name}.png")
-        (folder / "labels" / f"{name}.png").symlink_to(DSB / "masks" / f"{name}.png")
-    return folder / "images", folder / "labels"
-
-
-def finetune(init: str, data: Path, run: Path, minutes: float, rehearsal: tuple[Path, Path] | None,
-             unlabelled: Path | None, overrides: list[str]) -> tuple[Checkpoint, int]:
+def finetune(init: str, data: Path, run: Path, minutes: float, unlabelled: Path | None,
+             overrides: list[str]) -> tuple[Checkpoint, int]:
     config = finetune_config(init, data / "images", data / "labels", minutes=minutes, ignore=-1,
-                             rehearsal=rehearsal, unlabelled=unlabelled, overrides=overrides)
+                             unlabelled=unlabelled, overrides=overrides)
     trainer = train(config, run, progress=False)
     return load_model(str(run / "model.pt")), trainer.state.step
 
@@ -152,7 +146,6 @@ def main() -> None:
     fluorescence = [item for r in dsb_rows if r["split"] == "test" and not colour((item := read(DSB, r["id"]))[0])]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    rehearsal = link_pairs(args.work / "rehearsal", [r["id"] for r in dsb_rows if r["split"] == "train"])
     own = args.work / "uncorrected"
     own.mkdir()
     for name in own_rows:
@@ -178,13 +171,12 @@ def main() -> None:
     for variant in args.variants.split(","):
         started = time.monotonic()
         if variant == "rounds":
-            first, steps1 = finetune(START, corrections, args.work / "rounds-1", args.minutes / 2, rehearsal, own,
-                                     seed)
+            first, steps1 = finetune(START, corrections, args.work / "rounds-1", args.minutes / 2, own, seed)
             collection = args.work / "rounds-collection"
             shutil.copytree(corrections, collection)
             painted2 = correct(first, round2, collection)
             second, steps2 = finetune(str(args.work / "rounds-1" / "model.pt"), collection, args.work / "rounds-2",
-                                      args.minutes / 2, rehearsal, own, seed)
+                                      args.minutes / 2, own, seed)
             record("two rounds of 10", second, steps1 + steps2, (time.monotonic() - started) / 60,
                    painted + painted2)
             continue
@@ -192,13 +184,19 @@ def main() -> None:
             both = args.work / "one20"
             shutil.copytree(corrections, both)
             painted20 = painted + correct(start, round2, both)
-            model, steps = finetune(START, both, args.work / "run-one20", args.minutes, rehearsal, own, seed)
+            model, steps = finetune(START, both, args.work / "run-one20", args.minutes, own, seed)
             record("one round of 20", model, steps, (time.monotonic() - started) / 60, painted20)
             continue
-        uses_rehearsal = variant in ("rehearsal", "all", "default")
+        if variant == "truth":  # the ceiling: the round's images labelled in full by their true nuclei
+            truth = args.work / "truth"
+            for sub, source in (("images", "images"), ("labels", "masks")):
+                (truth / sub).mkdir(parents=True)
+                for name in round1:
+                    (truth / sub / f"{name}.png").symlink_to(STAGE1 / source / f"{name}.png")
         uses_own = variant in ("distill", "all", "default")
-        model, steps = finetune(START, corrections, args.work / f"run-{variant}", args.minutes,
-                                rehearsal if uses_rehearsal else None, own if uses_own else None,
+        data = args.work / "truth" if variant == "truth" else corrections
+        model, steps = finetune(START, data, args.work / f"run-{variant}", args.minutes,
+                                own if uses_own else None,
                                 seed + VARIANTS[variant])
         record(variant, model, steps, (time.monotonic() - started) / 60, painted)
 

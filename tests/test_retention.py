@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from biounet.data.examples import unlabelled_example
+from biounet.data.examples import Example, unlabelled_example
 from biounet.data.labels import IGNORE_INDEX
 from biounet.data.sampling import PatchSampler
 from biounet.errors import BiounetError
 from biounet.losses import distillation_loss
 from biounet.models import UNet
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
+from biounet.models.symmetry import TTA
 from biounet.training.config import apply_overrides
 from biounet.training.finetune import finetune_config
 from biounet.training.retention import Retention
-from biounet.training.run import draw_weights, load_examples, train
+from biounet.training.run import draw_weights, load_examples, load_retained, train
 from conftest import write_nuclei_dataset
 
 TINY = ["model.base_channels=4", "model.depth=2"]
@@ -103,13 +105,33 @@ def test_finetuning_rehearses_the_recorded_training_data_and_does_not_lower_the_
     config = finetune_config(tmp_path / "start.pt", images, labels, minutes=1.0)
     assert (config.retain.images, config.retain.labels) == (str(images), str(labels))
     assert config.retain.distill > 0 and config.keep == "last" and config.optim.lr == pytest.approx(1e-4)
-    save_checkpoint(tmp_path / "tuned.pt", model, extra={"train_config": config.to_yaml()})
-    again = finetune_config(tmp_path / "tuned.pt", images, labels, minutes=1.0)
+    # A model fine-tuned on corrections rehearses what its own start model knew, not the corrections.
+    corrections, corrected = write_nuclei_dataset(tmp_path / "corrections", 2)
+    tuned = finetune_config(tmp_path / "start.pt", corrections, corrected, minutes=1.0)
+    save_checkpoint(tmp_path / "tuned.pt", model, extra={"train_config": tuned.to_yaml()})
+    again = finetune_config(tmp_path / "tuned.pt", corrections, corrected, minutes=1.0)
     assert again.optim.lr == pytest.approx(1e-4)
+    assert (again.retain.images, again.retain.labels) == (str(images), str(labels))
+    # Pairs in <stem>.rehearsal/ beside the checkpoint come first (how a shipped model carries its data).
+    beside_images, _ = write_nuclei_dataset(tmp_path / "start.rehearsal", 2)
+    assert finetune_config(tmp_path / "start.pt", corrections, corrected, minutes=1.0).retain.images == str(
+        beside_images)
     # Folders that are gone are not rehearsed.
     save_checkpoint(tmp_path / "moved.pt", model, extra={"train_config": apply_overrides(
         {}, [*TINY, f"data.images={tmp_path / 'gone'}", f"data.labels={labels}"]).to_yaml()})
     assert finetune_config(tmp_path / "moved.pt", images, labels, minutes=1.0).retain.images == ""
+
+
+def test_the_shipped_nuclei_model_carries_its_training_pairs_for_rehearsal(tmp_path: Path) -> None:
+    images, labels = write_nuclei_dataset(tmp_path / "corrections", 2)
+    config = finetune_config("dsb2018-nuclei", images, labels, minutes=1.0)
+    bundled = Path(config.retain.images)
+    assert bundled.name == "images" and bundled.parent.name == "dsb2018-nuclei.rehearsal"
+    retained = load_retained(config, progress=False)
+    assert len(retained) == 80
+    # Grey (one channel on disk) and colour images alike reach the model's three channels, with objects.
+    assert all(isinstance(e, Example) and e.image.shape[0] == 3 for e in retained)
+    assert all(e.objects is not None and e.objects.max() >= 1 for e in retained if isinstance(e, Example))
 
 
 def _disagreement(run: Path, start: UNet, image: torch.Tensor) -> float:
@@ -159,3 +181,43 @@ def test_the_check_before_keeping_says_plainly_when_the_new_model_is_worse() -> 
     unknown = Comparison("dice", 0, None, None, 4, 0.95)
     assert not unknown.worse and "no corrected image was held back" in unknown.report()
     assert "agrees with the start model at 0.950 (Dice of the foreground)" in unknown.report()
+    # Better on the corrections, worse on what it knew (the start model's own training pairs): said plainly.
+    forgot = Comparison("accuracy", 3, 0.50, 0.60, 0, None, 20, 0.62, 0.40)
+    assert not forgot.worse and forgot.forgot and not unknown.forgot
+    assert ("on 20 of the start model's own training images (what it knew) it scores WORSE: accuracy 0.4000 "
+            "against 0.6200; it has unlearnt") in forgot.report()
+    kept = Comparison("accuracy", 3, 0.50, 0.60, 0, None, 20, 0.62, 0.63)
+    assert not kept.forgot and "does not score worse" in kept.report()
+
+
+def test_the_check_scores_both_models_on_what_the_start_model_knew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    from biounet.training import compare
+
+    known_images, known_labels = write_nuclei_dataset(tmp_path / "known", 3, size=64)
+    corrections, corrected = write_nuclei_dataset(tmp_path / "corrections", 1, size=64, seed=1)
+    trained = apply_overrides({}, [*TINY, "model.out_channels=3", "labels.kind=instances",
+                                   f"data.images={known_images}", f"data.labels={known_labels}"])
+    save_checkpoint(tmp_path / "start.pt", UNet(trained.model), extra={"train_config": trained.to_yaml()},
+                    instances=InstanceParams())
+    config = finetune_config(tmp_path / "start.pt", corrections, corrected, minutes=1.0)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes((tmp_path / "start.pt").read_bytes())  # unchanged by the run
+    monkeypatch.setattr(compare, "KNOWN_PAIRS", 2)
+    result = compare.compare_to_start(tmp_path / "run", config)
+    assert result.known == 2 and result.start_known is not None and result.new_known == result.start_known
+    assert not result.forgot and "on 2 of the start model's own training images (what it knew)" in result.report()
+
+
+def test_finetuning_on_few_objects_keeps_the_start_models_post_processing_and_tta(tmp_path: Path) -> None:
+    # A search over a few validation objects over-fits: the start model's settings, chosen on far more, stay.
+    images, labels = write_nuclei_dataset(tmp_path / "data", 2, size=64)
+    start = apply_overrides({}, [*TINY, "model.out_channels=3", "labels.kind=instances"])
+    params = InstanceParams(seed=0.4, foreground=0.6, min_size=7)
+    save_checkpoint(tmp_path / "start.pt", UNet(start.model), extra={"train_config": start.to_yaml()},
+                    instances=params, tta=TTA("dihedral", True))
+    config = finetune_config(tmp_path / "start.pt", images, labels, minutes=1.0, overrides=[
+        "tile=64", "samples_per_epoch=4", "epochs=1", "minutes=0", "data_workers=0", "checkpoint_seconds=0"])
+    train(config, tmp_path / "run", progress=False)
+    tuned = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert tuned.instances == params and tuned.tta == TTA("dihedral", True)

@@ -4,6 +4,9 @@ Two questions, answered on the user's own images, never on data they did not giv
 
 - on the *held-back corrected images* (the run's validation pairs, when some corrected images were held
   out of training), does the new model score better than the start model by the run's metric?
+- on the *start model's own training pairs* (``retain.images``, at most :data:`KNOWN_PAIRS` of them: what
+  it knew, with their true labels; a shipped model carries its own), does the new model score lower than
+  the start model? That is forgetting, measured;
 - on the *uncorrected images* (``retain.unlabelled``), how much does it still agree with the start model?
   There is no truth there, so agreement is what can be measured: accuracy@0.5 of the new model's objects
   matched to the start model's (pooled), or the Dice of their foreground masks for a semantic model. A low
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biounet.data.examples import Example
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import predict
 from biounet.io.channels import match_channels
@@ -26,11 +30,13 @@ from biounet.metrics.instances import matching_dataset
 from biounet.models.checkpoint import Checkpoint, load_checkpoint
 from biounet.models.outputs import foreground_probability
 from biounet.training.config import TrainConfig
-from biounet.training.run import load_examples
+from biounet.training.run import load_examples, rehearsal_examples
 from biounet.training.validation import predict_example, score_predictions
 
 # Below this agreement with the start model on the uncorrected images, the report asks the user to look.
 AGREEMENT_FLOOR = 0.8
+# At most this many of the start model's training pairs are predicted by both models for the check.
+KNOWN_PAIRS = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,9 @@ class Comparison:
         new_score: the new model's.
         uncorrected: the number of uncorrected images.
         agreement: the new model's agreement with the start model on them (``None`` without any).
+        known: the number of the start model's training pairs scored.
+        start_known: the start model's score on them (``None`` without any).
+        new_known: the new model's.
     """
 
     metric: str
@@ -52,14 +61,24 @@ class Comparison:
     new_score: float | None
     uncorrected: int
     agreement: float | None
+    known: int = 0
+    start_known: float | None = None
+    new_known: float | None = None
 
     @property
     def worse(self) -> bool:
         """Whether the new model scores worse than the start model on the held-back corrected images."""
-        if self.start_score is None or self.new_score is None:
+        return self._worse(self.start_score, self.new_score)
+
+    @property
+    def forgot(self) -> bool:
+        """Whether the new model scores worse than the start model on the start model's training pairs."""
+        return self._worse(self.start_known, self.new_known)
+
+    def _worse(self, start: float | None, new: float | None) -> bool:
+        if start is None or new is None:
             return False
-        lower_is_better = self.metric == "rand_error"
-        return self.new_score > self.start_score if lower_is_better else self.new_score < self.start_score
+        return new > start if self.metric == "rand_error" else new < start
 
     def report(self) -> str:
         """What the comparison found, in plain sentences, the verdict first."""
@@ -73,6 +92,12 @@ class Comparison:
         else:
             lines.append("no corrected image was held back (too few), so nothing says whether the new model is "
                          "better: correct more images, or compare on images of your own")
+        if self.start_known is not None and self.new_known is not None:
+            lines.append(f"on {self.known} of the start model's own training images (what it knew) it "
+                         f"{'scores WORSE' if self.forgot else 'does not score worse'}: {self.metric} "
+                         f"{self.new_known:.4f} against {self.start_known:.4f}"
+                         + ("; it has unlearnt some of what it knew: keep the start model for images like "
+                            "those" if self.forgot else ""))
         if self.agreement is not None:
             what = "objects" if self.metric == "accuracy" else "foreground"
             lines.append(f"on the {self.uncorrected} uncorrected images it agrees with the start model at "
@@ -102,13 +127,22 @@ def compare_to_start(run_dir: Path, config: TrainConfig) -> Comparison:
     if held_back:
         _, _, examples = load_examples(config, progress=False, report=False)
         count = len(examples)
-        scores = [score_predictions([predict_example(m, e, tta=m.tta.enabled) for e in examples], examples,
-                                    config.num_classes, m.config.output, m.instances)[config.monitor]
-                  for m in (start, new)]
-        start_score, new_score = scores
+        start_score, new_score = _scores(start, new, examples, config)
+    known = [e for e in rehearsal_examples(config, KNOWN_PAIRS) if isinstance(e, Example)]
+    start_known, new_known = _scores(start, new, known, config) if known else (None, None)
     files = list_image_files(Path(config.retain.unlabelled)) if config.retain.unlabelled else []
     agreement = _agreement(start, new, files) if files else None
-    return Comparison(config.monitor, count, start_score, new_score, len(files), agreement)
+    return Comparison(config.monitor, count, start_score, new_score, len(files), agreement, len(known),
+                      start_known, new_known)
+
+
+def _scores(start: Checkpoint, new: Checkpoint, examples: list[Example], config: TrainConfig) -> tuple[float, float]:
+    """Both models' scores (the run's monitored metric) on ``examples``, each with its own TTA choice."""
+    start_score, new_score = (
+        score_predictions([predict_example(m, e, tta=m.tta.enabled) for e in examples], examples,
+                          config.num_classes, m.config.output, m.instances)[config.monitor]
+        for m in (start, new))
+    return start_score, new_score
 
 
 def _agreement(start: Checkpoint, new: Checkpoint, files: list[Path]) -> float:

@@ -36,7 +36,7 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     also the validation pair: a handful of corrected images is too few to hold one out.
 
     What the start model knew is kept (``retain``, :mod:`biounet.training.retention`): its own training
-    pairs, given or recorded in its config and still at hand, are rehearsed in :data:`REHEARSAL_SHARE` of
+    pairs, given or found by :func:`start_model_pairs`, are rehearsed in :data:`REHEARSAL_SHARE` of
     the patches (with ``unlabelled`` images beside them); every unannotated pixel is distilled from it with
     weight :data:`DISTILL`.
 
@@ -48,8 +48,9 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
         label_kind: how the labels are read (``instances``, ``classes``, ...); default: objects for an
             instance model, detected (``auto``) otherwise.
         ignore: the label value of unannotated pixels.
-        rehearsal: the start model's training images and labels folders; default: the folders its config
-            records, if they still exist.
+        rehearsal: the start model's training images and labels folders; default: those of
+            :func:`start_model_pairs` (a shipped model's bundled pairs, or the folders a checkpoint's config
+            records, if they still exist).
         unlabelled: a folder of images without labels, trained to agree with the start model.
         overrides: ``key=value`` settings applied last (as ``--set``).
 
@@ -70,7 +71,7 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     target = "distance" if source.config.output == "distance" else "boundary"
     settings["labels"] = {"kind": kind, "foreground": None, "ignore": ignore, "instance_target": target}
     single = len(pair_files(images, labels)) < 2
-    known = rehearsal or _recorded_training_pairs(settings.get("data", {}))
+    known = rehearsal or start_model_pairs(path, settings)
     settings["retain"] = {"images": str(known[0]) if known else "", "labels": str(known[1]) if known else "",
                           "unlabelled": str(unlabelled or ""), "share": REHEARSAL_SHARE, "distill": DISTILL,
                           "anchor": ANCHOR}
@@ -92,9 +93,22 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     return apply_overrides(settings, list(overrides))
 
 
-def _recorded_training_pairs(data: dict[str, Any]) -> tuple[Path, Path] | None:
-    """The training folders a model's config records, if both are still folders here."""
-    images, labels = Path(str(data.get("images") or "")), Path(str(data.get("labels") or ""))
-    if str(images) in ("", ".") or not images.is_dir() or not labels.is_dir():
-        return None
-    return images, labels
+def start_model_pairs(checkpoint: Path, settings: dict[str, Any]) -> tuple[Path, Path] | None:
+    """The start model's own training pairs, for rehearsal, the first of these still at hand: the folder
+    ``<stem>.rehearsal/`` beside its checkpoint (``images/`` and ``labels/``; the shipped models carry
+    theirs), the pairs it rehearsed itself if it was fine-tuned (``retain``: what its own start model knew),
+    the training folders its config records (``data``). ``None`` when none is.
+
+    Args:
+        checkpoint: the start model's checkpoint file.
+        settings: the config it was trained with, as a plain dict.
+    """
+    beside = checkpoint.with_suffix(".rehearsal")
+    candidates = [(beside / "images", beside / "labels")]
+    for section in ("retain", "data"):
+        recorded = settings.get(section) or {}
+        candidates.append((Path(str(recorded.get("images") or "")), Path(str(recorded.get("labels") or ""))))
+    for images, labels in candidates:
+        if str(images) not in ("", ".") and images.is_dir() and labels.is_dir():
+            return images, labels
+    return None
