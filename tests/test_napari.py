@@ -225,6 +225,8 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     assert train.status.text().startswith("done"), train.status.text()
     # One corrected image is also the validation image: the check before keeping says nothing was held back.
     assert "no corrected image was held back" in train.status.text()
+    # The shipped model's own training pairs are rehearsed and are what the check measures forgetting on.
+    assert "on 20 of the start model's own training images (what it knew)" in train.status.text()
     assert train.entries.count() == 1 and "objects" in train.entries.item(0).text()
     model = tmp_path / "run" / "model.pt"
     tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
