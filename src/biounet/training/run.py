@@ -243,7 +243,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
 # A run that starts from an instance model keeps that model's post-processing, and its TTA choice, unless
 # its validation images hold at least this many objects, all annotated: the start model's were chosen on far
 # more, and a search on a few objects over-fits (fine-tuning on 10 fully labelled colour images tuned a min
-# size of 437 px on the one validation image of 24 nuclei; unseen images of that kind fell from 0.42 to 0.19).
+# size of 437 px on its one validation image; unseen images of that kind fell from 0.42 to 0.19).
 MIN_TUNING_OBJECTS = 100
 
 
