@@ -278,32 +278,32 @@ def finish_model(best: Checkpoint, path: Path, examples: list[Example],
     if config.instance_task and all(e.objects is not None for e in examples):
         tuned = _instance_params(best, candidates[False], examples, config.init)
         print(tuned[1])
-        if tuned[2] is not None:  # the start model's settings kept: so is its TTA choice, for the same reason
-            print(f"tta: {'on' if tuned[2].enabled else 'off'}: as {config.init} chose it")
-            kept = dataclasses.replace(best, instances=tuned[0], tta=tuned[2])
-            save_checkpoint(path, kept.model, kept.normalization, kept.class_names, extra=kept.extra,
-                            instances=kept.instances, tta=kept.tta)
-            return kept, [predict_example(kept, e, tta=kept.tta.enabled) for e in examples] if kept.tta.enabled \
-                else candidates[False]
     params = tuned[0] if tuned is not None else best.instances
-    if group > 1:
-        averaged = dataclasses.replace(best, tta=TTA(symmetry))
-        candidates[True] = [predict_example(averaged, e, tta=True) for e in examples]
-    errors = {use: _error(probabilities, examples, config, params) for use, probabilities in candidates.items()}
-    (plain_error, what), (tta_error, _) = errors[False], errors.get(True, errors[False])
-    use = True in errors and tta_error < plain_error and tta_error <= (1 - TTA_GAIN) * plain_error
-    if True in errors:
-        change = (tta_error - plain_error) / plain_error if plain_error > 0 else 0.0
-        print(f"tta: {'on' if use else 'off'}: averaging over {group} {symmetry} transforms changes the validation "
-              f"{what} from {plain_error:.4g} to {tta_error:.4g} ({change:+.0%}; "
-              f"{'kept' if use else f'not kept: it must gain {TTA_GAIN:.0%} to pay'} for {group}x the "
-              "prediction time)")
+    if tuned is not None and tuned[2] is not None:  # the start model's settings kept: its TTA choice too
+        tta = tuned[2]
+        print(f"tta: {'on' if tta.enabled else 'off'}: as {config.init} chose it")
+        if tta.enabled:
+            candidates[True] = [predict_example(dataclasses.replace(best, tta=tta), e, tta=True) for e in examples]
     else:
-        print("tta: off: the augmentation covered no flips or turns to average over")
-    finished_best = dataclasses.replace(best, instances=params, tta=TTA(symmetry, use))
+        if group > 1:
+            averaged = dataclasses.replace(best, tta=TTA(symmetry))
+            candidates[True] = [predict_example(averaged, e, tta=True) for e in examples]
+        errors = {use: _error(probabilities, examples, config, params) for use, probabilities in candidates.items()}
+        (plain_error, what), (tta_error, _) = errors[False], errors.get(True, errors[False])
+        use = True in errors and tta_error < plain_error and tta_error <= (1 - TTA_GAIN) * plain_error
+        if True in errors:
+            change = (tta_error - plain_error) / plain_error if plain_error > 0 else 0.0
+            print(f"tta: {'on' if use else 'off'}: averaging over {group} {symmetry} transforms changes the "
+                  f"validation {what} from {plain_error:.4g} to {tta_error:.4g} ({change:+.0%}; "
+                  f"{'kept' if use else f'not kept: it must gain {TTA_GAIN:.0%} to pay'} for {group}x the "
+                  "prediction time)")
+        else:
+            print("tta: off: the augmentation covered no flips or turns to average over")
+        tta = TTA(symmetry, use)
+    finished_best = dataclasses.replace(best, instances=params, tta=tta)
     save_checkpoint(path, finished_best.model, finished_best.normalization, finished_best.class_names,
                     extra=finished_best.extra, instances=finished_best.instances, tta=finished_best.tta)
-    return finished_best, candidates[use]
+    return finished_best, candidates[tta.enabled]
 
 
 def _error(probabilities: list[np.ndarray], examples: list[Example], config: TrainConfig,
