@@ -15,7 +15,7 @@ from torch import nn
 
 from biounet.errors import BiounetError
 from biounet.infer.fusion import fold_batch_norm_in_place
-from biounet.models.unet import UNet
+from biounet.models.unet import UNet, prediction_layout
 
 _DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:\d+)?")
 _DEVICE_FORMS = "cpu, cuda, cuda:N or mps"
@@ -82,7 +82,7 @@ def prepare_model(model: UNet, device: torch.device) -> UNet:
     prepared = _copy_sharing_weights(model)
     prepared.eval()
     fold_batch_norm_in_place(prepared)
-    memory_format = torch.channels_last if model.config.spatial_dims == 2 else torch.channels_last_3d
+    memory_format = prediction_layout(model.config.spatial_dims)
     prepared.to(device=device)
     prepared.to(memory_format=memory_format)  # type: ignore[call-overload]
     return prepared

@@ -24,7 +24,7 @@ from biounet.models.config import UNetConfig
 from biounet.models.normalization import Normalization
 from biounet.models.outputs import logits_to_probabilities
 from biounet.models.symmetry import TTA
-from biounet.models.unet import UNet
+from biounet.models.unet import UNet, prediction_layout
 
 __all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "predict"]
 
@@ -222,7 +222,7 @@ def _network(model: UNet | Checkpoint) -> UNet:
 def _forward(model: UNet, group: list[Transform]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Probabilities for a batch of input tiles, averaged over the test-time transforms in ``group``."""
     dims = model.config.spatial_dims
-    memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
+    memory_format = prediction_layout(dims)
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         return logits_to_probabilities(model(batch.contiguous(memory_format=memory_format)), model.config.output)

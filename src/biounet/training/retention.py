@@ -23,7 +23,7 @@ from torch import nn
 
 from biounet.losses import distillation_loss
 from biounet.models.checkpoint import load_checkpoint
-from biounet.models.unet import UNet
+from biounet.models.unet import UNet, prediction_layout
 from biounet.training.config import TrainConfig
 
 
@@ -39,7 +39,7 @@ class Retention:
     def __init__(self, start: UNet, distill: float, anchor: float) -> None:
         self.distill, self.anchor = distill, anchor
         # The frozen copy only runs forward: in the prediction's layout (channels-last), the faster one.
-        self.memory_format = torch.channels_last if start.config.spatial_dims == 2 else torch.channels_last_3d
+        self.memory_format = prediction_layout(start.config.spatial_dims)
         self.output = start.config.output
         self.teacher = copy.deepcopy(start).eval().requires_grad_(False) if distill > 0 else None
         if self.teacher is not None:

@@ -32,7 +32,7 @@ from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
 from biounet.models.symmetry import TTA
-from biounet.models.unet import UNet, center_crop
+from biounet.models.unet import UNet, center_crop, prediction_layout
 from biounet.training.budget import Budget
 from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
@@ -252,8 +252,7 @@ class Trainer:
         model = UNet(self.config.model)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.evaluated.state_dict().items()})
         model.eval()
-        model.to(memory_format=torch.channels_last if self.config.model.spatial_dims == 2  # type: ignore[call-overload]
-                 else torch.channels_last_3d)
+        model.to(memory_format=prediction_layout(self.config.model.spatial_dims))  # type: ignore[call-overload]
         return Checkpoint(model, self.config.normalization, list(self.class_names), extra=self._checkpoint_extra(),
                           instances=self._instances(), tta=self._tta())
 
