@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: test lint demo bench bench-3d clean
+.PHONY: test lint docs demo bench bench-3d clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+# The documentation site, strict: a broken link or a public name without a docstring fails it (docs/hooks.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint docs
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
@@ -36,4 +40,4 @@ bench-3d: $(STAMP)
 	$(BIN)/python benchmarks/bench_hippocampus.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo_out bench_out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo_out bench_out site

@@ -1,7 +1,7 @@
 """Renders the README's napari screenshot headless: the nuclei sample segmented by the shipped model, one
 object corrected with the brush, and a short fine-tuning run on the correction, with both widgets docked.
 
-    xvfb-run -a env QT_QPA_PLATFORM=offscreen .venv/bin/python examples/napari_screenshot.py docs/napari.png
+    xvfb-run -a env QT_QPA_PLATFORM=offscreen .venv/bin/python examples/napari_screenshot.py docs/assets/napari.png
 
 (Qt draws off screen; the X server only gives napari's canvas its OpenGL context.)
 """
@@ -34,7 +34,7 @@ def wait(widget: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, nargs="?", default=Path("docs/napari.png"))
+    parser.add_argument("out", type=Path, nargs="?", default=Path("docs/assets/napari.png"))
     args = parser.parse_args()
     viewer = napari.Viewer(show=False, title="biounet in napari")
     viewer.window.resize(1500, 860)

@@ -234,6 +234,7 @@ class UNetConfig:
                      for level in range(self.deep_supervision + 1))
 
     def is_valid_input(self, input_shape: Shape) -> bool:
+        """Whether ``input_shape`` gives an output (every pooling sees an even size, nothing shrinks to 0)."""
         try:
             self.output_shape(input_shape)
         except BiounetError:

@@ -70,6 +70,7 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: two conv-norm with a ReLU between, plus the (centre-cropped) input."""
         out = self.relu(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
         # Cropped before the projection: the same result, without projecting pixels the sum drops.
@@ -107,6 +108,7 @@ class Up(nn.Module):
         self.interp = "nearest" if config.padding == "valid" else ("bilinear" if dims == 2 else "trilinear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` upsampled by the pooling factor to ``out_ch`` channels (up-convolution, or interpolation + 1x1)."""
         if self.mode == "deconv":
             out: torch.Tensor = self.conv(x)
             return out

@@ -90,6 +90,7 @@ class Plan:
         return apply_overrides(self.settings, list(overrides))
 
     def report(self) -> str:
+        """The plan as text: one line per choice with its reason, then the timings it was made from."""
         lines = ["plan:"]
         lines += [f"  {key}: {reason}" for key, reason in self.reasons]
         if self.timings:

@@ -237,6 +237,11 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
             trainer.best, probabilities = finish_model(trainer.best, trainer.best_path, val_examples, config)
             write_overlays(out_dir, trainer.best, val_examples, probabilities)
     ranks.barrier()  # the others wait for the run's files, so that every process returns a finished run
+    if ranks.main and trainer.best is None and not trainer.best_path.exists():
+        # A budget spent on reading and planning leaves no model: saying "done" would send the user to a
+        # model.pt that is not there.
+        raise BiounetError(f"the budget ({config.minutes:g} min) ran out after {trainer.state.step} steps, before "
+                           f"the first validation: no model was kept; give more --minutes", out_dir)
     return trainer
 
 
