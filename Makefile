@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: test lint docs demo bench bench-3d clean
+.PHONY: test lint docs demo bench bench-3d install-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ docs: $(STAMP)
 
 test: lint docs
 	$(BIN)/pytest -q
+
+# Build the wheel and sdist, install the wheel into a fresh venv per Python 3.10-3.13 found, run --version,
+# the quick start, the fast tests and the extras' resolve check there (noxfile.py); table in dist/install-matrix.md.
+# About 11 minutes on 2 cores; Pythons without the CPU torch on disk download torch 2.13.0's CUDA build from PyPI.
+install-check: $(STAMP)
+	$(PIP) nox
+	$(BIN)/nox
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

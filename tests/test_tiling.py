@@ -69,6 +69,26 @@ def test_small_images_get_small_tiles() -> None:
     assert len(plan) == 1 and plan.input_tile == (300, 236)  # outputs 116 and 52 cover 100 and 37
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_an_image_of_one_pixel_predicts_with_instance_norm(dims: int) -> None:
+    """The smallest tile would leave the deepest level one pixel, where instance norm has nothing to
+    normalise; the tile is one pooling step larger instead."""
+    import torch
+
+    from biounet.infer import predict
+    from biounet.models import UNet
+
+    config = UNetConfig(spatial_dims=dims, base_channels=4, depth=2, padding="same", norm="instance")
+    plan = plan_tiles(config, (1,) * dims, (572,) * dims)
+    assert plan.input_tile == (8,) * dims and len(plan) == 1
+    torch.manual_seed(0)
+    probabilities = predict(UNet(config), np.full((1,) * (dims + 1), 100, np.float32))
+    assert probabilities.shape == (2, *(1,) * dims) and np.isfinite(probabilities).all()
+    # Without instance norm the smallest tile stays the smallest valid one.
+    assert plan_tiles(UNetConfig(spatial_dims=dims, depth=2, padding="same"), (1,) * dims,
+                      (572,) * dims).input_tile == (4,) * dims
+
+
 def test_square_plan_for_rotations() -> None:
     plan = plan_tiles(UNetConfig(), (100, 37), (572, 572), square=True)
     assert plan.input_tile == (300, 300)

@@ -32,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Raises:
         BiounetError: naming ``path``, if its directory does not exist.
+        OSError: from the block; one about the temporary file (an unwritable folder) names ``path`` instead.
     """
     final = Path(path)
     if not final.parent.is_dir():
@@ -48,6 +49,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename is None or Path(os.fsdecode(exc.filename)) != tmp:
+            raise
+        # The user named the output, never its temporary file (nor the rename to it: a folder in the way).
+        raise type(exc)(exc.errno, exc.strerror, str(final)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

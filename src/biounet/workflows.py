@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from biounet.configs import load_yaml
 from biounet.data.labels import LabelConfig
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
@@ -163,7 +164,7 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise BiounetError("nothing to resume: no config.yaml in the run directory", run_dir)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(), path)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BiounetError(f"damaged run config, not valid YAML ({type(exc).__name__})", path) from exc
     if not isinstance(data, dict):

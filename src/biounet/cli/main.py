@@ -2,14 +2,19 @@
 
 Exit codes: 0 success; 2 a problem with the input (a :class:`BiounetError`, an unreadable or unwritable
 file, invalid YAML); 3 training diverged; 4 out of memory (CPU or GPU: try smaller tiles or batches); 130
-interrupted by Ctrl-C. None of these prints a traceback; anything else is a bug and does.
+interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM. None of these prints a traceback; anything else is a
+bug and does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import torch
 import yaml
@@ -21,6 +26,7 @@ from biounet.errors import BiounetError
 EXIT_INPUT = 2
 EXIT_OUT_OF_MEMORY = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 # torch.OutOfMemoryError appeared in torch 2.5; torch.cuda.OutOfMemoryError is the same class there and
 # the only one before.
@@ -38,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="biounet",
         description="U-Net segmentation for biomedical images: plan, train, predict, evaluate, inspect, export.",
         epilog="Exit codes: 0 success, 2 bad input (one line on stderr), 3 training diverged, 4 out of memory, "
-               "130 interrupted.")
+               "130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
     parser.add_argument("--version", action="version", version=f"biounet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (plan, train, predict, evaluate, info, export):
@@ -54,13 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    terminated: list[int] = []
     try:
-        code: int = args.run(args)
+        with _terminate_as_interrupt(terminated):
+            code: int = args.run(args)
     except BiounetError as exc:
         return _fail(args.command, str(exc), int(getattr(exc, "exit_code", EXIT_INPUT)))
     except KeyboardInterrupt as exc:
         # A training run says what it saved; a bare Ctrl-C has no message.
-        return _fail(args.command, str(exc), EXIT_INTERRUPTED, kind="interrupted")
+        return _fail(args.command, str(exc), EXIT_TERMINATED if terminated else EXIT_INTERRUPTED, kind="interrupted")
     except (_TORCH_OUT_OF_MEMORY, MemoryError):
         hint = _SMALLER.get(args.command, "the inputs need more memory than is free")
         return _fail(args.command, f"out of memory: {hint}", EXIT_OUT_OF_MEMORY)
@@ -69,6 +77,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except yaml.YAMLError as exc:
         return _fail(args.command, f"invalid YAML: {exc}", EXIT_INPUT)
     return code
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(received: list[int]) -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``KeyboardInterrupt`` (and is noted in ``received``), as Ctrl-C does.
+
+    SIGTERM's default action (``kill``, a batch system stopping a job) ends the process at once, without
+    running ``finally`` blocks: an atomic write would leave its temporary file behind, and training would not
+    save ``last.pt``. Raised as an exception, it is cleaned up after and reported as Ctrl-C is. Only in the
+    main thread (the only one that may set handlers) and while SIGTERM has its default action (an application
+    calling :func:`main` may handle it itself); the default is put back after the block.
+
+    Args:
+        received: gets the signal's number when SIGTERM arrives.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _os_error(exc: OSError) -> str:

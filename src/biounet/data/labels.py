@@ -36,6 +36,9 @@ Kind = Literal["auto", "classes", "binary", "instances"]
 KINDS = ("auto", "classes", "binary", "instances")
 # Without a class count, a label set with more consecutive values than this is taken for instance ids.
 AUTO_MAX_CLASSES = 8
+# Class indices are below this: a class map is a U-Net's output channels, and every class costs a channel,
+# per-class statistics and a column of the confusion matrix; a value beyond it is an object id or damage.
+MAX_CLASSES = 1024
 
 
 def read_label_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray, ImageMeta]:
@@ -55,6 +58,9 @@ def read_label_meta(path: str | Path, spatial_dims: int = 2) -> tuple[np.ndarray
     if label.dtype.kind == "f" and not np.array_equal(label, np.round(label)):
         raise BiounetError("a label image must hold whole numbers, this one has fractions", path)
     if label.dtype == np.uint64 and label.size and label.max() > np.iinfo(np.int64).max:
+        raise BiounetError("label values do not fit 64-bit signed integers", path)
+    # Whole floats beyond 2**63 have no int64 value: the cast below would make them garbage.
+    if label.dtype.kind == "f" and label.size and float(np.abs(label).max()) >= 2.0**63:
         raise BiounetError("label values do not fit 64-bit signed integers", path)
     return label.astype(np.int64), meta
 
@@ -245,6 +251,9 @@ class LabelConfig:
         elif values and values[0] < 0:
             raise BiounetError(f"label values {format_values(values)} include negative ones, which are neither "
                                f"{self.kind} nor the ignore value (set labels.ignore)", summary.path)
+        elif self.kind == "classes" and values and values[-1] >= MAX_CLASSES:
+            raise BiounetError(f"label value {values[-1]} is not a class index (at most {MAX_CLASSES - 1}; object ids "
+                               "are labels.kind instances)", summary.path)
         elif self.kind == "classes" and num_classes is not None and values and values[-1] >= num_classes:
             found = [v for v in values if v >= num_classes]
             raise BiounetError(f"label values {format_values(found)} are not classes 0..{num_classes - 1} (values "
@@ -396,6 +405,9 @@ def _single_foreground(summaries: list[LabelValues], config: LabelConfig) -> int
             if value == 0:
                 continue
             if foreground is None:
+                if value < 0:
+                    raise BiounetError(f"label values {format_values(values)} include negative ones, which are neither "
+                                       "a mask's foreground nor the ignore value (set labels.ignore)", summary.path)
                 foreground, first = value, summary.path
             elif value != foreground:
                 other = f" ({first} has {foreground})" if first is not None and first != summary.path else ""

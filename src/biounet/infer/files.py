@@ -104,6 +104,10 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
     single_store = out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
     if not single_store:
+        if out.is_symlink() and not out.exists():
+            raise BiounetError("the output folder is a link that leads nowhere (broken, or a loop)", out)
+        if out.exists() and not out.is_dir():
+            raise BiounetError("the output folder is a file", out)
         out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(files, desc="images", unit="img", disable=not progress or len(files) < 2):

@@ -89,6 +89,10 @@ class PredictionStore:
             layout: what it holds.
             prob_dtype: one of :data:`PROB_DTYPES`.
             job: what makes the output (input, its shape, model digest, tile, TTA, ...), all JSON values.
+
+        Raises:
+            BiounetError: naming ``path``, if something other than a prediction store is there: it is never
+                replaced (it may be the input itself, or any user's file or folder).
         """
         if prob_dtype not in PROB_DTYPES:
             raise BiounetError(f"unknown probability dtype {prob_dtype!r}; use {', '.join(PROB_DTYPES)}")
@@ -101,7 +105,10 @@ class PredictionStore:
                 found = None
             if found == record:
                 return cls(path, layout, prob_dtype)
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if not _is_prediction_store(path):
+                raise BiounetError("exists and is not a biounet prediction store, which is all an output may "
+                                   "replace; choose another output", path)
+            shutil.rmtree(path)
         root = zarr.open_group(str(path), mode="w", zarr_format=2)
         _create_image(root, "prob", (*_time(layout), layout.classes, *_space(layout)),
                       (*(1 for _ in _time(layout)), layout.classes, *_chunks(layout)), prob_dtype,
@@ -144,6 +151,16 @@ class PredictionStore:
         time = (values["T"],) if "T" in values else ()
         stack_z = (values["Z"],) if "Z" in values else ()
         return (*time, slice(None), *stack_z, *space), (*time, *stack_z, *space)
+
+
+def _is_prediction_store(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a zarr 2 group of a prediction store's members (or fewer, as a
+    creation that did not finish leaves)."""
+    members = {"prob", "mask", "blocks", "instances", ".zgroup", ".zattrs"}
+    try:
+        return (path / ".zgroup").is_file() and {p.name for p in path.iterdir()} <= members
+    except OSError:
+        return False
 
 
 def _time(layout: StoreLayout) -> tuple[int, ...]:

@@ -93,7 +93,11 @@ def plan_tiles(config: UNetConfig, image_shape: Shape, tile: Shape, overlap: flo
                                                                                           strict=True)))
         input_tile = tuple(min(w, e) for w, e in zip(wanted, enough, strict=True))
     else:
-        input_tile = config.valid_input_shape(tuple(min(t, n) for t, n in zip(tile, image_shape, strict=True)))
+        # Instance norm needs more than one value per channel: the deepest level may not be a single pixel, as
+        # the smallest tile of an image of a few pixels would make it (the mirrored context fills the rest).
+        least = 2 if config.norm == "instance" else 1
+        input_tile = config.valid_input_shape(tuple(max(min(t, n), least * a)
+                                                    for t, n, a in zip(tile, image_shape, align, strict=True)))
     if square:
         input_tile = (max(input_tile),) * len(input_tile)
     output_tile = config.output_shape(input_tile)

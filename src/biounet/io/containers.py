@@ -131,7 +131,7 @@ def open_container(path: str | Path) -> Iterator[Any]:
     if not file.exists():
         raise BiounetError("file not found", file)
     if file.suffix.lower() == ZARR_SUFFIX:
-        yield _zarr_array(file, key, path)
+        yield _complete(_zarr_array(file, key, path), path)
         return
     h5py = optional_import("h5py", f"reading {file.suffix.lower()}", path)
     try:
@@ -167,14 +167,34 @@ def _zarr_array(file: Path, key: str | None, path: str | Path) -> Any:
             return root[_only(list(_zarr_arrays(root)), file, "array")]
     if not isinstance(root, zarr.Group):
         raise BiounetError(f"the store is a single array; name it without :{key}", path)
+    # Named on the command line or in the store's own metadata, an array is one inside the store.
+    if any(part in (".", "..") for part in key.split("/")):
+        raise BiounetError(f"array path {key!r} leads out of the store", path)
     try:
         found = root[key]
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a path zarr refuses
         found = None
     if not isinstance(found, zarr.Array):
         what = f"{key!r} is a group, not an array" if found is not None else f"no array {key!r} in the store"
         raise BiounetError(what, path)
     return found
+
+
+def _complete(array: Any, path: str | Path) -> Any:
+    """The zarr array, checked to have every chunk if it has no fill value.
+
+    A missing chunk reads as the fill value, which is how zarr stores what was never written; an array
+    without one (zarr 2's ``fill_value: null``) says that what is missing is undefined, so a store that lost
+    chunks is not read as if they held zeros.
+    """
+    metadata = getattr(array, "metadata", None)
+    if metadata is None or getattr(metadata, "fill_value", 0) is not None:
+        return array
+    missing = int(array.nchunks) - int(array.nchunks_initialized)
+    if missing:
+        raise BiounetError(f"{missing} of the array's {array.nchunks} chunks are missing, and it has no fill value "
+                           "to read them as", path)
+    return array
 
 
 def _zarr_arrays(group: Any, prefix: str = "") -> Iterator[str]:

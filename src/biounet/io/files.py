@@ -40,10 +40,21 @@ def list_image_files(folder: Path) -> list[Path]:
 
     Args:
         folder: the directory to list.
+
+    Raises:
+        BiounetError: for a link with an image's name that leads nowhere (broken, or a loop).
     """
-    return sorted(p for p in folder.iterdir()
-                  if is_image_file(p) and not is_hidden(p)
-                  and (p.is_file() or (p.is_dir() and p.suffix.lower() == ZARR_SUFFIX)))
+    return sorted(p for p in folder.iterdir() if is_image_file(p) and not is_hidden(p) and _is_image_entry(p))
+
+
+def _is_image_entry(path: Path) -> bool:
+    """Whether a listed path is a file or a zarr store; a link that leads nowhere is an error, not skipped:
+    the image it was meant to be would be missing from the results without a word."""
+    if path.is_file() or (path.is_dir() and path.suffix.lower() == ZARR_SUFFIX):
+        return True
+    if path.is_symlink() and not path.exists():
+        raise BiounetError("a link that leads nowhere (broken, or a loop) where an image was expected", path)
+    return False
 
 
 def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[Path]:
@@ -80,8 +91,7 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
                 files.append(Path(f"{name}:{key}"))
         elif any(c in argument for c in "*?[") and not path.exists():
             matches = sorted(Path(m) for m in glob.glob(argument, recursive=True))
-            found = [m for m in matches if is_image_file(m) and not is_hidden(m)
-                     and (m.is_file() or (is_zarr(m) and m.is_dir()))]
+            found = [m for m in matches if is_image_file(m) and not is_hidden(m) and _is_image_entry(m)]
             if not found:
                 raise BiounetError("no image files match this pattern", argument)
             files += found
@@ -93,7 +103,8 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
         elif path.exists():
             files.append(path)
         else:
-            raise BiounetError("file not found", path)
+            raise BiounetError("a link that leads nowhere (broken, or a loop)" if path.is_symlink() else
+                               "file not found", path)
     seen: dict[str, Path] = {}
     for f in files if unique_stems else []:
         stem = file_stem(f)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from biounet.errors import BiounetError, reason
 from biounet.io.axes import StackPlan
 from biounet.io.channels import match_channels
 
@@ -35,7 +36,11 @@ class ItemView:
         self.dtype = np.dtype(np.float32) if self.channels != self.source_channels else np.dtype(array.dtype)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        """``view[channels, *spatial]`` with basic slices (steps included); only that region is read."""
+        """``view[channels, *spatial]`` with basic slices (steps included); only that region is read.
+
+        Raises:
+            BiounetError: naming the file, if the region cannot be read (a damaged chunk, tile or strip).
+        """
         key = key if isinstance(key, tuple) else (key,)
         channel, spatial = (key[0], key[1:]) if key else (slice(None), ())
         spatial = tuple(spatial) + (slice(None),) * (len(self.plan.spatial_axes) - len(spatial))
@@ -50,7 +55,12 @@ class ItemView:
                 stored_key.append(self.index[plan.batch_axes.index(letter)])
             else:
                 stored_key.append(spatial[plan.spatial_axes.index(letter)])
-        block = np.asarray(self.array[tuple(stored_key)])
+        try:
+            block = np.asarray(self.array[tuple(stored_key)])
+        except MemoryError:
+            raise
+        except Exception as exc:  # a damaged chunk or strip fails in its codec in many ways; all mean the same
+            raise BiounetError(f"cannot read the image region by region ({reason(exc)})", self.path) from exc
         kept = [a for a, k in zip(plan.axes, stored_key, strict=True) if not isinstance(k, int)]
         block = np.moveaxis(block, kept.index("C"), 0) if "C" in kept else block[None]
         block = match_channels(block, self.channels, self.path) if self.channels != self.source_channels else block

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +35,7 @@ class TiffFormat:
         Raises:
             BiounetError: naming the file, if ``axes`` does not fit the series.
         """
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
+        with _tiff_file(path) as tif:
             return _stored_axes(tif, axes, path)
 
     @contextmanager
@@ -45,17 +45,78 @@ class TiffFormat:
 
         zarr = optional_import("zarr", "reading large TIFF files region by region", path)
         try:
-            array = zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
+            with _series_warnings(path):
+                array = zarr.open(tifffile.imread(path, aszarr=True, series=0), mode="r")
+        except BiounetError:
+            raise
         except Exception as exc:
             raise BiounetError(f"cannot read TIFF region by region ({reason(exc)})", path) from exc
         yield array
 
     def read(self, path: Path) -> np.ndarray:
         """The first series, read whole."""
-        import tifffile
+        return read_tiff(path)
 
-        with tifffile.TiffFile(path) as tif:
-            return tif.series[0].asarray()
+
+def read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's first series, read whole.
+
+    Raises:
+        BiounetError: naming the file, if its axis metadata does not match its pages (see :func:`_tiff_file`).
+    """
+    with _tiff_file(path) as tif:
+        return np.asarray(tif.series[0].asarray())
+
+
+@contextmanager
+def _tiff_file(path: Path) -> Iterator[Any]:
+    """The open ``tifffile.TiffFile``, its series already read (see :func:`_series_warnings`)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        with _series_warnings(path):
+            tif.series  # noqa: B018  (tifffile checks the metadata as it builds the series)
+        yield tif
+
+
+@contextmanager
+def _series_warnings(path: Path) -> Iterator[None]:
+    """Turns tifffile's warnings that a file's metadata does not match its pages into a :class:`BiounetError`.
+
+    When an OME-XML, ImageJ or shaped description names more (or other) planes than the file holds, tifffile
+    logs a warning and falls back on the pages as stored, or fills the missing planes with zeros: a file read
+    so is not what its metadata says it is, and the warning would be a second line on stderr. Other warnings
+    of tifffile are logged as usual.
+
+    Raises:
+        BiounetError: naming the file, with tifffile's words.
+    """
+    logger = logging.getLogger("tifffile")
+    catch = _SeriesWarnings()
+    logger.addFilter(catch)
+    try:
+        yield
+    finally:
+        logger.removeFilter(catch)
+    if catch.messages:
+        # tifffile starts its messages with the file's repr, which the error names already.
+        said = catch.messages[0].split("> ", 1)[-1]
+        raise BiounetError(f"the file's metadata does not match its pages (tifffile: {said})", path)
+
+
+class _SeriesWarnings(logging.Filter):
+    """Keeps back, and notes, the warnings about a series that this thread's reading logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread or record.levelno < logging.WARNING or "series" not in record.getMessage():
+            return True
+        self.messages.append(record.getMessage())
+        return False
 
 
 def _stored_axes(tif: Any, axes: str | None, path: Path) -> StoredAxes:

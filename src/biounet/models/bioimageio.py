@@ -14,18 +14,24 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from biounet.configs import load_yaml
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
 from biounet.models.unet import UNet
 
 # The names a package's description may have (``rdf.yaml`` before spec 0.5).
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
+# The most a package's entries may hold once decompressed, checked against their headers before reading: a
+# description is a page of YAML, the weights of the largest U-Net a few hundred MiB. A zip bomb says more.
+MAX_DESCRIPTION_BYTES = 16 * 1024**2
+MAX_WEIGHTS_BYTES = 2 * 1024**3
 
 
 def build_unet(**kwargs: Any) -> UNet:
@@ -59,14 +65,16 @@ def package_payload(path: str | Path) -> dict[str, Any]:
     """The checkpoint payload (as ``torch.save`` wrote it) that a biounet-made package was written from;
     :func:`biounet.models.checkpoint.load_checkpoint` turns it into the checkpoint.
 
-    Only YAML (``safe_load``) and tensors (``torch.load(weights_only=True)``) are read: no code in the package
-    runs, and ``bioimageio`` need not be installed.
+    Only YAML (``safe_load``, alias bombs refused) and tensors (``torch.load(weights_only=True)``) are read: no
+    code in the package runs, nothing is extracted to disk, and ``bioimageio`` need not be installed.
 
     Args:
         path: the package (``.zip``).
 
     Raises:
-        BiounetError: naming the file, if it is not a package, was not made by biounet, or is damaged.
+        BiounetError: naming the file, if it is not a package, was not made by biounet, is damaged, has an
+            entry named outside its folder, or one whose header says it decompresses to more than it may hold
+            (:data:`MAX_DESCRIPTION_BYTES`, :data:`MAX_WEIGHTS_BYTES`).
     """
     path = Path(path)
     name = package_description_name(path)
@@ -74,16 +82,19 @@ def package_payload(path: str | Path) -> dict[str, Any]:
         raise BiounetError("not a BioImage Model Zoo package (a zip without bioimageio.yaml)", path)
     try:
         with zipfile.ZipFile(path) as archive:
-            rdf = yaml.safe_load(archive.read(name))
+            _check_entry_names(archive, path)
+            rdf = load_yaml(_read_entry(archive, name, MAX_DESCRIPTION_BYTES, path), path)
             stored = _biounet_config(rdf, path)
             weights = rdf["weights"]["pytorch_state_dict"]
-            data = archive.read(str(weights["source"]))
+            data = _read_entry(archive, str(weights["source"]), MAX_WEIGHTS_BYTES, path)
             expected = weights.get("sha256")
     except (KeyError, TypeError, AttributeError) as exc:
         raise BiounetError(f"a BioImage Model Zoo package without the biounet weights it names ({exc})",
                            path) from exc
-    except (zipfile.BadZipFile, OSError, yaml.YAMLError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, yaml.YAMLError) as exc:
         raise BiounetError(f"damaged BioImage Model Zoo package ({type(exc).__name__}: {exc})", path) from exc
+    except (NotImplementedError, RuntimeError) as exc:  # zipfile's unknown compression and encrypted entries
+        raise BiounetError(f"unreadable BioImage Model Zoo package ({exc})", path) from exc
     if expected is not None and hashlib.sha256(data).hexdigest() != str(expected):
         raise BiounetError("damaged package: the weights do not match their sha256 in bioimageio.yaml", path)
     try:
@@ -102,6 +113,28 @@ def package_payload(path: str | Path) -> dict[str, Any]:
         "config": yaml.safe_dump(stored.get("checkpoint"), sort_keys=False),
         "state_dict": state, **{k: v for k, v in extra.items() if k not in ("format", "config", "state_dict")},
     }
+
+
+def _check_entry_names(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuses a package with an entry named outside its folder (absolute, a drive, or ``..``).
+
+    Nothing here extracts a package, but the bioimageio tools that unpack one would write such an entry
+    outside the folder they unpack to: no package made by biounet (or valid for the spec) has one.
+    """
+    for entry in archive.namelist():
+        parts = entry.replace("\\", "/").split("/")
+        if entry.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+            raise BiounetError(f"refusing a package with an entry outside its folder ({entry!r})", path)
+
+
+def _read_entry(archive: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
+    """The entry ``name``, refused before it is decompressed if its header says it is over ``limit`` bytes."""
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise BiounetError(f"refusing the package entry {name!r}: it decompresses to {size / 1024**2:,.0f} MiB, "
+                           f"more than the {limit / 1024**2:,.0f} MiB it may hold (a zip bomb?)", path)
+    # zipfile stops at the size the header gives, so the entry cannot decompress to more than was checked.
+    return archive.read(name)
 
 
 def _biounet_config(rdf: Any, path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import yaml
 
 from biounet._version import __version__
 from biounet.atomic import atomic_path
+from biounet.configs import load_yaml
 from biounet.errors import BiounetError
 from biounet.models.bioimageio import package_description_name, package_payload
 from biounet.models.config import UNetConfig
@@ -186,7 +187,7 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
         raise BiounetError(f"checkpoint format {payload['format_version']} is newer than this biounet "
                            f"({__version__}) reads; upgrade biounet", path)
     try:
-        meta = yaml.safe_load(payload["config"])
+        meta = load_yaml(payload["config"])
         config = UNetConfig.from_dict(meta["model"])
         normalization = Normalization.from_dict(meta.get("normalization", {}))
         class_names = [str(n) for n in meta.get("class_names") or default_class_names(config.out_channels,

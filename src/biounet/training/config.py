@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from biounet.augment import AugmentConfig
-from biounet.configs import from_dict
+from biounet.configs import from_dict, load_yaml
 from biounet.data.examples import WeightMapConfig
 from biounet.data.labels import LabelConfig
 from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
@@ -269,13 +269,20 @@ class TrainConfig:
         return self.labels.kind == "instances" and (self.num_classes == 3 or self.model.output == "distance")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts (the sections as dicts too)."""
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        """The config as YAML, as ``config.yaml`` of a run and a checkpoint hold it."""
         return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from nested dicts (as ``to_dict`` or a YAML file gives), each section checked.
+
+        Raises:
+            BiounetError: naming the section and key, for an unknown key or an invalid value.
+        """
         sections: dict[str, Any] = {
             "model": UNetConfig, "normalization": Normalization, "labels": LabelConfig,
             "augment": AugmentConfig, "optim": OptimConfig, "data": DataConfig, "retain": RetainConfig,
@@ -322,7 +329,7 @@ def load_config(path: Path | None, overrides: list[str]) -> TrainConfig:
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = load_yaml(path.read_text(), path)
         except (OSError, yaml.YAMLError) as exc:
             raise BiounetError(f"cannot read config ({type(exc).__name__})", path) from exc
         if not isinstance(loaded, dict):
@@ -339,9 +346,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> TrainConfig:
         if not sep or not key:
             raise BiounetError(f"--set expects key=value, got {override!r}")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as exc:
             raise BiounetError(f"--set {override!r}: value is not valid YAML") from exc
+        except BiounetError as exc:
+            raise BiounetError(f"--set {override!r}: {exc}") from exc
         node = data
         *parents, leaf = key.split(".")
         for part in parents:

@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
+from biounet.configs import load_yaml
 from biounet.data.examples import pair_files
+from biounet.errors import BiounetError
 from biounet.models.checkpoint import load_checkpoint
 from biounet.pretrained import resolve_model
 from biounet.training.config import TrainConfig, apply_overrides
@@ -61,7 +63,12 @@ def finetune_config(init: str | Path, images: Path, labels: Path, *, minutes: fl
     source = load_checkpoint(path)
     settings: dict[str, Any] = {}
     if isinstance(source.extra.get("train_config"), str):
-        settings = yaml.safe_load(source.extra["train_config"]) or {}
+        try:
+            settings = load_yaml(source.extra["train_config"], path) or {}
+        except yaml.YAMLError as exc:
+            raise BiounetError(f"damaged training config in the checkpoint ({type(exc).__name__})", path) from exc
+        if not isinstance(settings, dict):
+            raise BiounetError("damaged training config in the checkpoint: expected a mapping of settings", path)
     fine_tuned = bool(settings.get("init"))
     settings["model"] = source.config.to_dict()
     settings["normalization"] = source.normalization.to_dict()
