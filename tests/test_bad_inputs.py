@@ -955,8 +955,11 @@ def test_napari_reader_offers_nothing_or_fails_in_one_line(case: str, tmp_path: 
 # when atomic_path renames its temporary file to a name matching the case's pattern.
 
 INTERRUPTER = r"""
-import fnmatch, os, sys, time
+import fnmatch, os, signal, sys, time
 from pathlib import Path
+
+# As in a terminal: a child of a background job (make test &) inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 signum, pattern, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 rename = os.replace
