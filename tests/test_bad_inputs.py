@@ -64,13 +64,14 @@ def _predict(image_name: str, write: Callable[[Path], None]) -> Callable[[Path],
     return build
 
 
-def _checkpoint(write: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+def _checkpoint(write: Callable[[Path], None], name: str = "model.pt") -> Callable[[Path], list[str]]:
+    """``predict`` on a good image with the model file ``name`` that ``write`` makes."""
     def build(folder: Path) -> list[str]:
         image = folder / "in" / "a.png"
         image.parent.mkdir()
         iio.imwrite(image, GOOD)
-        write(folder / "model.pt")
-        return ["predict", "--model", str(folder / "model.pt"), str(image), "--out", str(folder / "out")]
+        write(folder / name)
+        return ["predict", "--model", str(folder / name), str(image), "--out", str(folder / "out")]
     return build
 
 
@@ -277,13 +278,7 @@ def _good_package(path: Path) -> None:
 
 
 def _package(make: Callable[[Path], None]) -> Callable[[Path], list[str]]:
-    def build(folder: Path) -> list[str]:
-        image = folder / "in" / "a.png"
-        image.parent.mkdir()
-        iio.imwrite(image, GOOD)
-        make(folder / "model.zip")
-        return ["predict", "--model", str(folder / "model.zip"), str(image), "--out", str(folder / "out")]
-    return build
+    return _checkpoint(make, "model.zip")
 
 
 def _package_with(source: str, entry: str | None = None, edit: Callable[[dict[str, Any]], Any] | None = None,
