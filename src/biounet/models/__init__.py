@@ -8,6 +8,7 @@
   probabilities to a class mask.
 - ``instance_params``: how an instance model's probabilities become objects (thresholds, minimum size).
 - ``symmetry``: which transforms test-time augmentation may average a model over, and whether it does.
+- ``tensors``: a PyTorch file read as tensors only (``weights_only``), without torch's warnings on stderr.
 - ``checkpoint``: the versioned checkpoint (:class:`Checkpoint`), saved atomically, loaded weights-only.
 - ``bioimageio``: reading a biounet-made BioImage Model Zoo package back as its checkpoint.
 """

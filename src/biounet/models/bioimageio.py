@@ -18,12 +18,12 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from biounet.configs import load_yaml
 from biounet.errors import BiounetError
 from biounet.models.config import UNetConfig
+from biounet.models.tensors import load_tensors
 from biounet.models.unet import UNet
 
 # The names a package's description may have (``rdf.yaml`` before spec 0.5).
@@ -98,7 +98,7 @@ def package_payload(path: str | Path) -> dict[str, Any]:
     if expected is not None and hashlib.sha256(data).hexdigest() != str(expected):
         raise BiounetError("damaged package: the weights do not match their sha256 in bioimageio.yaml", path)
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = load_tensors(io.BytesIO(data))
     except Exception as exc:  # a damaged or foreign weights file can fail in many ways; all mean the same
         raise BiounetError(f"damaged package: cannot read its weights ({type(exc).__name__})", path) from exc
     extra = stored.get("extra") or {}

@@ -25,6 +25,7 @@ from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
 from biounet.models.symmetry import TTA
+from biounet.models.tensors import load_tensors
 from biounet.models.unet import UNet, prediction_layout
 
 FORMAT = "biounet.checkpoint"
@@ -159,7 +160,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if package_description_name(path) is not None:
         return checkpoint_from_payload(package_payload(path), path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_tensors(str(path))
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise BiounetError("refusing to load: the file holds arbitrary Python objects, not a biounet "
