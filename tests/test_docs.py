@@ -25,7 +25,7 @@ PAGES = ["getting-started.md", *sorted(f"tutorials/{p.name}" for p in (DOCS / "t
 MINUTES = "0.4"
 # Pages whose runs need more than MINUTES before a first step fits (an instance model's run keeps room for
 # tuning its post-processing at the end; a fine-tuning run reads the start model's 80 pairs) get this.
-LONGER = {"tutorials/nuclei-instances.md": "2", "tutorials/napari.md": "1.5"}
+LONGER = {"tutorials/nuclei-instances.md": "2", "tutorials/napari.md": "1.2"}
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 sys.path.insert(0, str(DOCS))

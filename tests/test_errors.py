@@ -21,10 +21,10 @@ import yaml
 from biounet.atomic import atomic_path
 from biounet.cli.main import main
 from biounet.errors import BiounetError
+from biounet.interrupts import deferred_interrupt, terminate_as_interrupt
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
 from biounet.training.config import apply_overrides
-from biounet.training.interrupts import deferred_interrupt
 from biounet.training.run import train
 from biounet.training.trainer import Trainer, TrainingInterrupted
 from conftest import write_disc_dataset
@@ -161,6 +161,31 @@ def test_interrupt_inside_a_deferred_block_waits_for_its_end() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         finished.append("never")
     assert finished == ["after the signal"]
+
+
+@pytest.mark.usefixtures("default_ctrl_c")
+def test_sigterm_as_an_interrupt_also_waits_for_the_end_of_a_deferred_block() -> None:
+    finished, received = [], []
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(received), deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        finished.append("after the signal")
+        assert not received  # noted by the deferring handler, not yet by the command's
+    assert finished == ["after the signal"] and received == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # A second signal (either one) does not wait; an application's own SIGTERM handler is left alone.
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(received), deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append("never")
+    assert finished == ["after the signal"] and received == [signal.SIGTERM]  # the SIGINT raised, by its own handler
+    own = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: own.append(signum))
+    try:
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert own == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_ctrl_c_saves_the_run_and_resume_continues_it_exactly(tmp_path: Path,

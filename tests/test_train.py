@@ -332,17 +332,17 @@ def test_early_stopping_after_patience_validations_without_improvement(tmp_path:
     assert trainer.state.best_epoch == 1
 
 
-def test_a_one_minute_run_ends_within_63_seconds_all_included(tmp_path: Path) -> None:
+def test_a_half_minute_run_ends_within_33_seconds_all_included(tmp_path: Path) -> None:
     # Validation on 256x256 images is a good share of each epoch, so a budget that forgot it would overrun.
     images, labels = write_disc_dataset(tmp_path / "data", 8, size=256)
     config = apply_overrides({}, [*TINY, f"data.images={images}", f"data.labels={labels}", "epochs=100000",
-                                  "minutes=1", "samples_per_epoch=40", "model.base_channels=8"])
+                                  "minutes=0.5", "samples_per_epoch=40", "model.base_channels=8"])
     started = time.monotonic()
     trainer = train(config, tmp_path / "run", progress=False)
     wall = time.monotonic() - started
     assert trainer.stop_reason == "time budget spent"
-    assert 54.0 <= wall <= 63.0, (wall, trainer.state.history[-1], trainer.budget.__dict__)  # used, not overrun
-    assert trainer.state.history[-1]["seconds"] <= 60.0
+    assert 27.0 <= wall <= 33.0, (wall, trainer.state.history[-1], trainer.budget.__dict__)  # used, not overrun
+    assert trainer.state.history[-1]["seconds"] <= 30.0
     assert (tmp_path / "run" / "model.pt").exists() and any((tmp_path / "run" / "overlays").iterdir())
 
 

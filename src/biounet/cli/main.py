@@ -9,12 +9,9 @@ bug and does.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Sequence
 
 import torch
 import yaml
@@ -22,6 +19,7 @@ import yaml
 from biounet._version import __version__
 from biounet.cli import evaluate, export, info, plan, predict, train
 from biounet.errors import BiounetError
+from biounet.interrupts import terminate_as_interrupt
 
 EXIT_INPUT = 2
 EXIT_OUT_OF_MEMORY = 4
@@ -62,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     terminated: list[int] = []
     try:
-        with _terminate_as_interrupt(terminated):
+        with terminate_as_interrupt(terminated):
             code: int = args.run(args)
     except BiounetError as exc:
         return _fail(args.command, str(exc), int(getattr(exc, "exit_code", EXIT_INPUT)))
@@ -77,34 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except yaml.YAMLError as exc:
         return _fail(args.command, f"invalid YAML: {exc}", EXIT_INPUT)
     return code
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt(received: list[int]) -> Iterator[None]:
-    """Inside the block, SIGTERM raises ``KeyboardInterrupt`` (and is noted in ``received``), as Ctrl-C does.
-
-    SIGTERM's default action (``kill``, a batch system stopping a job) ends the process at once, without
-    running ``finally`` blocks: an atomic write would leave its temporary file behind, and training would not
-    save ``last.pt``. Raised as an exception, it is cleaned up after and reported as Ctrl-C is. Only in the
-    main thread (the only one that may set handlers) and while SIGTERM has its default action (an application
-    calling :func:`main` may handle it itself); the default is put back after the block.
-
-    Args:
-        received: gets the signal's number when SIGTERM arrives.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _os_error(exc: OSError) -> str:

@@ -29,7 +29,7 @@ from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
-from biounet.io.files import expand_inputs, file_stem
+from biounet.io.files import DEAD_LINK, expand_inputs, file_stem, is_dead_link
 from biounet.io.readers import image_meta
 from biounet.io.stored import probe_stored, read_stored
 from biounet.io.writers import write_instances, write_prediction
@@ -104,8 +104,8 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
     single_store = out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
     if not single_store:
-        if out.is_symlink() and not out.exists():
-            raise BiounetError("the output folder is a link that leads nowhere (broken, or a loop)", out)
+        if is_dead_link(out):
+            raise BiounetError(f"the output folder is {DEAD_LINK}", out)
         if out.exists() and not out.is_dir():
             raise BiounetError("the output folder is a file", out)
         out.mkdir(parents=True, exist_ok=True)

@@ -52,9 +52,17 @@ def _is_image_entry(path: Path) -> bool:
     the image it was meant to be would be missing from the results without a word."""
     if path.is_file() or (path.is_dir() and path.suffix.lower() == ZARR_SUFFIX):
         return True
-    if path.is_symlink() and not path.exists():
-        raise BiounetError("a link that leads nowhere (broken, or a loop) where an image was expected", path)
+    if is_dead_link(path):
+        raise BiounetError(f"{DEAD_LINK} where an image was expected", path)
     return False
+
+
+DEAD_LINK = "a link that leads nowhere (broken, or a loop)"
+
+
+def is_dead_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link whose target does not exist or never resolves (a loop)."""
+    return path.is_symlink() and not path.exists()
 
 
 def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[Path]:
@@ -103,8 +111,7 @@ def expand_inputs(arguments: Sequence[str], unique_stems: bool = True) -> list[P
         elif path.exists():
             files.append(path)
         else:
-            raise BiounetError("a link that leads nowhere (broken, or a loop)" if path.is_symlink() else
-                               "file not found", path)
+            raise BiounetError(DEAD_LINK if path.is_symlink() else "file not found", path)
     seen: dict[str, Path] = {}
     for f in files if unique_stems else []:
         stem = file_stem(f)

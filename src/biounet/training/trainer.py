@@ -28,6 +28,7 @@ from biounet.data.sampling import PatchDataset, PatchSampler, StepBatches
 from biounet.data.targets import CLASS_NAMES, DISTANCE_NAMES
 from biounet.errors import BiounetError
 from biounet.infer.tta import transforms
+from biounet.interrupts import deferred_interrupt
 from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
@@ -37,7 +38,6 @@ from biounet.training.budget import Budget
 from biounet.training.config import TrainConfig
 from biounet.training.distributed import Ranks
 from biounet.training.ema import WeightAverage
-from biounet.training.interrupts import deferred_interrupt
 from biounet.training.retention import Retention
 from biounet.training.tuning import grid_points
 from biounet.training.validation import OBJECTS_SECONDS
