@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "biounet"
 # Lowest first. A module may import its own package and the packages of lower layers, never a higher layer
 # nor another package of its own layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "atomic", "configs", "geometry", "_version", "optional", "pretrained"),
+    ("errors", "atomic", "configs", "geometry", "_version", "optional", "pretrained", "interrupts"),
     ("models",),
     ("io",),
     ("data",),
