@@ -22,6 +22,10 @@ from types import FrameType
 
 Handler = Callable[[int, FrameType | None], object]
 
+# The handlers that raise KeyboardInterrupt, which deferred_interrupt may delay: Python's own for SIGINT, and
+# those terminate_as_interrupt installs. An application's own handlers are left as they are.
+_INTERRUPTING: set[object] = {signal.default_int_handler}
+
 
 @contextlib.contextmanager
 def terminate_as_interrupt(received: list[int]) -> Iterator[None]:
@@ -50,10 +54,6 @@ def terminate_as_interrupt(received: list[int]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _INTERRUPTING.discard(interrupt)
 
-
-# The handlers that raise KeyboardInterrupt, which deferred_interrupt may delay: Python's own for SIGINT, and
-# those terminate_as_interrupt installs. An application's own handlers are left as they are.
-_INTERRUPTING: set[object] = {signal.default_int_handler}
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ from biounet.io.containers import ZARR_SUFFIX, check_container, is_zarr, split_s
 from biounet.io.formats import SUPPORTED_SUFFIXES, is_image_file
 from biounet.io.nifti import NIFTI_SUFFIXES
 
+# How an error names a symbolic link whose target is missing or never resolves (see is_dead_link).
+DEAD_LINK = "a link that leads nowhere (broken, or a loop)"
+
 
 def file_stem(path: str | Path) -> str:
     """The name outputs and pairings use: ``case_001.nii.gz`` -> ``case_001``, ``a.h5:raw`` -> ``a``.
@@ -55,9 +58,6 @@ def _is_image_entry(path: Path) -> bool:
     if is_dead_link(path):
         raise BiounetError(f"{DEAD_LINK} where an image was expected", path)
     return False
-
-
-DEAD_LINK = "a link that leads nowhere (broken, or a loop)"
 
 
 def is_dead_link(path: Path) -> bool:
