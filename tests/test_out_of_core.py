@@ -103,11 +103,11 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     source = _zarr_input(tmp_path / "in.zarr", image, tuple(max(8, s // 3) for s in image.shape))
     ckpt = _checkpoint(tmp_path / "m.pt", config)
     store = tmp_path / "out.zarr"
-    done, total = predict_to_store(source, ckpt, store,
-                                   options=TileOptions(tile=_tile(config)), block=block)
+    tile = _tile(config)
+    options = TileOptions(tile=tile)
+    done, total = predict_to_store(source, ckpt, store, options=options, block=block)
     assert done == total > 1
-    expected = predict(load_checkpoint(ckpt), image.astype(np.float32),
-                       tile=_tile(config))
+    expected = predict(load_checkpoint(ckpt), image.astype(np.float32), tile=tile)
     np.testing.assert_allclose(_stored(store, "prob"), expected, atol=1e-5)
     assert (_stored(store, "mask") == expected.argmax(0)).all()
     # A run that died: two blocks unmarked (and one of them garbled) are the only ones computed again.
@@ -117,22 +117,18 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     flat[[0, -1]] = 0
     record[...] = flat.reshape(record.shape)
     zarr.open_group(str(store), mode="r+")["prob/0"][...] = 0
-    again, _ = predict_to_store(source, ckpt, store,
-                                options=TileOptions(tile=_tile(config)), block=block)
+    again, _ = predict_to_store(source, ckpt, store, options=options, block=block)
     assert again == 2
     rerun = _stored(store, "prob")
-    tile = (_tile(config),) * config.spatial_dims
-    blocks = list(plan_blocks(plan_tiles(config, image.shape, tile), block))
+    blocks = list(plan_blocks(plan_tiles(config, image.shape, (tile,) * config.spatial_dims), block))
     for b in (blocks[0], blocks[-1]):
         region = (slice(None), *b.slices())
         np.testing.assert_allclose(rerun[region], expected[region], atol=1e-5)
     assert np.abs(rerun[(slice(None), *blocks[1].slices())]).max() == 0  # finished before: not recomputed
     # Finished: nothing to do; another model: the store is made anew.
-    assert predict_to_store(source, ckpt, store,
-                            options=TileOptions(tile=_tile(config)), block=block)[0] == 0
+    assert predict_to_store(source, ckpt, store, options=options, block=block)[0] == 0
     other = _checkpoint(tmp_path / "other.pt", config, seed=5)
-    assert predict_to_store(source, other, store,
-                            options=TileOptions(tile=_tile(config)), block=block)[0] == total
+    assert predict_to_store(source, other, store, options=options, block=block)[0] == total
 
 
 def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
