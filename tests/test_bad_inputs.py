@@ -42,6 +42,7 @@ from biounet.cli.main import main
 from biounet.errors import BiounetError
 from biounet.models import UNet, UNetConfig
 from biounet.models.checkpoint import load_checkpoint, save_checkpoint
+from biounet.models.object_size import ObjectSize
 from conftest import write_disc_dataset
 
 TINY = ["--set", "model.base_channels=4", "--set", "model.depth=2", "--set", "tile=60", "--set",
@@ -760,6 +761,34 @@ CASES |= {
                                                               "classes")),
 }
 
+
+# --- object sizes (--object-size, --pixel-size) ---
+
+
+def _sized_model(folder: Path) -> Path:
+    """A model that records the size of its objects (20 px, pixels of unknown size)."""
+    path = folder / "sized.pt"
+    save_checkpoint(path, UNet(NET), object_size=ObjectSize(20.0))
+    return path
+
+
+def _png(path: Path) -> None:
+    iio.imwrite(path, GOOD)
+
+
+CASES |= {
+    "object size for a model that records none": _predict_with("a.png", _png, "--object-size", "20"),
+    "auto object size for a model that records none": _predict_with("a.png", _png, "--object-size", "auto"),
+    "object size 0": _predict_with("a.png", _png, "--object-size", "0", model=_sized_model),
+    "object size not a number": _predict_with("a.png", _png, "--object-size", "big", model=_sized_model),
+    "object size 9x off the model's": _predict_with("a.png", _png, "--object-size", "180", model=_sized_model),
+    "pixel size for a model of uncalibrated images": _predict_with("a.png", _png, "--pixel-size", "0.5",
+                                                                   model=_sized_model),
+    "object size and pixel size": _predict_with("a.png", _png, "--object-size", "20", "--pixel-size", "0.5",
+                                                model=_sized_model),
+    "object size with zarr outputs": _predict_with("a.png", _png, "--object-size", "20", "--out-format", "zarr",
+                                                   model=_sized_model),
+}
 
 def _shown(stderr: str) -> list[str]:
     """The lines a terminal shows of ``stderr``: a progress bar redraws its line after ``\r`` and clears it."""

@@ -13,6 +13,7 @@ from biounet.models.checkpoint import load_checkpoint
 from biounet.training.config import apply_overrides
 from biounet.training.ema import WeightAverage
 from biounet.training.run import train
+from biounet.training.trainer import lr_factor
 from conftest import write_disc_dataset
 
 TINY = ["model.base_channels=4", "model.depth=2", "tile=60", "samples_per_epoch=4", "batch_size=2",
@@ -100,6 +101,30 @@ def test_resume_continues_the_average_exactly(tmp_path: Path) -> None:
     for key, value in straight.ema.model.state_dict().items():
         assert torch.equal(value, resumed.ema.model.state_dict()[key]), key
 
+
+
+def test_resume_with_a_longer_budget_continues_the_schedule_and_the_average(tmp_path: Path) -> None:
+    """A run of 2 epochs with a decaying rate, resumed with a budget of 6: the steps, the log and the moving
+    average go on from where it stopped, and from there the rate follows the 6-epoch schedule, as a run
+    planned for 6 epochs has it at the same step (the rate rises again, a warm restart, and decays to 0 at
+    the new end)."""
+    config = _config(tmp_path, "epochs=6", "ema=0.8", "optim.scheduler=poly", "optim.warmup=0.1")
+    straight = train(config, tmp_path / "a", progress=False)
+    short = apply_overrides(yaml.safe_load(config.to_yaml()), ["epochs=2"])
+    first = train(short, tmp_path / "b", progress=False)
+    # 2 steps per epoch: the last of the 4 steps ran at 3/4 of the 2-epoch schedule.
+    assert first.state.history[-1]["lr"] == pytest.approx(0.01 * lr_factor("poly", 3 / 4, 0.1))
+    resumed = train(config, tmp_path / "b", resume=True, progress=False)
+    assert resumed.state.step == straight.state.step == 12
+    assert [row["epoch"] for row in resumed.state.history] == [1, 2, 3, 4, 5, 6]
+    assert [row["lr"] for row in resumed.state.history[:2]] == [row["lr"] for row in first.state.history]
+    assert [row["lr"] for row in resumed.state.history[2:]] == [row["lr"] for row in straight.state.history[2:]]
+    # Epoch 3's last step (the 6th of 12) at 5/12 of the 6-epoch schedule: higher than where the short run ended.
+    assert resumed.state.history[2]["lr"] == pytest.approx(0.01 * lr_factor("poly", 5 / 12, 0.1))
+    assert resumed.state.history[2]["lr"] > first.state.history[-1]["lr"]
+    assert resumed.ema is not None and first.ema is not None and resumed.ema.updates == 12
+    logged = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in logged[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_keep_saves_the_best_or_the_latest_validated_model(tmp_path: Path, keep: str,

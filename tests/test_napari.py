@@ -17,6 +17,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from biounet.cli.main import main
+from biounet.infer.predict import TileOptions
 from biounet.napari.layers import CONTEXT, IGNORE, ORIGINAL, layer_axes, training_label
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "biounet" / "pretrained" / "samples"
@@ -368,3 +369,38 @@ def test_moving_the_object_settings_resplits_the_last_result_at_once(viewer: Any
     labels.data = edited
     widget.seed.setValue(0.5)
     assert np.asarray(labels.data)[0, 0] == 999 and "edited" in widget.status.text()
+
+
+def test_object_size_rescales_the_image_as_the_cli_does_and_resplits_at_that_scale(viewer: Any, qtbot: Any,
+                                                                                  tmp_path: Path) -> None:
+    from skimage.transform import rescale
+
+    from biounet.models.instance_params import InstanceParams
+    from biounet.napari.layers import segment
+    from biounet.napari.models import load_model
+
+    # The nuclei sample enlarged 2x: its nuclei twice the size the model learnt.
+    big = rescale(iio.imread(SAMPLES / "dsb2018-nuclei.png")[..., :3], 2, channel_axis=-1, order=1,
+                  preserve_range=True).astype(np.uint8)
+    iio.imwrite(tmp_path / "big.png", big)
+    viewer.add_image(big, name="big", rgb=True)
+    widget = segment_widget(viewer, "isbi2012-membranes")
+    assert not widget.auto_size.isEnabled()  # a model without an object size
+    widget.model.setCurrentText("dsb2018-nuclei")
+    assert widget.auto_size.isEnabled() and "18.7 px" in widget.size_label.toolTip()
+    widget.auto_size.setChecked(True)
+    assert not widget.object_size.isEnabled()
+    wait_for(qtbot, widget, widget.run())
+    assert "px: rescaled 0." in widget.status.text(), widget.status.text()
+    labels = viewer.layers[-1]
+    assert main(["predict", str(tmp_path / "big.png"), "--model", "dsb2018-nuclei", "--out", str(tmp_path / "out"),
+                 "--outputs", "instances", "--object-size", "auto"]) == 0
+    np.testing.assert_array_equal(np.asarray(labels.data), tifffile.imread(tmp_path / "out" / "big_instances.tif"))
+    # Moving the minimum size re-splits the result made at that scale, as segmenting again at that object
+    # size would (not "auto" again: its estimate is measured on objects of the minimum size in force).
+    assert widget.last is not None
+    estimated = widget.last[1].object_size
+    widget.min_size.setValue(100)
+    expected = segment(load_model("dsb2018-nuclei"), big, True, instances=InstanceParams(
+        widget.seed.value(), widget.foreground.value(), 100), options=TileOptions(object_size=estimated)).labels
+    np.testing.assert_array_equal(np.asarray(labels.data), expected)

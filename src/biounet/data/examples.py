@@ -203,6 +203,7 @@ class Example:
             validation matches predicted objects against; ``None`` for other labels.
         distance: ``(*S)`` float32 distance target (:meth:`~biounet.data.labels.LabelConfig.distance`) for a
             model that learns it; ``None`` otherwise.
+        spacing: the image file's pixel (voxel) size per spatial axis (1.0 where the file does not say).
     """
 
     name: str
@@ -211,6 +212,7 @@ class Example:
     weight: np.ndarray
     objects: np.ndarray | None = None
     distance: np.ndarray | None = None
+    spacing: tuple[float, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -260,13 +262,13 @@ def load_example(image_path: Path, label_path: Path, *, spatial_dims: int = 2, i
     Raises:
         BiounetError: naming the file, for unreadable files or mismatched shapes/values.
     """
-    image, label, _ = read_pair(image_path, label_path, spatial_dims, in_channels)
+    image, label, meta = read_pair(image_path, label_path, spatial_dims, in_channels)
     target, weight, objects = make_targets(label, labels, num_classes, weights, path=label_path)
     if (target == IGNORE_INDEX).all():
         raise BiounetError("label image has no annotated pixels", label_path)
     # On the whole label, where every object is whole: exact, and each patch then only reads it.
     distance = labels.distance(label, label_path) if learns_distance(labels) else None
-    return Example(file_stem(image_path), normalization(image), target, weight, objects, distance)
+    return Example(file_stem(image_path), normalization(image), target, weight, objects, distance, meta.spacing)
 
 
 def unlabelled_example(image_path: Path, *, spatial_dims: int = 2, in_channels: int,

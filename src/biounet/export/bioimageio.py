@@ -283,6 +283,9 @@ def _biounet_section(checkpoint: Checkpoint) -> dict[str, Any]:
     }
     if checkpoint.instances is not None:
         meta["instances"] = checkpoint.instances.to_dict()
+    meta["tta"] = checkpoint.tta.to_dict()
+    if checkpoint.object_size is not None:
+        meta["object_size"] = checkpoint.object_size.to_dict()
     # Plain-data extras (the training config, the chosen epoch's metrics) travel along; training state
     # (optimizer tensors, RNG states) does not: a package is for using a model, not for resuming training.
     extra = {k: v for k, v in checkpoint.extra.items() if k in ("train_config", "metrics") and _is_plain(v)}

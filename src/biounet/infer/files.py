@@ -27,6 +27,7 @@ from biounet.infer.instances import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
+from biounet.infer.rescale import given_scale, object_size_from_pixel_size
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.files import DEAD_LINK, expand_inputs, file_stem, is_dead_link
@@ -53,6 +54,9 @@ class Written:
         objects: for a zarr output with instances, the number of objects in ``instances/0``.
         skipped: outputs of the model's default set that the output format does not hold (the objects table
             of a zarr output).
+        scale: the factor the image was resized by for the model (1.0: as it is).
+        object_size: the objects' diameter in the image's pixels that ``scale`` was chosen for (given, or
+            estimated by ``"auto"``); ``None`` without an object size.
     """
 
     input: Path
@@ -60,13 +64,15 @@ class Written:
     blocks: tuple[int, int] | None = None
     objects: int | None = None
     skipped: tuple[str, ...] = ()
+    scale: float = 1.0
+    object_size: float | None = None
 
 
 def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                   outputs: Sequence[str] | None = None, options: TileOptions = TileOptions(),
                   axes: str | None = None, out_format: str = "auto", prob_dtype: str = "float32",
-                  block: int | None = None, dask: str | None = None, progress: bool = True,
-                  on_written: Callable[[Written], None] | None = None) -> list[Written]:
+                  block: int | None = None, dask: str | None = None, pixel_size: float | None = None,
+                  progress: bool = True, on_written: Callable[[Written], None] | None = None) -> list[Written]:
     """Segments image files with a model and writes the outputs of each (what ``biounet predict`` does).
 
     Args:
@@ -77,12 +83,15 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         out: the output folder; for a zarr output of a single input, ``OUT.zarr`` names the store itself.
         outputs: some of :data:`OUTPUTS`; default all four for an instance model, ``prob`` and ``mask``
             otherwise.
-        options: tile, batch size, TTA and device (``None``: the CPU).
+        options: tile, batch size, TTA, device (``None``: the CPU) and the inputs' object size in pixels
+            (or ``"auto"``), which rescales them to the size of the model's objects.
         axes: the inputs' axes in stored order, for files whose metadata is missing or wrong.
         out_format: ``tiff``, ``zarr`` or ``auto`` (zarr from :data:`ZARR_FROM_BYTES` of probabilities).
         prob_dtype: zarr outputs' probability dtype: ``float32``, ``float16`` or ``uint8``.
         block: zarr outputs' block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
         dask: compute zarr outputs' blocks on Dask: ``local:N`` or a scheduler's address.
+        pixel_size: the inputs' pixel size in the unit of the model's training files, instead of an object
+            size: the objects are taken to be as large physically as the model's.
         progress: show progress bars.
         on_written: called with each input's :class:`Written` as soon as it is done.
 
@@ -95,8 +104,14 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
     # Checked before reading anything; a GPU is used only when asked for.
     options = replace(options, device=str(resolve_device(options.device)))
     model_path = resolve_model(model)
-    run = _Run(model_path, load_checkpoint(model_path), _chosen(outputs), options, axes, prob_dtype, block, dask,
-               progress)
+    checkpoint = load_checkpoint(model_path)
+    if pixel_size is not None:
+        if options.object_size is not None:
+            raise BiounetError("give an object size or a pixel size, not both")
+        options = replace(options, object_size=object_size_from_pixel_size(checkpoint.object_size, pixel_size))
+    if options.object_size is not None:
+        given_scale(checkpoint.object_size, options.object_size)  # a bad size fails before anything is written
+    run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, prob_dtype, block, dask, progress)
     out = Path(out)
     files = expand_inputs([str(i) for i in inputs])
     formats = {path: run.probe(path, out_format) for path in files}
@@ -156,6 +171,9 @@ class _Run:
         and models of one or two classes)."""
         if "objects" in (self.chosen or ()):
             raise BiounetError("zarr outputs hold prob, mask and instances; objects need --out-format tiff", path)
+        if self.options.object_size is not None:
+            raise BiounetError("an object size rescales images read whole: use --out-format tiff, or rescale "
+                               "the input for zarr outputs", path)
         if "instances" in (self.chosen or ()) and self.checkpoint.instances is None \
                 and self.checkpoint.config.out_channels > 2:
             raise BiounetError("zarr instances are made for instance models and models of one or two classes; "
@@ -177,8 +195,9 @@ class _Run:
         array, stored = read_stored(path, config.spatial_dims, self.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
         outputs = self.outputs
-        probs, mask, ids = segment_array(self.checkpoint, array, plan, path, options=self.options,
-                                         instances="instances" in outputs or "objects" in outputs)
+        found = segment_array(self.checkpoint, array, plan, path, options=self.options,
+                              instances="instances" in outputs or "objects" in outputs)
+        probs, mask, ids = found.probs, found.mask, found.ids
         meta = image_meta(path, stored, plan)
         stem = file_stem(path)
         maps = [o for o in outputs if o in ("prob", "mask")]
@@ -192,7 +211,7 @@ class _Run:
                                  tuple(sizes[a] for a in plan.spatial_axes), plan.batch_axes)
             written.append(out / f"{stem}_objects.csv")
             write_object_table(written[-1], table)
-        return Written(path, tuple(written))
+        return Written(path, tuple(written), scale=found.scale, object_size=found.object_size)
 
 
 def _chosen(outputs: Sequence[str] | None) -> tuple[str, ...] | None:

@@ -30,6 +30,7 @@ from skimage.measure import regionprops_table
 
 from biounet.atomic import atomic_path
 from biounet.errors import BiounetError
+from biounet.models.object_size import diameters_of
 
 _SPATIAL_LETTERS = {2: "yx", 3: "zyx"}
 _PLANE_LETTERS = "TZ"
@@ -144,8 +145,7 @@ def _measure(instances: np.ndarray, image: np.ndarray, spacing: tuple[float, ...
     pixels = props["num_pixels"].astype(np.int64)
     physical = pixels * float(np.prod(spacing))
     size = "area" if spatial_dims == 2 else "volume"
-    # The disc of area A has diameter 2 sqrt(A / pi); the ball of volume V, cbrt(6 V / pi).
-    diameter = 2.0 * np.sqrt(physical / np.pi) if spatial_dims == 2 else np.cbrt(6.0 * physical / np.pi)
+    diameter = diameters_of(physical, spatial_dims)
     columns: dict[str, np.ndarray] = {"label": props["label"].astype(np.int64), f"{size}_px": pixels,
                                       size: physical}
     for axis, letter in enumerate(letters):

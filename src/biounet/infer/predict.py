@@ -37,9 +37,10 @@ DEFAULT_TILE = {2: 700, 3: 132}
 
 @dataclass(frozen=True)
 class TileOptions:
-    """How a model is run over an image: tile size, batch size, test-time augmentation and device.
+    """How a model is run over an image: tile size, batch size, test-time augmentation, device and the size of
+    the image's objects.
 
-    The same four settings go from ``biounet predict``, the napari widget and the library's
+    The same settings go from ``biounet predict``, the napari widget and the library's
     :func:`~biounet.infer.files.predict_files` down to every :class:`TilePredictor`, in one piece.
 
     Attributes:
@@ -56,12 +57,18 @@ class TileOptions:
             what the CLI and the widget hold, and a :class:`~biounet.infer.out_of_core.BlockJob` carrying
             it stays plain data, picklable for Dask and hashable for its per-process cache; it is checked
             and turned into a device (:func:`~biounet.infer.devices.resolve_device`) where a model is placed.
+        object_size: the diameter of the image's objects in its pixels: the image is rescaled so that they
+            are the size the model was trained on, and the result back (:mod:`biounet.infer.rescale`);
+            ``"auto"`` estimates it from a first pass; ``None`` predicts the image as it is. Taken by
+            :func:`~biounet.infer.stack.segment_array` (files and napari layers); the tile-level functions
+            here predict the image they are given.
     """
 
     tile: int | tuple[int, ...] | None = None
     batch_size: int | None = None
     tta: bool | None = None
     device: str | None = None
+    object_size: float | str | None = None
 
 
 def predict(

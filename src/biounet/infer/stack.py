@@ -4,6 +4,7 @@ volume of a time series for a 3D model, exactly as a file holding only that item
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,44 +14,108 @@ from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, predict
+from biounet.infer.rescale import given_scale, near_model_size, params_at_scale, resize, scale_for, scaled_shape
 from biounet.io.axes import StackPlan
 from biounet.io.channels import match_channels
 from biounet.models.checkpoint import Checkpoint
+from biounet.models.object_size import median_diameter
 from biounet.models.outputs import probabilities_to_mask
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """What :func:`segment_array` found in one stored array.
+
+    Attributes:
+        probs: ``(classes, *plan.out_shape)`` float32 probabilities, on the array's own grid.
+        mask: their ``plan.out_shape`` class indices.
+        ids: the object ids in :func:`stack_instances`'s items-first order; ``None`` when not asked for.
+        scale: the factor the items were resized by for the model (1.0: as they are).
+        object_size: the objects' diameter in the array's pixels that the scale was chosen for: the one
+            given, or the one ``"auto"`` estimated; ``None`` when no size was given.
+    """
+
+    probs: np.ndarray
+    mask: np.ndarray
+    ids: np.ndarray | None
+    scale: float = 1.0
+    object_size: float | None = None
 
 
 def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,
                   options: TileOptions = TileOptions(), instances: bool = True,
-                  on_progress: Callable[[float], None] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                  on_progress: Callable[[float], None] | None = None) -> Segmented:
     """One stored array segmented as ``biounet predict`` segments a file holding it: the step that files
     (:mod:`biounet.infer.files`) and napari layers share.
 
+    With ``options.object_size`` the items are rescaled so that objects of that size become the model's
+    (:mod:`biounet.infer.rescale`), one factor for the whole array. ``"auto"`` predicts the array as it is
+    first and measures the median equivalent diameter of the objects found (an instance model's, or the
+    connected components of a semantic model's classes); only when it is more than
+    :data:`~biounet.infer.rescale.AUTO_TOLERANCE` off the model's size is the array predicted again,
+    rescaled.
+
     Args:
-        checkpoint: the model, its normalisation and its instance parameters.
+        checkpoint: the model, its normalisation, its instance parameters and the size of its objects.
         array: the array as stored.
         plan: how ``array`` is split into items (:func:`~biounet.io.axes.plan_stack`).
         path: the input, for messages.
-        options: tile, batch size, TTA and device.
+        options: tile, batch size, TTA, device and object size.
         instances: whether to find the objects (:func:`stack_instances`).
         on_progress: see :func:`predict_stack`.
 
-    Returns:
-        ``(probs, mask, ids)``: ``(classes, *plan.out_shape)`` float32 probabilities, their ``plan.out_shape``
-        class indices, and the object ids in :func:`stack_instances`'s items-first order (``None`` without
-        ``instances``).
-
     Raises:
-        BiounetError: for channels the model cannot take, or an array it cannot predict.
+        BiounetError: for channels the model cannot take, an array it cannot predict, or an object size
+            it cannot rescale to.
     """
     check_channels(plan, checkpoint.config.in_channels, path)
-    probs = predict_stack(checkpoint, array, plan, path, options=options, on_progress=on_progress)
+    size = options.object_size
+    if size is None:
+        return _segment(checkpoint, array, plan, path, options, 1.0, instances, on_progress)
+    try:
+        scale = given_scale(checkpoint.object_size, size)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), path) from exc
+    if scale is not None:
+        given = _segment(checkpoint, array, plan, path, options, scale, instances, on_progress)
+        return replace(given, object_size=float(size))
+    first = _segment(checkpoint, array, plan, path, options, 1.0, True, _share(on_progress, 0.0, 0.5))
+    ids = first.ids if first.ids is not None else np.zeros((*plan.batch_shape, *plan.spatial_shape), np.int32)
+    # Item by item: a stack's objects are the discs (balls) of each plane (volume), not of the whole stack.
+    found = median_diameter([ids[index] for index in np.ndindex(*plan.batch_shape)])
+    scale = 1.0 if found is None else scale_for(checkpoint.object_size, found, estimated=True)
+    if near_model_size(scale):  # also when nothing was found to measure: the array stays as it is
+        if on_progress is not None:
+            on_progress(1.0)
+        return replace(first, object_size=found, ids=first.ids if instances else None)
+    second = _segment(checkpoint, array, plan, path, options, scale, instances, _share(on_progress, 0.5, 1.0))
+    return replace(second, object_size=found)
+
+
+def _segment(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, options: TileOptions,
+             scale: float, instances: bool, on_progress: Callable[[float], None] | None) -> Segmented:
+    """One pass: probabilities at ``scale``, back on the array's grid, their mask and objects."""
+    probs = predict_stack(checkpoint, array, plan, path, options=options, scale=scale, on_progress=on_progress)
     mask = probabilities_to_mask(probs, checkpoint.config.output)
-    return probs, mask, stack_instances(checkpoint, probs, mask, plan) if instances else None
+    if not instances:
+        return Segmented(probs, mask, None, scale)
+    if checkpoint.instances is not None:
+        params = params_at_scale(checkpoint.instances, scale, checkpoint.config.spatial_dims)
+        checkpoint = replace(checkpoint, instances=params)
+    return Segmented(probs, mask, stack_instances(checkpoint, probs, mask, plan), scale)
+
+
+def _share(on_progress: Callable[[float], None] | None, low: float,
+           high: float) -> Callable[[float], None] | None:
+    """``on_progress`` for a pass that covers ``low..high`` of the work."""
+    if on_progress is None:
+        return None
+    report = on_progress
+    return lambda fraction: report(low + fraction * (high - low))
 
 
 def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, *,
-                  options: TileOptions = TileOptions(),
+                  options: TileOptions = TileOptions(), scale: float = 1.0,
                   on_progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Probabilities for every item of a stored array (each plane of a stack for a 2D model), in its order.
 
@@ -61,7 +126,8 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         array: the array as stored.
         plan: how ``array`` is split into ``(C, *spatial)`` items (:func:`~biounet.io.axes.plan_stack`).
         path: the input, for messages.
-        options: tile, batch size, TTA and device.
+        options: tile, batch size, TTA and device (its object size is :func:`segment_array`'s).
+        scale: the factor each item is resized by before prediction; its probabilities are resized back.
         on_progress: called with the fraction done (0..1) after every batch of tiles; an exception raised in
             it stops the prediction.
 
@@ -72,15 +138,20 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     stacked = np.zeros((config.out_channels, *plan.batch_shape, *plan.spatial_shape), np.float32)
     count = int(np.prod(plan.batch_shape, dtype=np.int64))
     items = tqdm(plan.items(array), total=count, desc="slices", unit="slice", disable=count < 2, leave=False)
+    shape = scaled_shape(plan.spatial_shape, scale)
     for number, (index, item) in enumerate(items):
         image = match_channels(item, config.in_channels, path)
         region: tuple[slice | int, ...] = (slice(None), *index)
         try:
-            predict(checkpoint, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
-                    normalization=checkpoint.normalization, device=options.device, progress=count < 2,
-                    out=stacked[region], on_tiles=_item_progress(on_progress, number, count))
+            image = image if scale == 1.0 else resize(image, shape)
+            out = stacked[region] if scale == 1.0 else None
+            probs = predict(checkpoint, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
+                            normalization=checkpoint.normalization, device=options.device, progress=count < 2,
+                            out=out, on_tiles=_item_progress(on_progress, number, count))
         except BiounetError as exc:
             raise BiounetError(str(exc), path) from exc
+        if scale != 1.0:
+            stacked[region] = resize(probs, plan.spatial_shape)
     return plan.to_stored_order(stacked)
 
 

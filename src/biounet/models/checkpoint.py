@@ -24,6 +24,7 @@ from biounet.models.bioimageio import package_description_name, package_payload
 from biounet.models.config import UNetConfig
 from biounet.models.instance_params import InstanceParams
 from biounet.models.normalization import Normalization
+from biounet.models.object_size import ObjectSize
 from biounet.models.symmetry import TTA
 from biounet.models.tensors import load_tensors
 from biounet.models.unet import UNet, prediction_layout
@@ -46,6 +47,8 @@ class Checkpoint:
             probabilities become objects; ``None`` for a semantic model. A ``distance`` model always has
             them (the defaults when none were stored): its channels mean nothing without them.
         tta: the transforms test-time augmentation may average over, and whether predictions do by default.
+        object_size: the median diameter of the objects it was trained on, which ``--object-size`` rescales
+            an image to; ``None`` for a model trained without objects (or saved before it was recorded).
     """
 
     model: UNet
@@ -55,6 +58,7 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
     instances: InstanceParams | None = None
     tta: TTA = field(default_factory=TTA)
+    object_size: ObjectSize | None = None
 
     def __post_init__(self) -> None:
         if self.instances is None and self.model.config.output == "distance":
@@ -76,6 +80,8 @@ class Checkpoint:
         if self.instances is not None:
             described["instances"] = self.instances.to_dict()
         described["tta"] = self.tta.to_dict()
+        if self.object_size is not None:
+            described["object_size"] = self.object_size.to_dict()
         return described
 
 
@@ -98,7 +104,8 @@ def default_class_names(out_channels: int, output: str = "classes") -> list[str]
 
 def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization | None = None,
                     class_names: list[str] | None = None, extra: dict[str, Any] | None = None,
-                    instances: InstanceParams | None = None, tta: TTA | None = None) -> None:
+                    instances: InstanceParams | None = None, tta: TTA | None = None,
+                    object_size: ObjectSize | None = None) -> None:
     """Writes a checkpoint atomically (temporary file + rename).
 
     Args:
@@ -109,6 +116,7 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
         extra: further tensors/plain data to store, e.g. optimizer state; must be ``weights_only``-safe.
         instances: the post-processing of an instance model (a ``distance`` model's defaults when ``None``).
         tta: its test-time augmentation (default: the full group, off).
+        object_size: the size of the objects it was trained on.
     """
     config = model.config
     if instances is None and config.output == "distance":
@@ -124,6 +132,8 @@ def save_checkpoint(path: str | Path, model: UNet, normalization: Normalization 
     if instances is not None:
         meta["instances"] = instances.to_dict()
     meta["tta"] = (tta or TTA()).to_dict()
+    if object_size is not None:
+        meta["object_size"] = object_size.to_dict()
     text = yaml.safe_dump(meta, sort_keys=False)
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -195,6 +205,8 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
                                                                                        config.output)]
         instances = InstanceParams.from_dict(meta["instances"]) if meta.get("instances") is not None else None
         tta = TTA.from_dict(meta["tta"]) if meta.get("tta") is not None else TTA()
+        size = meta.get("object_size")
+        object_size = ObjectSize.from_dict(size) if size is not None else None
         state = payload["state_dict"]
     except BiounetError as exc:
         raise BiounetError(f"bad checkpoint config: {exc}", path) from exc
@@ -212,4 +224,4 @@ def checkpoint_from_payload(payload: Any, path: str | Path) -> Checkpoint:
     reserved = {"format", "format_version", "biounet_version", "config", "state_dict"}
     extra = {k: v for k, v in payload.items() if k not in reserved}
     return Checkpoint(model, normalization, class_names, str(payload.get("biounet_version", "?")), extra, instances,
-                      tta)
+                      tta, object_size)

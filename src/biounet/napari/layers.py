@@ -16,6 +16,7 @@ from scipy import ndimage
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.infer.predict import TileOptions
+from biounet.infer.rescale import params_at_scale
 from biounet.infer.stack import segment_array, stack_instances
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.models.checkpoint import Checkpoint
@@ -71,6 +72,9 @@ class Segmentation:
         classes: the model's ``(C, *stored)`` probabilities, kept to re-split them into objects
             (:func:`resplit`).
         plan: how the layer's data was split into items.
+        scale: the factor the data was resized by for the model (``TileOptions.object_size``).
+        object_size: the objects' diameter in the layer's pixels that ``scale`` was chosen for (given or
+            estimated); ``None`` without an object size.
     """
 
     probability: np.ndarray
@@ -79,6 +83,8 @@ class Segmentation:
     axes: str
     classes: np.ndarray | None = None
     plan: StackPlan | None = None
+    scale: float = 1.0
+    object_size: float | None = None
 
 
 def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOptions = TileOptions(),
@@ -105,14 +111,15 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOption
     array = np.asarray(data)
     axes = layer_axes(array.shape, rgb, config.spatial_dims, config.in_channels)
     plan = plan_stack(axes, array.shape, config.spatial_dims, config.in_channels)
-    probs, mask, ids = segment_array(checkpoint, array, plan, Path("layer"), options=options,
-                                     instances=checkpoint.instances is not None, on_progress=on_progress)
+    found = segment_array(checkpoint, array, plan, Path("layer"), options=options,
+                          instances=checkpoint.instances is not None, on_progress=on_progress)
+    probs, mask, ids = found.probs, found.mask, found.ids
     labels = mask if ids is None else plan.to_stored_order(ids[None])[0]
     foreground = foreground_probability(probs, config.output)
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")
     return Segmentation(foreground.astype(np.float32, copy=False).reshape(shape), labels.reshape(shape),
-                        checkpoint.instances is not None, axes, probs, plan)
+                        checkpoint.instances is not None, axes, probs, plan, found.scale, found.object_size)
 
 
 def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams) -> np.ndarray:
@@ -129,7 +136,9 @@ def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams
     """
     if result.classes is None or result.plan is None or checkpoint.instances is None:
         raise BiounetError("only an instance model's result can be split into objects again")
-    tuned = dataclasses.replace(checkpoint, instances=params)
+    # The minimum size is in the model's pixels, as the checkpoint's is; the result was made at its scale.
+    tuned = dataclasses.replace(checkpoint, instances=params_at_scale(params, result.scale,
+                                                                      checkpoint.config.spatial_dims))
     mask = probabilities_to_mask(result.classes, checkpoint.config.output)
     ids = stack_instances(tuned, result.classes, mask, result.plan)
     return result.plan.to_stored_order(ids[None])[0].reshape(result.labels.shape)

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -59,6 +60,18 @@ class SegmentWidget(JobWidget):
         self.tile.setToolTip("network input size per axis in pixels; smaller needs less memory")
         self.device = QComboBox()
         self.device.addItems(devices())
+        # The image's object size: it is rescaled so that its objects are the size the model learnt.
+        self.object_size = QDoubleSpinBox()
+        self.object_size.setRange(0.0, 10000.0)
+        self.object_size.setDecimals(1)
+        self.object_size.setSuffix(" px")
+        self.object_size.setSpecialValueText("as it is")
+        self.object_size.setToolTip("the diameter of the image's objects in pixels: the image is rescaled so that "
+                                    "they are the size the model was trained on, and the result back")
+        self.auto_size = QCheckBox("estimate")
+        self.auto_size.setToolTip("measure the objects of a first pass and predict again rescaled when they are "
+                                  "more than 1.25x off the model's size")
+        self.auto_size.toggled.connect(lambda on: self.object_size.setEnabled(not on))
         # An instance model's post-processing, from its checkpoint (tuned on its validation images).
         self.seed, self.foreground = _probability_box(), _probability_box()
         self.seed.setToolTip("interior probability that seeds an object: higher splits fewer touching objects")
@@ -66,7 +79,8 @@ class SegmentWidget(JobWidget):
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10**9)
         self.min_size.setSuffix(" px")
-        self.min_size.setToolTip("objects smaller than this are dropped")
+        self.min_size.setToolTip("objects smaller than this are dropped (in the model's pixels: for an image "
+                                 "rescaled by an object size, in those of the rescaled image)")
         self.objects = QGroupBox("objects (instance models)")
         objects_form = QFormLayout(self.objects)
         objects_form.addRow("seed", self.seed)
@@ -86,6 +100,11 @@ class SegmentWidget(JobWidget):
         form.addRow("image", self.image)
         form.addRow("tile", self.tile)
         form.addRow("device", self.device)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.object_size, 1)
+        size_row.addWidget(self.auto_size)
+        self.size_label = QLabel("object size")
+        form.addRow(self.size_label, size_row)
         form.addRow(self.tta)
         form.addRow(self.objects)
         layout = QVBoxLayout(self)
@@ -118,7 +137,7 @@ class SegmentWidget(JobWidget):
     def _model_chosen(self, name: str) -> None:
         """Shows the chosen model's post-processing and test-time augmentation (a model that cannot be read
         says so when run)."""
-        params = None
+        params, size = None, None
         self.last = None  # the settings shown now are the new model's: not for the last result
         if name in MODELS.names():
             try:
@@ -129,6 +148,12 @@ class SegmentWidget(JobWidget):
                 params = model.instances
                 self.tta.setChecked(model.tta.enabled)
                 self.tta.setEnabled(model.tta.symmetry != "none")
+                size = model.object_size
+        sized = size is not None
+        self.auto_size.setEnabled(sized)
+        self.object_size.setEnabled(sized and not self.auto_size.isChecked())
+        self.size_label.setToolTip(f"the model's objects: {size.describe()}" if size is not None
+                                   else "the model records no object size")
         self.objects.setEnabled(params is not None)
         if params is not None:
             self.seed.setValue(params.seed)
@@ -162,8 +187,11 @@ class SegmentWidget(JobWidget):
             return None
         layer: Image = self.viewer.layers[name]
         data = layer.data[0] if layer.multiscale else layer.data
+        size: float | str | None = None
+        if self.auto_size.isEnabled():
+            size = "auto" if self.auto_size.isChecked() else self.object_size.value() or None
         settings: dict[str, Any] = {"options": TileOptions(tile=self.tile.value() or None, tta=self.tta.isChecked(),
-                                                       device=self.device.currentText())}
+                                                       device=self.device.currentText(), object_size=size)}
         if self.objects.isEnabled():
             try:
                 settings["instances"] = InstanceParams(self.seed.value(), self.foreground.value(),
@@ -226,7 +254,10 @@ class SegmentWidget(JobWidget):
                                        translate=translate, opacity=0.5, metadata={ORIGINAL: result.labels.copy()})
         self.last = (layer, result, model) if result.instances else None
         found = int(result.labels.max(initial=0))
-        self.status.setText(f"{found} objects" if result.instances else f"{found + 1} classes in the mask")
+        sized = "" if result.object_size is None else \
+            f" (objects of {result.object_size:.1f} px: " + \
+            ("as it is)" if result.scale == 1.0 else f"rescaled {result.scale:.3g}x)")
+        self.status.setText((f"{found} objects" if result.instances else f"{found + 1} classes in the mask") + sized)
         self.progress.setValue(1000)
 
 

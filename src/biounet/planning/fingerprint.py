@@ -26,6 +26,7 @@ from biounet.data.labels import IGNORE_INDEX, LabelConfig, LabelValues, label_va
 from biounet.errors import BiounetError
 from biounet.io.channels import match_channels
 from biounet.io.readers import guess_spatial_dims
+from biounet.models.object_size import diameters_of
 
 NEAR_GAP = 3
 """Objects separated by at most this many background pixels count as near each other."""
@@ -298,7 +299,7 @@ class _Tally:
         areas = np.unique(ids[ids > 0], return_counts=True)[1]
         self.objects.append(areas.size)
         if areas.size:
-            self.diameters.append(2 * np.sqrt(areas / np.pi) if ids.ndim == 2 else np.cbrt(6 * areas / np.pi))
+            self.diameters.append(diameters_of(areas, ids.ndim))
             self.near += _near_count(ids)
 
     def result(self, dims: int, labels: LabelConfig) -> Fingerprint:

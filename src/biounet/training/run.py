@@ -23,6 +23,7 @@ from biounet.data.examples import (
     unlabelled_example,
 )
 from biounet.data.labels import format_values, label_values, read_label
+from biounet.data.object_size import measure_object_size
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.io.files import list_image_files
@@ -214,7 +215,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False, device: str 
     sampler = PatchSampler(train_examples + retained, input_shape, config.model.output_shape(input_shape),
                            config.foreground_oversampling, draw_weights(train_examples, retained, config.retain.share))
     trainer = Trainer(config, model, sampler, make_validator(val_examples, config.num_classes, config.model.output),
-                      out_dir, torch_device, ranks)
+                      out_dir, torch_device, ranks, object_size=measure_object_size(train_examples + retained))
     if resume:
         trainer.resume()
     if ranks.main:
@@ -307,7 +308,8 @@ def finish_model(best: Checkpoint, path: Path, examples: list[Example],
         tta = TTA(symmetry, use)
     finished_best = dataclasses.replace(best, instances=params, tta=tta)
     save_checkpoint(path, finished_best.model, finished_best.normalization, finished_best.class_names,
-                    extra=finished_best.extra, instances=finished_best.instances, tta=finished_best.tta)
+                    extra=finished_best.extra, instances=finished_best.instances, tta=finished_best.tta,
+                    object_size=finished_best.object_size)
     return finished_best, candidates[tta.enabled]
 
 

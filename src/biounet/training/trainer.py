@@ -32,6 +32,7 @@ from biounet.interrupts import deferred_interrupt
 from biounet.losses import DeepSupervisionLoss, build_loss
 from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from biounet.models.instance_params import InstanceParams
+from biounet.models.object_size import ObjectSize
 from biounet.models.symmetry import TTA
 from biounet.models.unet import UNet, center_crop, prediction_layout
 from biounet.training.budget import Budget
@@ -106,12 +107,15 @@ class Trainer:
         ranks: this process's place in a distributed run (:mod:`biounet.training.distributed`): each rank
             trains on its share of every batch of ``batch_size`` patches per rank, under
             DistributedDataParallel; rank 0 validates and writes.
+        object_size: the training objects' size, recorded in every checkpoint
+            (:func:`~biounet.data.examples.measure_object_size`).
     """
 
     def __init__(self, config: TrainConfig, model: UNet, sampler: PatchSampler,
                  validate: Callable[[UNet], dict[str, float]], out_dir: Path, device: torch.device,
-                 ranks: Ranks | None = None) -> None:
+                 ranks: Ranks | None = None, object_size: ObjectSize | None = None) -> None:
         self.config, self.sampler, self.validate, self.out_dir, self.device = config, sampler, validate, out_dir, device
+        self.object_size = object_size
         self.ranks = ranks or Ranks()
         # The layout the steps run in, measured on this CPU with oneDNN (torch 2.13, forward + backward):
         # channels-last 2D convolutions run the forward ~25% faster but the backward ~65% slower, a whole
@@ -233,7 +237,7 @@ class Trainer:
                 extra["train_state"]["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         model = self.model if with_state else self.evaluated
         save_checkpoint(path, model, self.config.normalization, list(self.class_names), extra=extra,
-                        instances=self._instances(), tta=self._tta())
+                        instances=self._instances(), tta=self._tta(), object_size=self.object_size)
 
     def _checkpoint_extra(self) -> dict[str, Any]:
         return {"train_config": self.config.to_yaml(), "metrics": dict(self.row)}
@@ -254,7 +258,7 @@ class Trainer:
         model.eval()
         model.to(memory_format=prediction_layout(self.config.model.spatial_dims))  # type: ignore[call-overload]
         return Checkpoint(model, self.config.normalization, list(self.class_names), extra=self._checkpoint_extra(),
-                          instances=self._instances(), tta=self._tta())
+                          instances=self._instances(), tta=self._tta(), object_size=self.object_size)
 
     def _weights_finite(self) -> bool:
         models = [self.model] if self.ema is None else [self.model, self.ema.model]

@@ -1,0 +1,140 @@
+"""Nuclei models on a stranger's images without training: the DSB 2018 test split as it is and rescaled.
+
+For each model given (a checkpoint or a shipped model's name), each of the 20 test images of
+``../shared/data/dsb2018`` (never used for training, tuning or checkpoint choice) is segmented as
+``biounet predict --model M`` segments a file (:func:`biounet.infer.stack.segment_array`), at three sizes:
+
+- ``1x``: as it is;
+- ``0.5x`` and ``2x``: the image resized (linear, anti-aliased when shrinking) and its true instance labels
+  resized alike (nearest), so that the nuclei are half or twice as many pixels across;
+
+each plainly and with ``--object-size auto`` (a first pass measures the objects and, when they are more than
+1.25x off the model's size, the image is predicted again rescaled to it). Scores: accuracy@0.5 with matches
+pooled over the images (StarDist's ``matching_dataset``, ``by_image=False``), the mean accuracy over IoU
+0.50..0.90, and accuracy@0.5 of the grey (fluorescence) and colour (brightfield, stained tissue) images on
+their own. Time: the seconds of all 20 segmentations, and auto's over the plain one's.
+
+    .venv/bin/python benchmarks/bench_generalist.py dsb2018-nuclei [MODEL ...] [--csv out.csv]
+
+Run it alone: the times are wall-clock on this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from skimage.transform import resize
+
+from biounet.data.labels import read_label
+from biounet.infer.predict import TileOptions
+from biounet.infer.stack import segment_array
+from biounet.io.axes import plan_stack
+from biounet.io.readers import read_image
+from biounet.metrics.instances import CURVE_THRESHOLDS, matching_dataset
+from biounet.models.checkpoint import Checkpoint, load_checkpoint
+from biounet.pretrained import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "dsb2018"
+SCALES = (1.0, 0.5, 2.0)
+
+
+def test_split() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(id, image (C, H, W) as stored, true ids (H, W))`` of the 20 test images."""
+    rows = list(csv.DictReader((DATA / "index.csv").open()))
+    found = []
+    for r in rows:
+        if r["split"] == "test":
+            image = read_image(DATA / "images" / f"{r['id']}.png", 2)
+            found.append((r["id"], image, read_label(DATA / "masks" / f"{r['id']}.png", 2)))
+    return found
+
+
+def kind(image: np.ndarray) -> str:
+    """``grey`` for one channel or RGB(A) with R = G = B, else ``colour``."""
+    rgb = image[:3]
+    return "grey" if rgb.shape[0] == 1 or (np.ptp(rgb.astype(np.int16), axis=0) <= 1).all() else "colour"
+
+
+def rescaled(image: np.ndarray, truth: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image (uint8, linear, anti-aliased when shrinking) and its labels (nearest) resized by ``scale``."""
+    if scale == 1.0:
+        return image, truth
+    shape = tuple(max(1, round(n * scale)) for n in truth.shape)
+    pixels = resize(image.astype(np.float32), (image.shape[0], *shape), order=1, anti_aliasing=scale < 1,
+                    preserve_range=True)
+    ids = resize(truth, shape, order=0, anti_aliasing=False, preserve_range=True).astype(truth.dtype)
+    return np.clip(np.rint(pixels), 0, 255).astype(image.dtype), ids
+
+
+def segment(checkpoint: Checkpoint, image: np.ndarray, object_size: str | None) -> tuple[np.ndarray, float, float]:
+    """Object ids as ``biounet predict`` gives them for a file holding ``image``, the scale it was predicted at
+    and the seconds it took."""
+    plan = plan_stack("CYX", image.shape, 2, checkpoint.config.in_channels)
+    started = time.perf_counter()
+    found = segment_array(checkpoint, image, plan, Path("bench"), options=TileOptions(object_size=object_size))
+    seconds = time.perf_counter() - started
+    assert found.ids is not None
+    return found.ids, found.scale, seconds  # one item: its ids are the image's
+
+
+def row(checkpoint: Checkpoint, test: list[tuple[str, np.ndarray, np.ndarray]], scale: float,
+        object_size: str | None) -> dict[str, float]:
+    found, truths, kinds, scales, seconds = [], [], [], [], 0.0
+    for _, image, truth in test:
+        image, truth = rescaled(image, truth, scale)
+        ids, used, took = segment(checkpoint, image, object_size)
+        found.append(ids)
+        truths.append(truth)
+        kinds.append(kind(image))
+        scales.append(used)
+        seconds += took
+    curve = matching_dataset(found, truths, CURVE_THRESHOLDS)
+    scores = {"accuracy@0.5": curve[0].accuracy, "mean accuracy 0.5..0.9": float(np.mean([m.accuracy for m in curve])),
+              "seconds": seconds, "median scale": float(np.median(scales))}
+    for name in ("grey", "colour"):
+        pick = [i for i, k in enumerate(kinds) if k == name]
+        scores[f"{name} ({len(pick)}) accuracy@0.5"] = \
+            matching_dataset([found[i] for i in pick], [truths[i] for i in pick], (0.5,))[0].accuracy
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="checkpoints or shipped model names")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    test = test_split()
+    rows = []
+    for model in args.models:
+        checkpoint = load_checkpoint(resolve_model(model))
+        size = checkpoint.object_size
+        print(f"{model}: objects of {size.describe() if size else 'unknown size'}", flush=True)
+        for scale in SCALES:
+            plain = row(checkpoint, test, scale, None)
+            auto = row(checkpoint, test, scale, "auto") if size is not None else None
+            for sizing, scores in (("as it is", plain), ("auto", auto)):
+                if scores is None:
+                    continue
+                scores = {"model": model, "image size": f"{scale:g}x", "object size": sizing, **scores}
+                scores["time / plain"] = scores["seconds"] / plain["seconds"]
+                rows.append(scores)
+                print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in scores.values()),
+                      flush=True)
+    keys = list(rows[0])
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Rescaling an image so that its objects are the size the model was trained on, and the result back.
+
+``--object-size D`` says that the image's objects are ``D`` pixels across. The image is resized by
+``model diameter / D`` (:class:`~biounet.models.object_size.ObjectSize`), predicted by overlap-tile at that
+size, and its probabilities resized back onto the image's own grid, where the objects are found: so every
+output (probabilities, mask, objects, the objects table) is in the image's pixels, and an instance model's
+minimum object size is converted to them (:func:`params_at_scale`). Tiling happens on the rescaled image, so
+tiled equals whole at any scale as it does at scale 1.
+
+Resampling is linear with pixel areas aligned (the image's first and last pixel edges map onto the rescaled
+image's), anti-aliased by a Gaussian when shrinking (``skimage.transform.resize``): probabilities stay in
+[0, 1] and still sum to 1 over the classes, since each resampled value is a weighted mean of the originals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+from skimage.transform import resize as _skimage_resize
+
+from biounet.errors import BiounetError
+from biounet.models.instance_params import InstanceParams
+from biounet.models.object_size import ObjectSize
+
+AUTO = "auto"
+"""``object_size="auto"``: estimate the objects' size from a first pass (see :mod:`biounet.infer.stack`)."""
+# "auto" predicts again only when the first pass's objects are off the model's size by more than this factor:
+# a model holds objects a little smaller or larger (its training scaled them), and a second pass costs time.
+AUTO_TOLERANCE = 1.25
+# The factors an image is rescaled by at most, either way. An estimate beyond them is clipped (a first pass
+# that found a few specks says little); a size given beyond them is refused.
+MAX_SCALE = {AUTO: 4.0, "given": 8.0}
+
+
+def scale_for(model: ObjectSize | None, diameter: float, *, estimated: bool = False) -> float:
+    """The factor that resizes objects of ``diameter`` pixels to the model's size.
+
+    Args:
+        model: the model's :class:`ObjectSize`.
+        diameter: the objects' diameter in the image's pixels.
+        estimated: whether ``diameter`` was estimated (the factor is then clipped to
+            ``MAX_SCALE["auto"]``) or given (refused beyond ``MAX_SCALE["given"]``).
+
+    Raises:
+        BiounetError: for a model without a recorded size, a diameter that is not positive, or a given one
+            too far from the model's.
+    """
+    if model is None:
+        raise BiounetError("the model records no object size, so it cannot rescale images to it; models trained "
+                           "by this biounet version record it (biounet info shows it)")
+    if not math.isfinite(diameter) or diameter <= 0:
+        raise BiounetError(f"object size must be a positive number of pixels or 'auto', got {diameter}")
+    scale = model.diameter / diameter
+    limit = MAX_SCALE[AUTO if estimated else "given"]
+    if estimated:
+        return float(min(max(scale, 1 / limit), limit))
+    if not 1 / limit <= scale <= limit:
+        raise BiounetError(f"objects of {diameter:g} px are more than {limit:g}x off the model's "
+                           f"{model.diameter:.1f} px; give their size within {model.diameter / limit:.1f}.."
+                           f"{model.diameter * limit:.0f} px")
+    return scale
+
+
+def given_scale(model: ObjectSize | None, size: float | str) -> float | None:
+    """The factor for an object size as ``TileOptions.object_size`` holds it: ``None`` for ``"auto"`` (each
+    array's own), checked all the same, so that a bad size fails before anything is predicted.
+
+    Raises:
+        BiounetError: as :func:`scale_for`, or for a size that is neither a number nor ``"auto"``.
+    """
+    if size == AUTO:
+        scale_for(model, 1.0, estimated=True)
+        return None
+    try:
+        diameter = float(size)
+    except (TypeError, ValueError):
+        raise BiounetError(f"object size must be a number of pixels or 'auto', got {size!r}") from None
+    return scale_for(model, diameter)
+
+
+def object_size_from_pixel_size(model: ObjectSize | None, pixel_size: float) -> float:
+    """The model's objects' diameter in the pixels of an image whose pixel size is ``pixel_size``.
+
+    Args:
+        model: the model's :class:`ObjectSize`; it must know its training images' pixel size.
+        pixel_size: the image's pixel size, in the unit of the model's training files.
+
+    Raises:
+        BiounetError: for a model that does not know its pixel size, or a pixel size that is not positive.
+    """
+    if model is None or model.physical is None:
+        raise BiounetError("the model does not know the pixel size of its training images (their files were not "
+                           "calibrated); give --object-size in pixels instead")
+    if not math.isfinite(pixel_size) or pixel_size <= 0:
+        raise BiounetError(f"pixel size must be positive, got {pixel_size}")
+    return model.physical / pixel_size
+
+
+def near_model_size(scale: float) -> bool:
+    """Whether objects ``scale`` times off the model's size are close enough not to rescale for (``auto``)."""
+    return 1 / AUTO_TOLERANCE <= scale <= AUTO_TOLERANCE
+
+
+def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, ...]:
+    """A spatial shape resized by ``scale``, each axis rounded and at least 1."""
+    return tuple(max(1, round(n * scale)) for n in shape)
+
+
+def resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A channels-first array ``(C, *S)`` resampled to ``(C, *shape)`` as float32 (see the module's notes).
+
+    Args:
+        array: the image or probabilities, channels first.
+        shape: the spatial shape wanted.
+    """
+    if tuple(array.shape[1:]) == tuple(shape):
+        return np.asarray(array, np.float32)
+    values = np.asarray(array, np.float32)
+    resized = _skimage_resize(values, (values.shape[0], *shape), order=1, mode="reflect",  # type: ignore[no-untyped-call]
+                              anti_aliasing=any(s < n for s, n in zip(shape, values.shape[1:], strict=True)),
+                              preserve_range=True)
+    return np.asarray(resized, np.float32)
+
+
+def params_at_scale(params: InstanceParams, scale: float, spatial_dims: int) -> InstanceParams:
+    """An instance model's post-processing for an image predicted at ``scale``: its minimum object size,
+    counted in the model's pixels, in the image's (thresholds are probabilities and stay).
+
+    Args:
+        params: the model's post-processing.
+        scale: the factor the image was resized by for the model.
+        spatial_dims: 2 or 3.
+    """
+    if scale == 1.0:
+        return params
+    return replace(params, min_size=round(params.min_size / scale**spatial_dims))

@@ -1,0 +1,97 @@
+"""The size of the objects a model was trained on, stored in its checkpoint, and how object sizes are measured.
+
+A U-Net learns objects at the sizes its training images showed them (its receptive field, the border weight
+map and the post-processing's minimum size are all in pixels). A user's nuclei may be twice or half as large
+in pixels: ``biounet predict --object-size D`` rescales the image so that objects of ``D`` pixels become
+the model's :attr:`ObjectSize.diameter` (:mod:`biounet.infer.rescale`), as Cellpose's diameter does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from biounet.configs import from_dict
+from biounet.errors import BiounetError
+
+
+@dataclass(frozen=True)
+class ObjectSize:
+    """The objects a model was trained on: their median equivalent diameter.
+
+    Args:
+        diameter: median equivalent diameter (:func:`equivalent_diameters`) of the training objects, in
+            pixels (voxels).
+        pixel_size: median pixel (voxel) size of the training images, in the unit their files give (TIFF's
+            ImageJ calibration, NIfTI's zooms, an HDF5/zarr attribute); ``None`` where the files did not say.
+    """
+
+    diameter: float
+    pixel_size: float | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.diameter) or self.diameter <= 0:
+            raise BiounetError(f"object diameter must be a positive number of pixels, got {self.diameter}")
+        if self.pixel_size is not None and (not np.isfinite(self.pixel_size) or self.pixel_size <= 0):
+            raise BiounetError(f"pixel size must be positive, got {self.pixel_size}")
+
+    @property
+    def physical(self) -> float | None:
+        """The diameter in the files' physical unit, where the pixel size is known."""
+        return None if self.pixel_size is None else self.diameter * self.pixel_size
+
+    def describe(self) -> str:
+        """``19.7 px`` or ``19.7 px (6.4 in the files' unit)``."""
+        unit = f" ({self.physical:.3g} in the files' unit)" if self.physical is not None else ""
+        return f"{self.diameter:.1f} px{unit}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ObjectSize:
+        """The size as :meth:`to_dict` wrote it (a checkpoint's ``object_size`` entry).
+
+        Raises:
+            BiounetError: for unknown keys or values that are not a size.
+        """
+        return from_dict(cls, data, "object size")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The size as plain data, for a checkpoint's YAML config."""
+        return asdict(self)
+
+
+def equivalent_diameters(ids: np.ndarray) -> np.ndarray:
+    """The equivalent diameter of every object of an id image: the disc of the same area (2D,
+    ``2 sqrt(A / pi)``) or the ball of the same volume (3D, ``cbrt(6 V / pi)``), in pixels.
+
+    Args:
+        ids: ``int`` object ids, 0 = background, of any spatial dimension.
+
+    Returns:
+        float64 diameters, one per object, in increasing id order.
+    """
+    sizes = np.unique(ids[ids > 0], return_counts=True)[1].astype(np.float64)
+    return diameters_of(sizes, ids.ndim)
+
+
+def diameters_of(sizes: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """Equivalent diameters of objects of ``sizes`` pixels (2D areas) or voxels (3D volumes).
+
+    Args:
+        sizes: object areas or volumes, in pixels or in physical units.
+        spatial_dims: 2 or 3.
+    """
+    sizes = np.asarray(sizes, np.float64)
+    return 2.0 * np.sqrt(sizes / np.pi) if spatial_dims == 2 else np.cbrt(6.0 * sizes / np.pi)
+
+
+def median_diameter(id_images: list[np.ndarray]) -> float | None:
+    """The median equivalent diameter over all objects of some id images; ``None`` if they have none.
+
+    Args:
+        id_images: object id images (0 = background).
+    """
+    found = [equivalent_diameters(ids) for ids in id_images]
+    pooled = np.concatenate(found) if found else np.empty(0)
+    return float(np.median(pooled)) if pooled.size else None

@@ -1,0 +1,169 @@
+"""Object size as a first-class quantity: what a checkpoint records, how an image is rescaled to it and back,
+and how ``--object-size auto`` estimates it (issue 22)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from skimage.measure import regionprops
+
+from biounet.cli.main import main
+from biounet.data.examples import pair_files, split_validation
+from biounet.data.labels import read_label
+from biounet.data.targets import instances_from_classes
+from biounet.infer.predict import TileOptions
+from biounet.infer.rescale import AUTO_TOLERANCE, params_at_scale, resize
+from biounet.infer.stack import segment_array
+from biounet.io.axes import plan_stack
+from biounet.metrics.instances import matching_dataset
+from biounet.models import UNet, UNetConfig
+from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from biounet.models.instance_params import InstanceParams
+from biounet.models.object_size import ObjectSize, equivalent_diameters, median_diameter
+from biounet.pretrained import resolve_model
+from conftest import write_disc_dataset
+
+
+@pytest.fixture(scope="module")
+def nuclei() -> Checkpoint:
+    return load_checkpoint(resolve_model("dsb2018-nuclei"))
+
+
+def discs(diameter: float, shape: tuple[int, int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fluorescence-like grey image of separate bright discs of one diameter, and their ids."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    ids = np.zeros(shape, np.int32)
+    radius, count = diameter / 2, 0
+    for _ in range(2000):
+        cy, cx = rng.uniform(radius + 2, shape[0] - radius - 2), rng.uniform(radius + 2, shape[1] - radius - 2)
+        d = np.hypot(yy - cy, xx - cx)
+        if (ids[d <= radius + max(3.0, radius / 2)] > 0).any():
+            continue
+        count += 1
+        ids[d <= radius] = count
+        if count == 40:
+            break
+    image = 20 + 180 * (ids > 0) + rng.normal(0, 8, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)[None], ids
+
+
+def segment(checkpoint: Checkpoint, image: np.ndarray, **options: object):  # type: ignore[no-untyped-def]
+    plan = plan_stack("CYX", image.shape, 2, checkpoint.config.in_channels)
+    return segment_array(checkpoint, image, plan, Path("discs.png"), options=TileOptions(**options))  # type: ignore[arg-type]
+
+
+def test_equivalent_diameters_are_those_of_discs_and_balls() -> None:
+    ids = np.zeros((60, 60), np.int32)
+    ids[:10, :10] = 1  # 100 px: the disc of that area is 2 sqrt(100 / pi) across
+    ids[20:21, 20:51] = 3  # 31 px
+    assert equivalent_diameters(ids) == pytest.approx([2 * np.sqrt(100 / np.pi), 2 * np.sqrt(31 / np.pi)])
+    ball = np.zeros((8, 8, 8), np.int32)
+    ball[:4, :4, :4] = 2  # 64 voxels: cbrt(6 * 64 / pi)
+    assert equivalent_diameters(ball) == pytest.approx([np.cbrt(384 / np.pi)])
+    assert median_diameter([np.zeros((4, 4), np.int32)]) is None
+
+
+@pytest.mark.parametrize("diameter", [10, 19, 36])
+def test_auto_estimates_hand_made_discs_within_10_percent(nuclei: Checkpoint, diameter: int) -> None:
+    image, ids = discs(diameter)
+    truth = median_diameter([ids])
+    assert truth == pytest.approx(diameter, rel=0.05)  # the rasterised discs are as drawn
+    found = segment(nuclei, image, object_size="auto")
+    assert nuclei.object_size is not None and found.object_size is not None
+    assert found.object_size == pytest.approx(truth, rel=0.10)
+    model = nuclei.object_size.diameter
+    if 1 / AUTO_TOLERANCE <= model / found.object_size <= AUTO_TOLERANCE:
+        assert found.scale == 1.0  # near the model's own size: the first pass is kept
+    else:
+        assert found.scale == pytest.approx(model / found.object_size)
+    assert matching_dataset([found.ids], [ids], (0.5,))[0].accuracy > 0.9
+
+
+def test_a_rescaled_image_s_objects_map_back_onto_its_grid(nuclei: Checkpoint) -> None:
+    """Discs twice the model's size, predicted at half size: every output is on the image's own grid, and
+    each object lies where its disc is."""
+    image, ids = discs(38, shape=(230, 270), seed=3)
+    found = segment(nuclei, image, object_size=38)
+    assert found.scale == pytest.approx(nuclei.object_size.diameter / 38)  # type: ignore[union-attr]
+    assert found.probs.shape == (3, 230, 270) and found.mask.shape == found.ids.shape == (230, 270)
+    np.testing.assert_allclose(found.probs.sum(0), 1.0, atol=1e-5)
+    curve = matching_dataset([found.ids], [ids], (0.5, 0.8))
+    assert curve[0].accuracy == 1.0 and curve[1].accuracy > 0.9
+    truth_centres = {r.label: np.array(r.centroid) for r in regionprops(ids)}
+    for region in regionprops(found.ids):
+        nearest = min(np.linalg.norm(np.array(region.centroid) - c) for c in truth_centres.values())
+        assert nearest < 1.5
+
+
+@pytest.mark.parametrize("size", [11.0, 31.0])
+def test_tiled_equals_whole_at_any_scale(nuclei: Checkpoint, size: float) -> None:
+    image, _ = discs(size, shape=(180, 150), seed=1)
+    whole = segment(nuclei, image, object_size=size)
+    tiled = segment(nuclei, image, object_size=size, tile=124)  # 36 px outputs: many tiles at either scale
+    assert whole.scale == tiled.scale != 1.0
+    np.testing.assert_allclose(tiled.probs, whole.probs, atol=2e-5)
+    assert (tiled.ids == whole.ids).mean() > 0.999
+
+
+def test_the_minimum_object_size_is_counted_in_the_model_s_pixels() -> None:
+    params = InstanceParams(seed=0.6, foreground=0.4, min_size=39)
+    assert params_at_scale(params, 0.5, 2) == InstanceParams(seed=0.6, foreground=0.4, min_size=156)
+    assert params_at_scale(params, 2.0, 2).min_size == 10  # 39 / 4 = 9.75
+    assert params_at_scale(params, 2.0, 3).min_size == 5  # 39 / 8 = 4.875
+    assert params_at_scale(params, 1.0, 2) is params
+
+
+def test_resampled_probabilities_stay_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 40, 50))
+    probs = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
+    for shape in [(17, 111), (80, 100), (40, 50)]:
+        out = resize(probs, shape)
+        assert out.shape == (3, *shape) and out.dtype == np.float32
+        assert out.min() >= 0 and out.max() <= 1
+        np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(resize(probs, (40, 50)), probs)
+
+
+def test_a_checkpoint_records_its_object_size(tmp_path: Path) -> None:
+    model = UNet(UNetConfig(base_channels=4, depth=2))
+    save_checkpoint(tmp_path / "m.pt", model, object_size=ObjectSize(18.5, 0.65))
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.object_size == ObjectSize(18.5, 0.65) and loaded.object_size.physical == pytest.approx(12.025)
+    assert loaded.describe()["object_size"] == {"diameter": 18.5, "pixel_size": 0.65}
+    save_checkpoint(tmp_path / "n.pt", model)
+    assert load_checkpoint(tmp_path / "n.pt").object_size is None
+
+
+def test_training_records_the_median_diameter_of_its_training_objects(tmp_path: Path) -> None:
+    images, labels = write_disc_dataset(tmp_path / "data", 6)
+    out = tmp_path / "run"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--epochs", "1",
+                 "--quiet", "--set", "model.base_channels=4", "--set", "model.depth=2", "--set", "tile=60",
+                 "--set", "samples_per_epoch=2"]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    train, _ = split_validation(pair_files(images, labels), config["data"]["val_fraction"], config["seed"])
+    # By hand: skimage's equivalent diameter of every connected disc of the training labels.
+    diameters = [r.equivalent_diameter_area for _, label in train
+                 for r in regionprops(instances_from_classes(read_label(label, 2) > 0))]
+    for name in ("model.pt", "last.pt"):
+        size = load_checkpoint(out / name).object_size
+        assert size is not None and size.pixel_size is None  # PNGs say nothing of their pixel size
+        assert size.diameter == pytest.approx(np.median(diameters), abs=0.005)
+
+
+def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import imageio.v3 as iio
+
+    image, _ = discs(36, seed=2)
+    iio.imwrite(tmp_path / "big.png", image[0])
+    assert main(["predict", "--model", "dsb2018-nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "out"),
+                 "--object-size", "auto", "--outputs", "instances"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"{tmp_path / 'big.png'} -> {tmp_path / 'out' / 'big_instances.tif'} (objects of ")
+    assert "px: rescaled 0.5" in line
