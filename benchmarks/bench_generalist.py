@@ -46,12 +46,24 @@ SCALES = (1.0, 0.5, 2.0)
 def test_split() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(id, image (C, H, W) as stored, true ids (H, W))`` of the 20 test images."""
     rows = list(csv.DictReader((DATA / "index.csv").open()))
-    found = []
-    for r in rows:
-        if r["split"] == "test":
-            image = read_image(DATA / "images" / f"{r['id']}.png", 2)
-            found.append((r["id"], image, read_label(DATA / "masks" / f"{r['id']}.png", 2)))
-    return found
+    return [_pair(r["id"], DATA / "images" / f"{r['id']}.png", DATA / "masks" / f"{r['id']}.png")
+            for r in rows if r["split"] == "test"]
+
+
+def validation_split(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """For choosing settings without the test split: ``count`` images of ``dsb2018-stage1`` that the generalist
+    run holds out for its own validation (``split_validation`` of its 600 pairs, seed 0, 10 %) and that are
+    not in the 100-image subset (so ``dsb2018-nuclei`` never trained on them either)."""
+    from biounet.data.examples import pair_files, split_validation
+
+    folder = ROOT / "bench_runs" / "generalist" / "data"
+    _, held_out = split_validation(pair_files(folder / "images", folder / "labels"), 0.1, 0)
+    subset = {r["id"] for r in csv.DictReader((DATA / "index.csv").open())}
+    return [_pair(i.stem, i, lbl) for i, lbl in held_out if i.stem not in subset][:count]
+
+
+def _pair(name: str, image: Path, label: Path) -> tuple[str, np.ndarray, np.ndarray]:
+    return name, read_image(image, 2), read_label(label, 2)
 
 
 def kind(image: np.ndarray) -> str:
@@ -103,12 +115,37 @@ def row(checkpoint: Checkpoint, test: list[tuple[str, np.ndarray, np.ndarray]], 
     return scores
 
 
+def variant(name: str, checkpoint: Checkpoint, test: list[tuple[str, np.ndarray, np.ndarray]],
+            scale: float) -> dict[str, float]:
+    """TEMPORARY: the ``auto`` row under another rule, to choose one on the validation images."""
+    import biounet.infer.stack as stack
+    from biounet.models.object_size import ObjectSize
+
+    saved_known, saved_auto = ObjectSize.known, stack.auto_scale
+    try:
+        if name == "tolerance":
+            ObjectSize.known = property(lambda self: (self.diameter / 1.25, self.diameter * 1.25))  # type: ignore[method-assign,assignment]
+        elif name == "nearest":
+            def nearest(model, found):  # type: ignore[no-untyped-def]
+                low, high = model.known
+                return float(min(max(min(max(found, low), high) / found, 0.25), 4.0))
+            stack.auto_scale = nearest
+        return row(checkpoint, test, scale, "auto")
+    finally:
+        ObjectSize.known, stack.auto_scale = saved_known, saved_auto  # type: ignore[method-assign]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="checkpoints or shipped model names")
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--validation", type=int, default=0, metavar="N",
+                        help="score N held-out stage1 images instead of the test split (to choose settings on)")
+    parser.add_argument("--variants", default="shipped", help="TEMPORARY: comma-separated auto rules to compare "
+                        "(shipped, tolerance: known = median within 1.25x, nearest: rescale to the nearest known size)")
     args = parser.parse_args()
-    test = test_split()
+    test = validation_split(args.validation) if args.validation else test_split()
+    print(f"{len(test)} {'validation' if args.validation else 'test'} images", flush=True)
     rows = []
     for model in args.models:
         checkpoint = load_checkpoint(resolve_model(model))
@@ -116,10 +153,9 @@ def main() -> None:
         print(f"{model}: objects of {size.describe() if size else 'unknown size'}", flush=True)
         for scale in SCALES:
             plain = row(checkpoint, test, scale, None)
-            auto = row(checkpoint, test, scale, "auto") if size is not None else None
-            for sizing, scores in (("as it is", plain), ("auto", auto)):
-                if scores is None:
-                    continue
+            autos = [(f"auto {v}", variant(v, checkpoint, test, scale))
+                     for v in args.variants.split(",")] if size is not None else []
+            for sizing, scores in [("as it is", plain), *autos]:
                 scores = {"model": model, "image size": f"{scale:g}x", "object size": sizing, **scores}
                 scores["time / plain"] = scores["seconds"] / plain["seconds"]
                 rows.append(scores)

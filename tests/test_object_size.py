@@ -3,6 +3,7 @@ and how ``--object-size auto`` estimates it (issue 22)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from biounet.cli.main import main
 from biounet.data.examples import pair_files, split_validation
 from biounet.data.labels import read_label
 from biounet.data.targets import instances_from_classes
+from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import AUTO_TOLERANCE, params_at_scale, resize
+from biounet.infer.rescale import params_at_scale, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -75,11 +77,11 @@ def test_auto_estimates_hand_made_discs_within_10_percent(nuclei: Checkpoint, di
     found = segment(nuclei, image, object_size="auto")
     assert nuclei.object_size is not None and found.object_size is not None
     assert found.object_size == pytest.approx(truth, rel=0.10)
-    model = nuclei.object_size.diameter
-    if 1 / AUTO_TOLERANCE <= model / found.object_size <= AUTO_TOLERANCE:
-        assert found.scale == 1.0  # near the model's own size: the first pass is kept
-    else:
-        assert found.scale == pytest.approx(model / found.object_size)
+    low, high = nuclei.object_size.known
+    if low <= found.object_size <= high:
+        assert found.scale == 1.0  # sizes the model knows: the first pass is kept
+    else:  # rescaled to its median
+        assert found.scale == pytest.approx(min(max(nuclei.object_size.diameter / found.object_size, 0.25), 4))
     assert matching_dataset([found.ids], [ids], (0.5,))[0].accuracy > 0.9
 
 
@@ -131,10 +133,11 @@ def test_resampled_probabilities_stay_probabilities() -> None:
 
 def test_a_checkpoint_records_its_object_size(tmp_path: Path) -> None:
     model = UNet(UNetConfig(base_channels=4, depth=2))
-    save_checkpoint(tmp_path / "m.pt", model, object_size=ObjectSize(18.5, 0.65))
+    save_checkpoint(tmp_path / "m.pt", model, object_size=ObjectSize(18.5, 0.65, 11.0, 40.0))
     loaded = load_checkpoint(tmp_path / "m.pt")
-    assert loaded.object_size == ObjectSize(18.5, 0.65) and loaded.object_size.physical == pytest.approx(12.025)
-    assert loaded.describe()["object_size"] == {"diameter": 18.5, "pixel_size": 0.65}
+    assert loaded.object_size == ObjectSize(18.5, 0.65, 11.0, 40.0)
+    assert loaded.object_size.physical == pytest.approx(12.025)
+    assert loaded.describe()["object_size"] == {"diameter": 18.5, "pixel_size": 0.65, "low": 11.0, "high": 40.0}
     save_checkpoint(tmp_path / "n.pt", model)
     assert load_checkpoint(tmp_path / "n.pt").object_size is None
 
@@ -148,22 +151,50 @@ def test_training_records_the_median_diameter_of_its_training_objects(tmp_path: 
     config = yaml.safe_load((out / "config.yaml").read_text())
     train, _ = split_validation(pair_files(images, labels), config["data"]["val_fraction"], config["seed"])
     # By hand: skimage's equivalent diameter of every connected disc of the training labels.
-    diameters = [r.equivalent_diameter_area for _, label in train
-                 for r in regionprops(instances_from_classes(read_label(label, 2) > 0))]
+    per_image = [[r.equivalent_diameter_area for r in regionprops(instances_from_classes(read_label(label, 2) > 0))]
+                 for _, label in train]
+    medians = sorted(np.median(d) for d in per_image)
+    median = np.median(np.concatenate(per_image))
+
+    def percentile(q: float) -> float:  # linear interpolation between the two nearest ranks, numpy's default
+        at = q * (len(medians) - 1)
+        below, above = medians[int(at)], medians[min(int(at) + 1, len(medians) - 1)]
+        return float(below + (at - int(at)) * (above - below))
+
     for name in ("model.pt", "last.pt"):
         size = load_checkpoint(out / name).object_size
         assert size is not None and size.pixel_size is None  # PNGs say nothing of their pixel size
-        assert size.diameter == pytest.approx(np.median(diameters), abs=0.005)
+        assert size.diameter == pytest.approx(median, abs=0.005)
+        # The range: 10th and 90th percentiles of the images' own medians, stretched to hold the median.
+        assert size.low == pytest.approx(min(percentile(0.1), median), abs=0.005)
+        assert size.high == pytest.approx(max(percentile(0.9), median), abs=0.005)
 
 
 def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     import imageio.v3 as iio
 
-    image, _ = discs(36, seed=2)
+    assert nuclei.object_size is not None
+    median, high = nuclei.object_size.diameter, nuclei.object_size.known[1]
+    # Larger than any size the model knows: at full size, the model splits each into pieces of sizes it knows.
+    image, _ = discs(round(1.25 * high), shape=(400, 400), seed=2)
     iio.imwrite(tmp_path / "big.png", image[0])
     assert main(["predict", "--model", "dsb2018-nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "out"),
                  "--object-size", "auto", "--outputs", "instances"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{tmp_path / 'big.png'} -> {tmp_path / 'out' / 'big_instances.tif'} (objects of ")
-    assert "px: rescaled 0.5" in line
+    found, scale = re.fullmatch(r".*\(objects of ([0-9.]+) px: rescaled ([0-9.]+)x\)", line).groups()  # type: ignore[union-attr]
+    assert float(found) == pytest.approx(1.25 * high, rel=0.1)
+    assert float(scale) == pytest.approx(max(median / float(found), 0.25), abs=0.002)  # to the model's median
+
+
+def test_the_sizes_a_model_knows_are_its_range_and_at_least_its_median_within_the_tolerance() -> None:
+    assert ObjectSize(18.5).known == pytest.approx((18.5 / 1.25, 18.5 * 1.25))  # older checkpoints: no range
+    assert ObjectSize(18.7, None, 10.2, 47.5).known == (10.2, 47.5)
+    assert ObjectSize(20.0, None, 19.0, 21.0).known == pytest.approx((16.0, 25.0))  # a narrow range widens
+    assert ObjectSize(18.7, None, 10.2, 47.5).describe() == "18.7 px (10.2..47.5 px)"
+    assert ObjectSize(18.5, 0.5, 10.0, 40.0).describe() == "18.5 px (10.0..40.0 px, 9.25 in the files' unit)"
+    for bad in [dict(diameter=0.0), dict(diameter=10.0, low=12.0, high=20.0), dict(diameter=10.0, pixel_size=-1.0),
+                dict(diameter=float("nan"))]:
+        with pytest.raises(BiounetError, match="object size"):
+            ObjectSize(**bad)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import numpy as np
 
 from biounet.data.examples import Example, LazyExample
 from biounet.data.targets import instances_from_classes
-from biounet.models.object_size import ObjectSize, median_diameter
+from biounet.models.object_size import ObjectSize, size_of
 
 
 def measure_object_size(examples: Sequence[Example | LazyExample]) -> ObjectSize | None:
@@ -23,17 +23,15 @@ def measure_object_size(examples: Sequence[Example | LazyExample]) -> ObjectSize
         examples: training examples, as :func:`biounet.training.run.load_examples` reads them.
 
     Returns:
-        The size, or ``None`` when no example holds an object. The pixel size is the median over the
+        The size (:func:`~biounet.models.object_size.size_of`), or ``None`` when no example holds an
+        object. The pixel size is the median over the
         examples of each file's mean pixel size, ``None`` when every file gave 1.0 (which is what a file
         without calibration reads as).
     """
     loaded = [e for e in examples if isinstance(e, Example)]
-    diameter = median_diameter([_object_ids(e) for e in loaded])
-    if diameter is None:
-        return None
     spacings = [float(np.mean(e.spacing)) for e in loaded if e.spacing]
     calibrated = any(s != 1.0 for s in spacings)
-    return ObjectSize(round(diameter, 2), float(np.median(spacings)) if calibrated else None)
+    return size_of([_object_ids(e) for e in loaded], float(np.median(spacings)) if calibrated else None)
 
 
 def _object_ids(example: Example) -> np.ndarray:

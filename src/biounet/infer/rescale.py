@@ -26,41 +26,63 @@ from biounet.models.object_size import ObjectSize
 
 AUTO = "auto"
 """``object_size="auto"``: estimate the objects' size from a first pass (see :mod:`biounet.infer.stack`)."""
-# "auto" predicts again only when the first pass's objects are off the model's size by more than this factor:
-# a model holds objects a little smaller or larger (its training scaled them), and a second pass costs time.
-AUTO_TOLERANCE = 1.25
 # The factors an image is rescaled by at most, either way. An estimate beyond them is clipped (a first pass
 # that found a few specks says little); a size given beyond them is refused.
 MAX_SCALE = {AUTO: 4.0, "given": 8.0}
+# "auto" also predicts the image at this factor: objects larger than any the model knows are split at full size
+# into pieces of sizes it knows (so their size is underestimated), and seen whole at half size.
+PROBE = 0.5
+# "auto" measures again after a rescaled pass and predicts a third time when the new estimate asks for a factor
+# more than this far from the one used (the passes before it saw the objects at sizes the model knows less).
+REFINE_FROM = 1.25
 
 
-def scale_for(model: ObjectSize | None, diameter: float, *, estimated: bool = False) -> float:
-    """The factor that resizes objects of ``diameter`` pixels to the model's size.
+def scale_for(model: ObjectSize | None, diameter: float) -> float:
+    """The factor that resizes objects of ``diameter`` pixels (a size given by the user) to the model's median.
 
     Args:
         model: the model's :class:`ObjectSize`.
         diameter: the objects' diameter in the image's pixels.
-        estimated: whether ``diameter`` was estimated (the factor is then clipped to
-            ``MAX_SCALE["auto"]``) or given (refused beyond ``MAX_SCALE["given"]``).
 
     Raises:
-        BiounetError: for a model without a recorded size, a diameter that is not positive, or a given one
-            too far from the model's.
+        BiounetError: for a model without a recorded size, a diameter that is not positive, or one more than
+            ``MAX_SCALE["given"]`` off the model's.
     """
-    if model is None:
-        raise BiounetError("the model records no object size, so it cannot rescale images to it; models trained "
-                           "by this biounet version record it (biounet info shows it)")
+    size = _recorded(model)
     if not math.isfinite(diameter) or diameter <= 0:
         raise BiounetError(f"object size must be a positive number of pixels or 'auto', got {diameter}")
-    scale = model.diameter / diameter
-    limit = MAX_SCALE[AUTO if estimated else "given"]
-    if estimated:
-        return float(min(max(scale, 1 / limit), limit))
+    scale = size.diameter / diameter
+    limit = MAX_SCALE["given"]
     if not 1 / limit <= scale <= limit:
         raise BiounetError(f"objects of {diameter:g} px are more than {limit:g}x off the model's "
-                           f"{model.diameter:.1f} px; give their size within {model.diameter / limit:.1f}.."
-                           f"{model.diameter * limit:.0f} px")
+                           f"{size.diameter:.1f} px; give their size within {size.diameter / limit:.1f}.."
+                           f"{size.diameter * limit:.0f} px")
     return scale
+
+
+def auto_scale(model: ObjectSize | None, found: float) -> float:
+    """The factor for an image whose objects a pass measured at ``found`` pixels: 1 within the sizes the model
+    knows (:attr:`ObjectSize.known`), else the factor that brings them to its median (as ``--object-size``
+    does), at most ``MAX_SCALE["auto"]`` either way.
+
+    Args:
+        model: the model's :class:`ObjectSize`.
+        found: the median equivalent diameter of the objects found, in the image's pixels.
+
+    Raises:
+        BiounetError: for a model without a recorded size.
+    """
+    size = _recorded(model)
+    if knows(size, found):
+        return 1.0
+    limit = MAX_SCALE[AUTO]
+    return float(min(max(size.diameter / found, 1 / limit), limit))
+
+
+def knows(model: ObjectSize, diameter: float) -> bool:
+    """Whether objects of ``diameter`` pixels are of a size the model knows (:attr:`ObjectSize.known`)."""
+    low, high = model.known
+    return low <= diameter <= high
 
 
 def given_scale(model: ObjectSize | None, size: float | str) -> float | None:
@@ -71,13 +93,20 @@ def given_scale(model: ObjectSize | None, size: float | str) -> float | None:
         BiounetError: as :func:`scale_for`, or for a size that is neither a number nor ``"auto"``.
     """
     if size == AUTO:
-        scale_for(model, 1.0, estimated=True)
+        _recorded(model)
         return None
     try:
         diameter = float(size)
     except (TypeError, ValueError):
         raise BiounetError(f"object size must be a number of pixels or 'auto', got {size!r}") from None
     return scale_for(model, diameter)
+
+
+def _recorded(model: ObjectSize | None) -> ObjectSize:
+    if model is None:
+        raise BiounetError("the model records no object size, so it cannot rescale images to it; models trained "
+                           "by this biounet version record it (biounet info shows it)")
+    return model
 
 
 def object_size_from_pixel_size(model: ObjectSize | None, pixel_size: float) -> float:
@@ -96,11 +125,6 @@ def object_size_from_pixel_size(model: ObjectSize | None, pixel_size: float) -> 
     if not math.isfinite(pixel_size) or pixel_size <= 0:
         raise BiounetError(f"pixel size must be positive, got {pixel_size}")
     return model.physical / pixel_size
-
-
-def near_model_size(scale: float) -> bool:
-    """Whether objects ``scale`` times off the model's size are close enough not to rescale for (``auto``)."""
-    return 1 / AUTO_TOLERANCE <= scale <= AUTO_TOLERANCE
 
 
 def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, ...]:

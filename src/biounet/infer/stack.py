@@ -14,7 +14,16 @@ from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, predict
-from biounet.infer.rescale import given_scale, near_model_size, params_at_scale, resize, scale_for, scaled_shape
+from biounet.infer.rescale import (
+    PROBE,
+    REFINE_FROM,
+    auto_scale,
+    given_scale,
+    knows,
+    params_at_scale,
+    resize,
+    scaled_shape,
+)
 from biounet.io.axes import StackPlan
 from biounet.io.channels import match_channels
 from biounet.models.checkpoint import Checkpoint
@@ -32,7 +41,7 @@ class Segmented:
         ids: the object ids in :func:`stack_instances`'s items-first order; ``None`` when not asked for.
         scale: the factor the items were resized by for the model (1.0: as they are).
         object_size: the objects' diameter in the array's pixels that the scale was chosen for: the one
-            given, or the one ``"auto"`` estimated; ``None`` when no size was given.
+            given, or the last one ``"auto"`` estimated; ``None`` when no size was given.
     """
 
     probs: np.ndarray
@@ -50,10 +59,14 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
 
     With ``options.object_size`` the items are rescaled so that objects of that size become the model's
     (:mod:`biounet.infer.rescale`), one factor for the whole array. ``"auto"`` predicts the array as it is
-    first and measures the median equivalent diameter of the objects found (an instance model's, or the
-    connected components of a semantic model's classes); only when it is more than
-    :data:`~biounet.infer.rescale.AUTO_TOLERANCE` off the model's size is the array predicted again,
-    rescaled.
+    and at half its size (:data:`~biounet.infer.rescale.PROBE`), and measures the median equivalent diameter
+    of the objects found (an instance model's, or the connected components of a semantic model's classes):
+    the full-size pass's, or the half-size pass's when its objects are larger (at a size the model knows
+    there), since objects larger than any the model knows are split into pieces at full size. Objects of a
+    size the model knows (:attr:`~biounet.models.object_size.ObjectSize.known`) keep the full-size pass;
+    others are predicted again rescaled to the model's median (:func:`~biounet.infer.rescale.auto_scale`),
+    measured again, and predicted a third time if that estimate asks for a factor more than
+    :data:`~biounet.infer.rescale.REFINE_FROM` off.
 
     Args:
         checkpoint: the model, its normalisation, its instance parameters and the size of its objects.
@@ -79,17 +92,43 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     if scale is not None:
         given = _segment(checkpoint, array, plan, path, options, scale, instances, on_progress)
         return replace(given, object_size=float(size))
-    first = _segment(checkpoint, array, plan, path, options, 1.0, True, _share(on_progress, 0.0, 0.5))
-    ids = first.ids if first.ids is not None else np.zeros((*plan.batch_shape, *plan.spatial_shape), np.int32)
-    # Item by item: a stack's objects are the discs (balls) of each plane (volume), not of the whole stack.
-    found = median_diameter([ids[index] for index in np.ndindex(*plan.batch_shape)])
-    scale = 1.0 if found is None else scale_for(checkpoint.object_size, found, estimated=True)
-    if near_model_size(scale):  # also when nothing was found to measure: the array stays as it is
+    return _auto(checkpoint, array, plan, path, options, instances, on_progress)
+
+
+def _auto(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, options: TileOptions,
+          instances: bool, on_progress: Callable[[float], None] | None) -> Segmented:
+    """``object_size="auto"`` (see :func:`segment_array`)."""
+    model = checkpoint.object_size
+    assert model is not None  # given_scale refused a model without one
+    first = _segment(checkpoint, array, plan, path, options, 1.0, True, _share(on_progress, 0.0, 0.4))
+    found = _median_diameter(first, plan)
+    probe = _segment(checkpoint, array, plan, path, options, PROBE, True, _share(on_progress, 0.4, 0.5))
+    coarse = _median_diameter(probe, plan)
+    # Objects that look larger at half size, at a size the model knows there, were split at full size.
+    if coarse is not None and (found is None or coarse > found * REFINE_FROM) and knows(model, coarse * PROBE):
+        found = coarse
+    scale = 1.0 if found is None else auto_scale(model, found)
+    if scale == 1.0:  # also when nothing was found to measure: the array stays as it is
         if on_progress is not None:
             on_progress(1.0)
         return replace(first, object_size=found, ids=first.ids if instances else None)
-    second = _segment(checkpoint, array, plan, path, options, scale, instances, _share(on_progress, 0.5, 1.0))
-    return replace(second, object_size=found)
+    second = _segment(checkpoint, array, plan, path, options, scale, True, _share(on_progress, 0.5, 0.75))
+    again = _median_diameter(second, plan)
+    refined = scale if again is None else auto_scale(model, again)
+    if max(refined / scale, scale / refined) <= REFINE_FROM:
+        if on_progress is not None:
+            on_progress(1.0)
+        return replace(second, object_size=found, ids=second.ids if instances else None)
+    third = _segment(checkpoint, array, plan, path, options, refined, instances, _share(on_progress, 0.75, 1.0))
+    return replace(third, object_size=again)
+
+
+def _median_diameter(found: Segmented, plan: StackPlan) -> float | None:
+    """The median equivalent diameter of a pass's objects, item by item (a stack's objects are the discs of
+    each plane, not balls of the whole stack); ``None`` if it found none."""
+    if found.ids is None:
+        return None
+    return median_diameter([found.ids[index] for index in np.ndindex(*plan.batch_shape)])
 
 
 def _segment(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, options: TileOptions,

@@ -16,26 +16,43 @@ import numpy as np
 from biounet.configs import from_dict
 from biounet.errors import BiounetError
 
+TOLERANCE = 1.25
+"""Objects within this factor of a model's median diameter count as known even when its range is narrower."""
+
 
 @dataclass(frozen=True)
 class ObjectSize:
-    """The objects a model was trained on: their median equivalent diameter.
+    """The objects a model was trained on: their median equivalent diameter, and the range of sizes it knows.
 
     Args:
-        diameter: median equivalent diameter (:func:`equivalent_diameters`) of the training objects, in
-            pixels (voxels).
+        diameter: median equivalent diameter (:func:`equivalent_diameters`) of all the training objects, in
+            pixels (voxels): the size ``--object-size`` rescales an image's objects to.
         pixel_size: median pixel (voxel) size of the training images, in the unit their files give (TIFF's
             ImageJ calibration, NIfTI's zooms, an HDF5/zarr attribute); ``None`` where the files did not say.
+        low, high: the 10th and 90th percentiles of the training images' own median diameters: images whose
+            objects lie in this range were common in training, and ``--object-size auto`` leaves them as
+            they are. ``None``: the median alone is known (the range is then the median within
+            :data:`TOLERANCE`).
     """
 
     diameter: float
     pixel_size: float | None = None
+    low: float | None = None
+    high: float | None = None
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.diameter) or self.diameter <= 0:
-            raise BiounetError(f"object diameter must be a positive number of pixels, got {self.diameter}")
-        if self.pixel_size is not None and (not np.isfinite(self.pixel_size) or self.pixel_size <= 0):
-            raise BiounetError(f"pixel size must be positive, got {self.pixel_size}")
+        for name in ("diameter", "pixel_size", "low", "high"):
+            value = getattr(self, name)
+            if (value is not None or name == "diameter") and not (value is not None and 0 < value < np.inf):
+                raise BiounetError(f"object size {name} must be a positive number, got {value}")
+        if self.low is not None and self.high is not None and not self.low <= self.diameter <= self.high:
+            raise BiounetError(f"object size range {self.low}..{self.high} must hold its median {self.diameter}")
+
+    @property
+    def known(self) -> tuple[float, float]:
+        """The diameters the model knows: ``low..high``, at least the median within :data:`TOLERANCE`."""
+        return (min(self.low or self.diameter, self.diameter / TOLERANCE),
+                max(self.high or self.diameter, self.diameter * TOLERANCE))
 
     @property
     def physical(self) -> float | None:
@@ -43,9 +60,10 @@ class ObjectSize:
         return None if self.pixel_size is None else self.diameter * self.pixel_size
 
     def describe(self) -> str:
-        """``19.7 px`` or ``19.7 px (6.4 in the files' unit)``."""
-        unit = f" ({self.physical:.3g} in the files' unit)" if self.physical is not None else ""
-        return f"{self.diameter:.1f} px{unit}"
+        """``18.7 px (10.2..47.5 px)``, with the physical size where the pixel size is known."""
+        low, high = self.known
+        unit = f", {self.physical:.3g} in the files' unit" if self.physical is not None else ""
+        return f"{self.diameter:.1f} px ({low:.1f}..{high:.1f} px{unit})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectSize:
@@ -84,6 +102,21 @@ def diameters_of(sizes: np.ndarray, spatial_dims: int) -> np.ndarray:
     """
     sizes = np.asarray(sizes, np.float64)
     return 2.0 * np.sqrt(sizes / np.pi) if spatial_dims == 2 else np.cbrt(6.0 * sizes / np.pi)
+
+
+def size_of(id_images: list[np.ndarray], pixel_size: float | None = None) -> ObjectSize | None:
+    """The :class:`ObjectSize` of some training images' objects; ``None`` if they have none.
+
+    Args:
+        id_images: object id images (0 = background), one per training image.
+        pixel_size: their pixel size, where known.
+    """
+    found = [d for d in (equivalent_diameters(ids) for ids in id_images) if d.size]
+    if not found:
+        return None
+    low, high = (float(v) for v in np.percentile([np.median(d) for d in found], [10, 90]))
+    median = float(np.median(np.concatenate(found)))
+    return ObjectSize(round(median, 2), pixel_size, round(min(low, median), 2), round(max(high, median), 2))
 
 
 def median_diameter(id_images: list[np.ndarray]) -> float | None:
