@@ -80,7 +80,7 @@ FAST_TESTS_DESELECTED = ("tests/test_cli.py::test_bad_input_one_line_exit_2_and_
 SHIPPED_DATA = {
     "models (*.pt)": re.compile(r"biounet/pretrained/[^/]+\.pt"),
     "model cards (*.md)": re.compile(r"biounet/pretrained/[^/]+\.md"),
-    "rehearsal set": re.compile(r"biounet/pretrained/dsb2018-nuclei\.rehearsal/.+"),
+    "rehearsal set": re.compile(r"biounet/pretrained/nuclei\.rehearsal/.+"),
     "samples": re.compile(r"biounet/pretrained/samples/.+"),
 }
 

@@ -2,9 +2,9 @@
 scored (accuracy@0.5, pooled as StarDist's ``matching_dataset``) on the DSB test split's fluorescence images
 and on held-out stage-1 colour images (those ``bench_corrections.py`` calls unseen), first with its own
 post-processing, then with the seed, foreground and minimum size tuned on every third of the shipped
-``dsb2018-nuclei``'s own 80 training pairs (``dsb2018-nuclei.rehearsal/``; no test image is tuned on).
+``nuclei``'s own 80 training pairs (``nuclei.rehearsal/``; no test image is tuned on).
 
-    .venv/bin/python benchmarks/bench_forgetting.py src/biounet/pretrained/dsb2018-nuclei.pt \\
+    .venv/bin/python benchmarks/bench_forgetting.py src/biounet/pretrained/nuclei.pt \\
         bench_runs/c-share1/run-rehearsal/model.pt
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="checkpoints or shipped model names")
     parser.add_argument("--unseen", type=int, default=30, help="as bench_corrections.py --unseen")
     args = parser.parse_args()
-    pairs = resolve_model("dsb2018-nuclei").with_suffix(".rehearsal")
+    pairs = resolve_model("nuclei").with_suffix(".rehearsal")
     names = sorted(p.stem for p in (pairs / "images").glob("*.png"))[::3]
     tuning = [(iio.imread(pairs / "images" / f"{n}.png"), iio.imread(pairs / "labels" / f"{n}.png")) for n in names]
     with open(DSB / "index.csv", newline="") as index:

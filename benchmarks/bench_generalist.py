@@ -8,13 +8,19 @@ For each model given (a checkpoint or a shipped model's name), each of the 20 te
 - ``0.5x`` and ``2x``: the image resized (linear, anti-aliased when shrinking) and its true instance labels
   resized alike (nearest), so that the nuclei are half or twice as many pixels across;
 
-each plainly and with ``--object-size auto`` (a first pass measures the objects and, when they are more than
-1.25x off the model's size, the image is predicted again rescaled to it). Scores: accuracy@0.5 with matches
+each plainly and with ``--object-size auto`` (passes at full and at half size measure the objects; when they
+are outside the sizes the model knows, the image is predicted again rescaled to its median: see
+:func:`biounet.infer.stack.segment_array`). Scores: accuracy@0.5 with matches
 pooled over the images (StarDist's ``matching_dataset``, ``by_image=False``), the mean accuracy over IoU
 0.50..0.90, and accuracy@0.5 of the grey (fluorescence) and colour (brightfield, stained tissue) images on
 their own. Time: the seconds of all 20 segmentations, and auto's over the plain one's.
 
-    .venv/bin/python benchmarks/bench_generalist.py dsb2018-nuclei [MODEL ...] [--csv out.csv]
+    git show 41bf1d4:src/biounet/pretrained/dsb2018-nuclei.pt > bench_runs/dsb2018-nuclei-30min.pt
+    .venv/bin/python benchmarks/bench_generalist.py nuclei bench_runs/dsb2018-nuclei-30min.pt [--csv out.csv]
+
+compares the shipped ``nuclei`` with the 30-minute model of 80 images it replaced. ``--validation N`` scores
+held-out stage1 images instead (to choose settings on); ``--link-data DIR`` makes the training folders of
+``nuclei`` (see its card).
 
 Run it alone: the times are wall-clock on this machine's CPU.
 """
@@ -40,6 +46,7 @@ from biounet.pretrained import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "dsb2018"
+STAGE1 = ROOT.parent / "shared" / "data" / "dsb2018-stage1"
 SCALES = (1.0, 0.5, 2.0)
 
 
@@ -50,16 +57,33 @@ def test_split() -> list[tuple[str, np.ndarray, np.ndarray]]:
             for r in rows if r["split"] == "test"]
 
 
+def link_data(folder: Path) -> None:
+    """The shipped ``nuclei`` model's 600 training pairs as links in ``folder/images`` and ``folder/labels``: the 80
+    train-split pairs of ``../shared/data/dsb2018`` and the 520 of ``../shared/data/dsb2018-stage1``."""
+    sources = [(DATA, r["id"]) for r in csv.DictReader((DATA / "index.csv").open()) if r["split"] == "train"]
+    sources += [(STAGE1, p.stem) for p in sorted((STAGE1 / "images").glob("*.png"))]
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for root, name in sources:
+        for sub, source in (("images", "images"), ("labels", "masks")):
+            link = folder / sub / f"{name}.png"
+            if not link.is_symlink():
+                link.symlink_to((root / source / f"{name}.png").resolve())
+
+
 def validation_split(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """For choosing settings without the test split: ``count`` images of ``dsb2018-stage1`` that the generalist
-    run holds out for its own validation (``split_validation`` of its 600 pairs, seed 0, 10 %) and that are
-    not in the 100-image subset (so ``dsb2018-nuclei`` never trained on them either)."""
+    """For choosing settings without the test split: ``count`` images of ``dsb2018-stage1`` that the ``nuclei``
+    training run held out for its own validation (``split_validation`` of its 600 pairs, seed 0, 10 %) and
+    that are not in the 100-image subset (so the 30-minute model never trained on them either)."""
+    import tempfile
+
     from biounet.data.examples import pair_files, split_validation
 
-    folder = ROOT / "bench_runs" / "generalist" / "data"
-    _, held_out = split_validation(pair_files(folder / "images", folder / "labels"), 0.1, 0)
-    subset = {r["id"] for r in csv.DictReader((DATA / "index.csv").open())}
-    return [_pair(i.stem, i, lbl) for i, lbl in held_out if i.stem not in subset][:count]
+    with tempfile.TemporaryDirectory() as tmp:
+        link_data(Path(tmp))
+        _, held_out = split_validation(pair_files(Path(tmp) / "images", Path(tmp) / "labels"), 0.1, 0)
+        subset = {r["id"] for r in csv.DictReader((DATA / "index.csv").open())}
+        return [_pair(i.stem, i, lbl) for i, lbl in held_out if i.stem not in subset][:count]
 
 
 def _pair(name: str, image: Path, label: Path) -> tuple[str, np.ndarray, np.ndarray]:
@@ -115,35 +139,20 @@ def row(checkpoint: Checkpoint, test: list[tuple[str, np.ndarray, np.ndarray]], 
     return scores
 
 
-def variant(name: str, checkpoint: Checkpoint, test: list[tuple[str, np.ndarray, np.ndarray]],
-            scale: float) -> dict[str, float]:
-    """TEMPORARY: the ``auto`` row under another rule, to choose one on the validation images."""
-    import biounet.infer.stack as stack
-    from biounet.models.object_size import ObjectSize
-
-    saved_known, saved_auto = ObjectSize.known, stack.auto_scale
-    try:
-        if name == "tolerance":
-            ObjectSize.known = property(lambda self: (self.diameter / 1.25, self.diameter * 1.25))  # type: ignore[method-assign,assignment]
-        elif name == "nearest":
-            def nearest(model, found):  # type: ignore[no-untyped-def]
-                low, high = model.known
-                return float(min(max(min(max(found, low), high) / found, 0.25), 4.0))
-            stack.auto_scale = nearest
-        return row(checkpoint, test, scale, "auto")
-    finally:
-        ObjectSize.known, stack.auto_scale = saved_known, saved_auto  # type: ignore[method-assign]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="checkpoints or shipped model names")
+    parser.add_argument("models", nargs="*", help="checkpoints or shipped model names")
+    parser.add_argument("--link-data", type=Path, default=None, metavar="DIR",
+                        help="only link the nuclei model's 600 training pairs into DIR/images and DIR/labels")
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--validation", type=int, default=0, metavar="N",
                         help="score N held-out stage1 images instead of the test split (to choose settings on)")
-    parser.add_argument("--variants", default="shipped", help="TEMPORARY: comma-separated auto rules to compare "
-                        "(shipped, tolerance: known = median within 1.25x, nearest: rescale to the nearest known size)")
     args = parser.parse_args()
+    if args.link_data:
+        link_data(args.link_data)
+        return
+    if not args.models:
+        parser.error("give at least one model")
     test = validation_split(args.validation) if args.validation else test_split()
     print(f"{len(test)} {'validation' if args.validation else 'test'} images", flush=True)
     rows = []
@@ -153,8 +162,7 @@ def main() -> None:
         print(f"{model}: objects of {size.describe() if size else 'unknown size'}", flush=True)
         for scale in SCALES:
             plain = row(checkpoint, test, scale, None)
-            autos = [(f"auto {v}", variant(v, checkpoint, test, scale))
-                     for v in args.variants.split(",")] if size is not None else []
+            autos = [("auto", row(checkpoint, test, scale, "auto"))] if size is not None else []
             for sizing, scores in [("as it is", plain), *autos]:
                 scores = {"model": model, "image size": f"{scale:g}x", "object size": sizing, **scores}
                 scores["time / plain"] = scores["seconds"] / plain["seconds"]

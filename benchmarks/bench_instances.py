@@ -2,7 +2,7 @@
 
 Rows, all scored on the same test images (never seen in training, threshold tuning or checkpoint choice):
 
-- ``shipped``: ``biounet predict --model dsb2018-nuclei`` as shipped: background/interior/boundary, seeded
+- ``shipped``: ``biounet predict --model nuclei`` as shipped: background/interior/boundary, seeded
   watershed with the thresholds tuned on its validation images.
 - ``train``: a ``biounet train --images --labels --out --minutes M`` run with no config on the train split
   (the plan picks the three-class recipe for instance labels), scored the same way.
@@ -174,7 +174,7 @@ def main() -> None:
     test = pairs["test"]
     truths = [read_label(label) for _, label in test]
     rows: dict[str, dict[str, float]] = {}
-    rows.update(model_rows("shipped dsb2018-nuclei", resolve_model("dsb2018-nuclei"), test, truths, False))
+    rows.update(model_rows("shipped nuclei", resolve_model("nuclei"), test, truths, False))
     trained = ensure_run("train", args.work, images, labels, args.minutes, [])
     if trained is not None:
         minutes = yaml.safe_load(load_checkpoint(trained).extra["train_config"]).get("minutes", "?")

@@ -3,7 +3,7 @@ splits the last probabilities into objects again (``biounet.napari.layers.respli
 prediction. Target: under 0.3 s for a 1024x1024 image.
 
 The image: the 1024x1024 stage-1 DSB 2018 images of ``../shared/data/dsb2018-stage1`` (fluorescence, 44-98
-nuclei each), segmented once by the shipped ``dsb2018-nuclei`` model. For each image and each of a grid of
+nuclei each), segmented once by the shipped ``nuclei`` model. For each image and each of a grid of
 settings (what a user drags through), the re-split is timed (best of ``--repeats``) and checked equal to
 segmenting the image again with those settings; the prediction's own time is printed beside it.
 
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     with open(STAGE1 / "index.csv", newline="") as index:
         rows = [r["id"] for r in csv.DictReader(index) if (r["height"], r["width"]) == ("1024", "1024")]
-    model = load_model("dsb2018-nuclei")
+    model = load_model("nuclei")
     worst = 0.0
     for name in rows[:args.images]:
         image = iio.imread(STAGE1 / "images" / f"{name}.png")

@@ -38,10 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     viewer = napari.Viewer(show=False, title="biounet in napari")
     viewer.window.resize(1500, 860)
-    viewer.open_sample("biounet", "dsb2018-nuclei")
+    viewer.open_sample("biounet", "nuclei")
     _, segment = viewer.window.add_plugin_dock_widget("biounet", "Segment")
     _, train = viewer.window.add_plugin_dock_widget("biounet", "Train / fine-tune", tabify=False)
-    segment.model.setCurrentText("dsb2018-nuclei")
+    segment.model.setCurrentText("nuclei")
     wait(segment)
     labels = viewer.layers[-1]
     # A correction, as with the brush: one object painted over with a new label.

@@ -131,13 +131,13 @@ def test_predict_with_the_package(isbi_package: Path, tmp_path: Path) -> None:
 
 def test_instance_model_package(tmp_path: Path, offline: None) -> None:
     out = tmp_path / "nuclei.zip"
-    assert main(["export", "dsb2018-nuclei", str(out), "--test-image", str(DSB_IMAGE)]) == 0
+    assert main(["export", "nuclei", str(out), "--test-image", str(DSB_IMAGE)]) == 0
     rdf = _rdf(out)
     assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["red", "green", "blue"]
     assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["background", "interior", "boundary"]
     assert rdf["outputs"][0]["axes"][2]["size"]["offset"] == -88
     assert "unit" not in rdf["inputs"][0]["axes"][2]  # DSB 2018 has no single pixel size
-    original, loaded = load_checkpoint(resolve_model("dsb2018-nuclei")), load_checkpoint(out)
+    original, loaded = load_checkpoint(resolve_model("nuclei")), load_checkpoint(out)
     assert loaded.instances == original.instances and loaded.describe() == original.describe()
 
 

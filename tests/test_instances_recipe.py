@@ -11,7 +11,7 @@ from biounet.data.targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classe
 from biounet.infer.instances import instances_from_probabilities
 from biounet.metrics.instances import instance_scores
 from biounet.models.instance_params import InstanceParams
-from biounet.training.tuning import tune_instance_params
+from biounet.training.tuning import small_object_size, tune_instance_params
 
 
 def discs(shape: tuple[int, ...], centres: list[tuple[float, ...]], radius: float,
@@ -124,6 +124,38 @@ def test_tuning_finds_thresholds_that_the_defaults_miss() -> None:
     assert tuned.default_accuracy == 0.0
     assert tuned.accuracy == 1.0
     assert tuned.params.seed < 0.45
+
+
+def test_small_object_size_is_the_10th_percentile_of_the_images_medians() -> None:
+    # Medians per image: 1 (objects of 1 and 1 px), 4, 9, 16, ... 100 (objects of k*k px, one per image).
+    truths = [np.array([[1, 2]])] + [np.pad(np.full((k, k), 1), 1) for k in range(2, 11)]
+    truths.append(np.zeros((3, 3), np.int32))  # no objects: not counted
+    medians = [1.0] + [float(k * k) for k in range(2, 11)]
+    assert small_object_size(truths) == pytest.approx(np.percentile(medians, 10))  # 1 + 0.9 * (4 - 1)
+    assert small_object_size([np.zeros((2, 2), np.int32)]) == 0.0
+
+
+def test_tuned_minimum_size_keeps_the_objects_of_an_image_of_small_objects() -> None:
+    # Eight images of two large discs (317 px) and three specks of 30 px each that the network takes for
+    # objects, and two images of four small discs (29 px) that it finds exactly. Dropping everything under
+    # 30 px would score higher pooled (16 / 24 instead of 24 / 48) but loses every object of the small images.
+    large, small = [], []
+    for _ in range(8):
+        truth = discs((60, 80), [(20, 20), (20, 50)], 10)
+        found = truth.copy()
+        for k, x in enumerate((5, 25, 45)):
+            found[48:53, x:x + 6] = 3 + k
+        large.append((truth, found))
+    for _ in range(2):
+        truth = discs((40, 40), [(8, 8), (8, 30), (30, 8), (30, 30)], 3)
+        small.append((truth, truth))
+    probabilities = [one_hot(boundary_classes(found)) for _, found in large + small]
+    truths = [truth for truth, _ in large + small]
+    assert np.bincount(small[0][0].ravel())[1] == 29 and np.bincount(large[0][0].ravel())[1] == 317
+    tuned = tune_instance_params(probabilities, truths)
+    assert tuned.params.min_size <= 0.3 * 29
+    for (truth, _), p in zip(small, probabilities[8:], strict=True):
+        assert instance_scores(instances_from_probabilities(p, tuned.params), truth, 0.5).accuracy == 1.0
 
 
 @pytest.mark.parametrize("bad", [{"seed": 0.0}, {"foreground": 1.0}, {"min_size": -1}])

@@ -93,9 +93,9 @@ def test_cli_zarr_instances_of_the_shipped_nuclei_model_equal_the_in_memory_ones
     source = zarr.open_array(str(tmp_path / "nuclei.zarr"), mode="w", shape=image.shape, chunks=(3, 64, 64),
                              dtype=image.dtype)
     source[...] = image
-    assert main(["predict", "--model", "dsb2018-nuclei", str(tmp_path / "nuclei.zarr"), "--out",
+    assert main(["predict", "--model", "nuclei", str(tmp_path / "nuclei.zarr"), "--out",
                  str(tmp_path / "out.zarr"), "--out-format", "zarr", "--tile", "124", "--block", "40"]) == 0
-    checkpoint = load_checkpoint(resolve_model("dsb2018-nuclei"))
+    checkpoint = load_checkpoint(resolve_model("nuclei"))
     expected = instances_from_probabilities(predict(checkpoint, image, tile=124), checkpoint.instances)
     printed = capsys.readouterr().out
     assert f"{expected.max()} objects in instances/0" in printed and "64 of 64 blocks" in printed

@@ -107,8 +107,8 @@ def test_resplit_equals_segmenting_again_with_the_settings() -> None:
     from biounet.napari.layers import resplit, segment
     from biounet.napari.models import load_model
 
-    model = load_model("dsb2018-nuclei")
-    image = iio.imread(SAMPLES / "dsb2018-nuclei.png")[:192, :160]
+    model = load_model("nuclei")
+    image = iio.imread(SAMPLES / "nuclei.png")[:192, :160]
     stack = np.stack([image, image[::-1]])  # two planes: ids unique over the stack
     first = segment(model, stack, True)
     for params in (InstanceParams(0.8, 0.5, 0), InstanceParams(0.3, 0.8, 60)):
@@ -140,7 +140,7 @@ def test_the_collection_keeps_every_corrected_image_and_replaces_one_corrected_a
 
 
 @pytest.mark.parametrize(("sample", "model", "output"), [
-    ("dsb2018-nuclei", "dsb2018-nuclei", "instances"),
+    ("nuclei", "nuclei", "instances"),
     ("isbi2012-em", "isbi2012-membranes", "mask"),
 ])
 def test_segment_equals_the_cli(viewer: Any, qtbot: Any, tmp_path: Path, sample: str, model: str,
@@ -198,9 +198,9 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     from biounet.models.checkpoint import load_checkpoint
     from biounet.pretrained import resolve_model
 
-    viewer.open_sample("biounet", "dsb2018-nuclei")
+    viewer.open_sample("biounet", "nuclei")
     image = viewer.layers[-1]
-    segment = segment_widget(viewer, "dsb2018-nuclei")
+    segment = segment_widget(viewer, "nuclei")
     wait_for(qtbot, segment, segment.run())
     labels = viewer.layers[-1]
     before = np.asarray(labels.data).copy()
@@ -217,7 +217,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     _, train = viewer.window.add_plugin_dock_widget("biounet", "Train / fine-tune")
     train.image.setCurrentText(image.name)
     train.labels.setCurrentText(labels.name)
-    train.start_from.setCurrentText("dsb2018-nuclei")
+    train.start_from.setCurrentText("nuclei")
     train.run_dir.edit.setText(str(tmp_path / "run"))
     train.collection.edit.setText(str(tmp_path / "collection"))
     train.minutes.setValue(5.0)
@@ -230,7 +230,7 @@ def test_correct_fine_tune_and_segment_again(viewer: Any, qtbot: Any, tmp_path: 
     assert "on 20 of the start model's own training images (what it knew)" in train.status.text()
     assert train.entries.count() == 1 and "objects" in train.entries.item(0).text()
     model = tmp_path / "run" / "model.pt"
-    tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("dsb2018-nuclei"))
+    tuned, shipped = load_checkpoint(model), load_checkpoint(resolve_model("nuclei"))
     assert tuned.instances == shipped.instances  # a few corrections are too few objects to tune it on
     assert any(not torch.equal(a, b) for a, b in zip(tuned.model.state_dict().values(),
                                                        shipped.model.state_dict().values(), strict=True))
@@ -321,9 +321,9 @@ def test_object_settings_come_from_the_checkpoint_and_change_the_objects(viewer:
     from biounet.napari.layers import segment
     from biounet.napari.models import load_model
 
-    viewer.open_sample("biounet", "dsb2018-nuclei")
-    widget = segment_widget(viewer, "dsb2018-nuclei")
-    shipped = load_model("dsb2018-nuclei").instances
+    viewer.open_sample("biounet", "nuclei")
+    widget = segment_widget(viewer, "nuclei")
+    shipped = load_model("nuclei").instances
     assert widget.objects.isEnabled() and shipped is not None
     assert (widget.seed.value(), widget.foreground.value(), widget.min_size.value()) == \
         (shipped.seed, shipped.foreground, shipped.min_size)
@@ -335,7 +335,7 @@ def test_object_settings_come_from_the_checkpoint_and_change_the_objects(viewer:
     sizes = np.unique(labels[labels > 0], return_counts=True)[1]
     assert len(sizes) > 5 and sizes.min() >= 200
     # The objects of these settings, not the checkpoint's.
-    expected = segment(load_model("dsb2018-nuclei"), viewer.layers[0].data, True,
+    expected = segment(load_model("nuclei"), viewer.layers[0].data, True,
                        instances=InstanceParams(0.8, shipped.foreground, 200)).labels
     np.testing.assert_array_equal(labels, expected)
     assert probability.shape == labels.shape
@@ -349,9 +349,9 @@ def test_moving_the_object_settings_resplits_the_last_result_at_once(viewer: Any
     from biounet.napari.layers import segment
     from biounet.napari.models import load_model
 
-    viewer.open_sample("biounet", "dsb2018-nuclei")
-    widget = segment_widget(viewer, "dsb2018-nuclei")
-    shipped = load_model("dsb2018-nuclei").instances
+    viewer.open_sample("biounet", "nuclei")
+    widget = segment_widget(viewer, "nuclei")
+    shipped = load_model("nuclei").instances
     assert shipped is not None
     wait_for(qtbot, widget, widget.run())
     labels = viewer.layers[-1]
@@ -359,7 +359,7 @@ def test_moving_the_object_settings_resplits_the_last_result_at_once(viewer: Any
     widget.seed.setValue(0.85)  # no job: the objects change in the same call
     widget.min_size.setValue(150)
     assert not widget.busy and len(viewer.layers) == layers
-    expected = segment(load_model("dsb2018-nuclei"), viewer.layers[0].data, True,
+    expected = segment(load_model("nuclei"), viewer.layers[0].data, True,
                        instances=InstanceParams(0.85, shipped.foreground, 150)).labels
     np.testing.assert_array_equal(np.asarray(labels.data), expected)
     np.testing.assert_array_equal(labels.metadata[ORIGINAL], expected)
@@ -380,20 +380,20 @@ def test_object_size_rescales_the_image_as_the_cli_does_and_resplits_at_that_sca
     from biounet.napari.models import load_model
 
     # The nuclei sample enlarged 2x: its nuclei twice the size the model learnt.
-    big = rescale(iio.imread(SAMPLES / "dsb2018-nuclei.png")[..., :3], 2, channel_axis=-1, order=1,
+    big = rescale(iio.imread(SAMPLES / "nuclei.png")[..., :3], 2, channel_axis=-1, order=1,
                   preserve_range=True).astype(np.uint8)
     iio.imwrite(tmp_path / "big.png", big)
     viewer.add_image(big, name="big", rgb=True)
     widget = segment_widget(viewer, "isbi2012-membranes")
     assert not widget.auto_size.isEnabled()  # a model without an object size
-    widget.model.setCurrentText("dsb2018-nuclei")
+    widget.model.setCurrentText("nuclei")
     assert widget.auto_size.isEnabled() and "18.7 px" in widget.size_label.toolTip()
     widget.auto_size.setChecked(True)
     assert not widget.object_size.isEnabled()
     wait_for(qtbot, widget, widget.run())
     assert "px: rescaled 0." in widget.status.text(), widget.status.text()
     labels = viewer.layers[-1]
-    assert main(["predict", str(tmp_path / "big.png"), "--model", "dsb2018-nuclei", "--out", str(tmp_path / "out"),
+    assert main(["predict", str(tmp_path / "big.png"), "--model", "nuclei", "--out", str(tmp_path / "out"),
                  "--outputs", "instances", "--object-size", "auto"]) == 0
     np.testing.assert_array_equal(np.asarray(labels.data), tifffile.imread(tmp_path / "out" / "big_instances.tif"))
     # Moving the minimum size re-splits the result made at that scale, as segmenting again at that object
@@ -401,6 +401,6 @@ def test_object_size_rescales_the_image_as_the_cli_does_and_resplits_at_that_sca
     assert widget.last is not None
     estimated = widget.last[1].object_size
     widget.min_size.setValue(100)
-    expected = segment(load_model("dsb2018-nuclei"), big, True, instances=InstanceParams(
+    expected = segment(load_model("nuclei"), big, True, instances=InstanceParams(
         widget.seed.value(), widget.foreground.value(), 100), options=TileOptions(object_size=estimated)).labels
     np.testing.assert_array_equal(np.asarray(labels.data), expected)

@@ -31,7 +31,7 @@ from conftest import write_disc_dataset
 
 @pytest.fixture(scope="module")
 def nuclei() -> Checkpoint:
-    return load_checkpoint(resolve_model("dsb2018-nuclei"))
+    return load_checkpoint(resolve_model("nuclei"))
 
 
 def discs(diameter: float, shape: tuple[int, int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +179,7 @@ def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path
     # Larger than any size the model knows: at full size, the model splits each into pieces of sizes it knows.
     image, _ = discs(round(1.25 * high), shape=(400, 400), seed=2)
     iio.imwrite(tmp_path / "big.png", image[0])
-    assert main(["predict", "--model", "dsb2018-nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "out"),
+    assert main(["predict", "--model", "nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "out"),
                  "--object-size", "auto", "--outputs", "instances"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{tmp_path / 'big.png'} -> {tmp_path / 'out' / 'big_instances.tif'} (objects of ")

@@ -12,19 +12,26 @@ from biounet.data.labels import read_label
 from biounet.errors import BiounetError
 from biounet.io.readers import read_image
 from biounet.metrics.suite import pair_from_arrays, score
-from biounet.pretrained import available, resolve_model
+from biounet.pretrained import available, resolve_model, sample_image
 
 ISBI = Path(__file__).resolve().parents[1] / "data" / "isbi2012"
 DSB = Path(__file__).resolve().parent / "data" / "dsb2018"
 
 
-def test_names_resolve_to_shipped_checkpoints_and_paths_win(tmp_path: Path) -> None:
-    assert {"isbi2012-membranes", "dsb2018-nuclei"} <= set(available())
+def test_names_resolve_to_shipped_checkpoints_and_paths_win(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert available()[0] == "nuclei" and "isbi2012-membranes" in available()  # the default first
     assert resolve_model("isbi2012-membranes").name == "isbi2012-membranes.pt"
+    assert resolve_model("dsb2018-nuclei") == resolve_model("nuclei")  # its former name still works
+    assert sample_image("dsb2018-nuclei") == sample_image("nuclei")
     own = tmp_path / "isbi2012-membranes"
     own.write_bytes(b"x")
     assert resolve_model(own) == own
-    with pytest.raises(BiounetError, match="not a shipped model: dsb2018-nuclei, isbi2012-membranes"):
+    # An output folder named like a shipped model (`--out nuclei/`) does not hide the model.
+    (tmp_path / "nuclei").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("nuclei").name == "nuclei.pt" and resolve_model("nuclei").is_file()
+    with pytest.raises(BiounetError, match="not a shipped model: nuclei, isbi2012-membranes"):
         resolve_model(tmp_path / "nope.pt")
 
 
@@ -46,7 +53,7 @@ def test_shipped_nuclei_model_separates_touching_nuclei_of_a_held_out_image(tmp_
     out = tmp_path / "out"
     image = tmp_path / "be269669.png"
     image.write_bytes((DSB / "image_be269669.png").read_bytes())
-    assert main(["predict", "--model", "dsb2018-nuclei", str(image), "--out", str(out)]) == 0
+    assert main(["predict", "--model", "nuclei", str(image), "--out", str(out)]) == 0
     truth = read_label(DSB / "mask_be269669.png")
     found = read_label(out / "be269669_instances.tif")
     accuracy = matching_dataset([found], [truth], (0.5,))[0].accuracy
@@ -65,7 +72,7 @@ def test_instances_are_seamless_across_tiles() -> None:
     from biounet.io.channels import match_channels
     from biounet.models.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(resolve_model("dsb2018-nuclei"))
+    checkpoint = load_checkpoint(resolve_model("nuclei"))
     image = match_channels(read_image(DSB / "image_be269669.png"), 3)
     whole = instances_from_probabilities(predict(checkpoint, image, tile=700), checkpoint.instances)
     # Output tiles of 36 px: most nuclei (8-20 px) cross a tile border, several cross two.

@@ -124,9 +124,9 @@ def test_finetuning_rehearses_the_recorded_training_data_and_does_not_lower_the_
 
 def test_the_shipped_nuclei_model_carries_its_training_pairs_for_rehearsal(tmp_path: Path) -> None:
     images, labels = write_nuclei_dataset(tmp_path / "corrections", 2)
-    config = finetune_config("dsb2018-nuclei", images, labels, minutes=1.0)
+    config = finetune_config("nuclei", images, labels, minutes=1.0)
     bundled = Path(config.retain.images)
-    assert bundled.name == "images" and bundled.parent.name == "dsb2018-nuclei.rehearsal"
+    assert bundled.name == "images" and bundled.parent.name == "nuclei.rehearsal"
     retained = load_retained(config, progress=False)
     assert len(retained) == 80
     # Grey (one channel on disk) and colour images alike reach the model's three channels, with objects.

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                              "FILE.h5:DATASET / STORE.zarr:ARRAY for an array inside a file")
     parser.add_argument("--model", required=True, metavar="CKPT",
                         help="a biounet checkpoint (.pt), a BioImage Model Zoo package made by biounet export "
-                             "(.zip), or a shipped model's name (isbi2012-membranes, dsb2018-nuclei)")
+                             "(.zip), or a shipped model's name (isbi2012-membranes, nuclei)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output directory (for zarr outputs of one input, OUT.zarr names the store itself)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,

@@ -84,7 +84,7 @@ SHIPPED: dict[str, dict[str, Any]] = {
         "pixel_size": (0.004, 0.004), "unit": "micrometer", "modality": "electron microscopy",
         "target_structure": ("membranes", "cells"),
     },
-    "dsb2018-nuclei": {
+    "nuclei": {
         # DSB 2018 images come from many microscopes at unrecorded magnifications: no single pixel size.
         "tags": ("fluorescence-light-microscopy", "brightfield-microscopy", "nuclei", "instance-segmentation"),
         "pixel_size": None, "modality": "fluorescence and brightfield light microscopy",

@@ -21,5 +21,5 @@ def isbi_em() -> list[tuple[np.ndarray, dict[str, Any], str]]:
 
 
 def nuclei() -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """A 520 x 696 fluorescence image of nuclei from the Data Science Bowl 2018 (for ``dsb2018-nuclei``)."""
-    return [(_read("dsb2018-nuclei"), {"name": "DSB 2018 nuclei", "rgb": True}, "image")]
+    """A 520 x 696 fluorescence image of nuclei from the Data Science Bowl 2018 (for ``nuclei``)."""
+    return [(_read("nuclei"), {"name": "DSB 2018 nuclei", "rgb": True}, "image")]
