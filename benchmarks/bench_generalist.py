@@ -9,7 +9,8 @@ For each model given (a checkpoint or a shipped model's name), each of the 20 te
   resized alike (nearest), so that the nuclei are half or twice as many pixels across;
 
 each plainly and with ``--object-size auto`` (passes at full and at half size measure the objects; when they
-are outside the sizes the model knows, the image is predicted again rescaled to its median: see
+are smaller than any the model knows or larger than 1.25x its median, the image is predicted again rescaled
+to its median: see
 :func:`biounet.infer.stack.segment_array`). Scores: accuracy@0.5 with matches
 pooled over the images (StarDist's ``matching_dataset``, ``by_image=False``), the mean accuracy over IoU
 0.50..0.90, and accuracy@0.5 of the grey (fluorescence) and colour (brightfield, stained tissue) images on

@@ -403,7 +403,7 @@ def test_object_size_rescales_the_image_as_the_cli_does_and_resplits_at_that_sca
     # Moving the minimum size re-splits the result made at that scale, as segmenting again at that object
     # size would (not "auto" again: its estimate is measured on objects of the minimum size in force).
     assert widget.last is not None
-    # The size the pass kept was made for (auto reports its last estimate, which may differ from it).
+    # The size the kept pass was made for (auto's estimate, unless beyond the 4x it rescales by at most).
     estimated = size.diameter / widget.last[1].scale
     widget.min_size.setValue(100)
     expected = segment(load_model("nuclei"), big, True, instances=InstanceParams(

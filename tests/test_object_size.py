@@ -17,7 +17,7 @@ from biounet.data.labels import read_label
 from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import params_at_scale, resize
+from biounet.infer.rescale import auto_scale, keeps, params_at_scale, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -77,9 +77,8 @@ def test_auto_estimates_hand_made_discs_within_10_percent(nuclei: Checkpoint, di
     found = segment(nuclei, image, object_size="auto")
     assert nuclei.object_size is not None and found.object_size is not None
     assert found.object_size == pytest.approx(truth, rel=0.10)
-    low, high = nuclei.object_size.known
-    if low <= found.object_size <= high:
-        assert found.scale == 1.0  # sizes the model knows: the first pass is kept
+    if keeps(nuclei.object_size, found.object_size):
+        assert found.scale == 1.0  # the smaller sizes the model knows: the first pass is kept
     else:  # rescaled to its median
         assert found.scale == pytest.approx(min(max(nuclei.object_size.diameter / found.object_size, 0.25), 4))
     assert matching_dataset([found.ids], [ids], (0.5,))[0].accuracy > 0.9
@@ -151,21 +150,20 @@ def test_training_records_the_median_diameter_of_its_training_objects(tmp_path: 
     config = yaml.safe_load((out / "config.yaml").read_text())
     train, _ = split_validation(pair_files(images, labels), config["data"]["val_fraction"], config["seed"])
     # By hand: skimage's equivalent diameter of every connected disc of the training labels.
-    per_image = [[r.equivalent_diameter_area for r in regionprops(instances_from_classes(read_label(label, 2) > 0))]
-                 for _, label in train]
-    medians = sorted(np.median(d) for d in per_image)
-    median = np.median(np.concatenate(per_image))
+    per_image = [[r.area for r in regionprops(instances_from_classes(read_label(label, 2) > 0))] for _, label in train]
+    medians = sorted(np.median(a) for a in per_image)  # each image's median disc area
+    median = np.median([2 * np.sqrt(a / np.pi) for a in np.concatenate(per_image)])
 
-    def percentile(q: float) -> float:  # linear interpolation between the two nearest ranks, numpy's default
+    def percentile(q: float) -> float:  # the disc of the area numpy's default (linear) percentile gives
         at = q * (len(medians) - 1)
         below, above = medians[int(at)], medians[min(int(at) + 1, len(medians) - 1)]
-        return float(below + (at - int(at)) * (above - below))
+        return float(2 * np.sqrt((below + (at - int(at)) * (above - below)) / np.pi))
 
     for name in ("model.pt", "last.pt"):
         size = load_checkpoint(out / name).object_size
         assert size is not None and size.pixel_size is None  # PNGs say nothing of their pixel size
         assert size.diameter == pytest.approx(median, abs=0.005)
-        # The range: 10th and 90th percentiles of the images' own medians, stretched to hold the median.
+        # The range: 10th and 90th percentiles of the images' own median areas as diameters, holding the median.
         assert size.low == pytest.approx(min(percentile(0.1), median), abs=0.005)
         assert size.high == pytest.approx(max(percentile(0.9), median), abs=0.005)
 
@@ -186,6 +184,15 @@ def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path
     found, scale = re.fullmatch(r".*\(objects of ([0-9.]+) px: rescaled ([0-9.]+)x\)", line).groups()  # type: ignore[union-attr]
     assert float(found) == pytest.approx(1.25 * high, rel=0.1)
     assert float(scale) == pytest.approx(max(median / float(found), 0.25), abs=0.002)  # to the model's median
+
+
+def test_auto_keeps_the_smaller_sizes_the_model_knows_and_brings_larger_ones_to_its_median() -> None:
+    model = ObjectSize(20.0, None, 10.0, 47.0)
+    for kept in (10.0, 14.0, 20.0, 25.0):  # from the smallest size it knows to 1.25x its median
+        assert keeps(model, kept) and auto_scale(model, kept) == 1.0
+    for diameter in (9.5, 25.5, 40.0, 47.0):  # 40 and 47 px are sizes it knows, but larger than 1.25x 20 px
+        assert not keeps(model, diameter) and auto_scale(model, diameter) == pytest.approx(20.0 / diameter)
+    assert auto_scale(model, 200.0) == 0.25 and auto_scale(model, 2.0) == 4.0  # at most 4x either way
 
 
 def test_the_sizes_a_model_knows_are_its_range_and_at_least_its_median_within_the_tolerance() -> None:

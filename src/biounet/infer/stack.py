@@ -15,8 +15,8 @@ from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, predict
 from biounet.infer.rescale import (
+    LARGER_AT_PROBE,
     PROBE,
-    REFINE_FROM,
     auto_scale,
     given_scale,
     knows,
@@ -41,7 +41,7 @@ class Segmented:
         ids: the object ids in :func:`stack_instances`'s items-first order; ``None`` when not asked for.
         scale: the factor the items were resized by for the model (1.0: as they are).
         object_size: the objects' diameter in the array's pixels that the scale was chosen for: the one
-            given, or the last one ``"auto"`` estimated; ``None`` when no size was given.
+            given, or the one ``"auto"`` estimated; ``None`` when no size was given.
     """
 
     probs: np.ndarray
@@ -62,11 +62,9 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     and at half its size (:data:`~biounet.infer.rescale.PROBE`), and measures the median equivalent diameter
     of the objects found (an instance model's, or the connected components of a semantic model's classes):
     the full-size pass's, or the half-size pass's when its objects are larger (at a size the model knows
-    there), since objects larger than any the model knows are split into pieces at full size. Objects of a
-    size the model knows (:attr:`~biounet.models.object_size.ObjectSize.known`) keep the full-size pass;
-    others are predicted again rescaled to the model's median (:func:`~biounet.infer.rescale.auto_scale`),
-    measured again, and predicted a third time if that estimate asks for a factor more than
-    :data:`~biounet.infer.rescale.REFINE_FROM` off.
+    there), since objects larger than any the model knows are split into pieces at full size. Objects from the
+    smallest size the model knows to a little above its median (:func:`~biounet.infer.rescale.keeps`) keep the
+    full-size pass; others are predicted again rescaled to its median (:func:`~biounet.infer.rescale.auto_scale`).
 
     Args:
         checkpoint: the model, its normalisation, its instance parameters and the size of its objects.
@@ -105,22 +103,15 @@ def _auto(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path
     probe = _segment(checkpoint, array, plan, path, options, PROBE, True, _share(on_progress, 0.4, 0.5))
     coarse = _median_diameter(probe, plan)
     # Objects that look larger at half size, at a size the model knows there, were split at full size.
-    if coarse is not None and (found is None or coarse > found * REFINE_FROM) and knows(model, coarse * PROBE):
+    if coarse is not None and (found is None or coarse > found * LARGER_AT_PROBE) and knows(model, coarse * PROBE):
         found = coarse
     scale = 1.0 if found is None else auto_scale(model, found)
     if scale == 1.0:  # also when nothing was found to measure: the array stays as it is
         if on_progress is not None:
             on_progress(1.0)
         return replace(first, object_size=found, ids=first.ids if instances else None)
-    second = _segment(checkpoint, array, plan, path, options, scale, True, _share(on_progress, 0.5, 0.75))
-    again = _median_diameter(second, plan)
-    refined = scale if again is None else auto_scale(model, again)
-    if max(refined / scale, scale / refined) <= REFINE_FROM:
-        if on_progress is not None:
-            on_progress(1.0)
-        return replace(second, object_size=found, ids=second.ids if instances else None)
-    third = _segment(checkpoint, array, plan, path, options, refined, instances, _share(on_progress, 0.75, 1.0))
-    return replace(third, object_size=again)
+    second = _segment(checkpoint, array, plan, path, options, scale, instances, _share(on_progress, 0.5, 1.0))
+    return replace(second, object_size=found)
 
 
 def _median_diameter(found: Segmented, plan: StackPlan) -> float | None:

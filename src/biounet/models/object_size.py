@@ -8,6 +8,7 @@ the model's :attr:`ObjectSize.diameter` (:mod:`biounet.infer.rescale`), as Cellp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,10 +30,11 @@ class ObjectSize:
             pixels (voxels): the size ``--object-size`` rescales an image's objects to.
         pixel_size: median pixel (voxel) size of the training images, in the unit their files give (TIFF's
             ImageJ calibration, NIfTI's zooms, an HDF5/zarr attribute); ``None`` where the files did not say.
-        low, high: the 10th and 90th percentiles of the training images' own median diameters: images whose
-            objects lie in this range were common in training, and ``--object-size auto`` leaves them as
-            they are. ``None``: the median alone is known (the range is then the median within
-            :data:`TOLERANCE`).
+        low, high: the diameters of the 10th and 90th percentiles (:data:`RANGE_PERCENTILES`) of the
+            training images' median object sizes: images whose objects lie in this range were common in
+            training; ``--object-size auto`` leaves those of them up to a little above the median as they are
+            (:func:`biounet.infer.rescale.keeps`). ``None``: the median alone is known (the range is then the
+            median within :data:`TOLERANCE`).
     """
 
     diameter: float
@@ -104,6 +106,12 @@ def diameters_of(sizes: np.ndarray, spatial_dims: int) -> np.ndarray:
     return 2.0 * np.sqrt(sizes / np.pi) if spatial_dims == 2 else np.cbrt(6.0 * sizes / np.pi)
 
 
+RANGE_PERCENTILES = (10.0, 90.0)
+"""The percentiles over a training set's images of their own median object sizes that bound the sizes a model
+knows (:attr:`ObjectSize.low`, :attr:`ObjectSize.high`); the lower one also sets the minimum object sizes that
+post-processing tuning tries (:func:`biounet.training.tuning.small_object_size`)."""
+
+
 def size_of(id_images: list[np.ndarray], pixel_size: float | None = None) -> ObjectSize | None:
     """The :class:`ObjectSize` of some training images' objects; ``None`` if they have none.
 
@@ -111,12 +119,27 @@ def size_of(id_images: list[np.ndarray], pixel_size: float | None = None) -> Obj
         id_images: object id images (0 = background), one per training image.
         pixel_size: their pixel size, where known.
     """
-    found = [d for d in (equivalent_diameters(ids) for ids in id_images) if d.size]
-    if not found:
+    medians = image_median_sizes(id_images)
+    if not medians.size:
         return None
-    low, high = (float(v) for v in np.percentile([np.median(d) for d in found], [10, 90]))
-    median = float(np.median(np.concatenate(found)))
+    low, high = (float(d) for d in diameters_of(np.percentile(medians, RANGE_PERCENTILES), id_images[0].ndim))
+    median = median_diameter(id_images)
+    assert median is not None  # some image has objects
     return ObjectSize(round(median, 2), pixel_size, round(min(low, median), 2), round(max(high, median), 2))
+
+
+def image_median_sizes(id_images: Sequence[np.ndarray]) -> np.ndarray:
+    """Each image's median object size, in pixels (voxels), for the images that have objects.
+
+    Args:
+        id_images: object id images (0 = background).
+    """
+    medians = []
+    for ids in id_images:
+        sizes = np.bincount(np.asarray(ids).ravel())[1:]
+        if np.any(sizes > 0):
+            medians.append(float(np.median(sizes[sizes > 0])))
+    return np.asarray(medians, np.float64)
 
 
 def median_diameter(id_images: list[np.ndarray]) -> float | None:

@@ -14,6 +14,7 @@ from biounet.infer.instances import instances_from_probabilities, seeded
 from biounet.metrics.instances import accuracy_by_min_size, matching_dataset
 from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
+from biounet.models.object_size import RANGE_PERCENTILES, image_median_sizes
 
 SEEDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 FOREGROUNDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -27,7 +28,6 @@ VALIDATION_FOREGROUNDS = (0.5, 0.7)
 # rule before) let a generalist drop the objects of whole images: the 600-image nuclei model tuned 49 px,
 # 0.2x its validation objects' median, which dropped 8 of the 33 nuclei (21 to 43 px) of a test-split image.
 MIN_SIZE_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
-SMALL_IMAGE_PERCENTILE = 10
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,11 @@ def tune_instance_params(probabilities: Sequence[np.ndarray], truths: Sequence[n
 
 
 def small_object_size(truths: Sequence[np.ndarray]) -> float:
-    """The size in pixels of the objects of an image of small objects: the :data:`SMALL_IMAGE_PERCENTILE`-th
-    percentile over the images (those with objects) of each one's median object size; 0 without objects."""
-    medians = []
-    for truth in truths:
-        sizes = np.bincount(np.asarray(truth).ravel())[1:]
-        if np.any(sizes > 0):
-            medians.append(float(np.median(sizes[sizes > 0])))
-    return float(np.percentile(medians, SMALL_IMAGE_PERCENTILE)) if medians else 0.0
+    """The size in pixels of the objects of an image of small objects: the lower of
+    :data:`~biounet.models.object_size.RANGE_PERCENTILES` over the images (those with objects) of each one's
+    median object size; 0 without objects."""
+    medians = image_median_sizes(truths)
+    return float(np.percentile(medians, RANGE_PERCENTILES[0])) if medians.size else 0.0
 
 
 def grid_points(seeds: Sequence[float] = SEEDS, foregrounds: Sequence[float] = FOREGROUNDS) -> int:
