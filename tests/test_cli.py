@@ -76,6 +76,18 @@ def test_entry_point_version_help_and_info(checkpoint: Path) -> None:
         assert key in info.stdout
 
 
+@pytest.mark.parametrize(("args", "named"), [
+    (("predict", "x.png", "--out", "o"), "the following arguments are required: --model"),
+    (("predict", "x.png", "--model", "nuclei", "--out", "o", "--tile", "0"), "--tile: must be a positive integer"),
+    (("predict", "x.png", "--model", "nuclei", "--out", "o", "--tile", "ten"), "--tile: must be a positive integer"),
+    (("segment", "x.png"), "invalid choice: 'segment'"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(args: tuple[str, ...], named: str) -> None:
+    result = run_cli(*args)  # argparse's own would print the usage block above the error
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and named in result.stderr and "--help" in result.stderr
+
+
 @pytest.mark.parametrize("case", ["missing input", "corrupt input", "missing model", "foreign model",
                                   "wrong channels", "nan input"])
 def test_bad_input_one_line_exit_2_and_no_outputs(case: str, checkpoint: Path, tmp_path: Path,

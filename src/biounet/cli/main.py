@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import torch
 import yaml
@@ -37,8 +38,16 @@ _SMALLER = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse held to the one-line error contract: a usage error is one line on stderr, exit code 2 (argparse
+    prints the whole usage block first). Subcommands' parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="biounet",
         description="U-Net segmentation for biomedical images: plan, train, predict, evaluate, inspect, export.",
         epilog="Exit codes: 0 success, 2 bad input (one line on stderr), 3 training diverged, 4 out of memory, "
