@@ -40,8 +40,8 @@ class Segmented:
         mask: their ``plan.out_shape`` class indices.
         ids: the object ids in :func:`stack_instances`'s items-first order; ``None`` when not asked for.
         scale: the factor the items were resized by for the model (1.0: as they are).
-        object_size: the objects' diameter in the array's pixels that the scale was chosen for: the one
-            given, or the one ``"auto"`` measured on the pass it kept; ``None`` when no size was given.
+        object_size: the objects' diameter in the array's pixels: the one given (the scale was chosen for
+            it), or the one ``"auto"`` measured on the pass it kept; ``None`` when no size was given.
     """
 
     probs: np.ndarray

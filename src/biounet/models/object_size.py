@@ -91,8 +91,13 @@ def equivalent_diameters(ids: np.ndarray) -> np.ndarray:
     Returns:
         float64 diameters, one per object, in increasing id order.
     """
-    sizes = np.unique(ids[ids > 0], return_counts=True)[1].astype(np.float64)
-    return diameters_of(sizes, ids.ndim)
+    return diameters_of(object_sizes(ids), ids.ndim)
+
+
+def object_sizes(ids: np.ndarray) -> np.ndarray:
+    """The size in pixels (voxels) of every object of an id image (0 = background), in increasing id order."""
+    ids = np.asarray(ids)
+    return np.unique(ids[ids > 0], return_counts=True)[1].astype(np.float64)
 
 
 def diameters_of(sizes: np.ndarray, spatial_dims: int) -> np.ndarray:
@@ -134,12 +139,8 @@ def image_median_sizes(id_images: Sequence[np.ndarray]) -> np.ndarray:
     Args:
         id_images: object id images (0 = background).
     """
-    medians = []
-    for ids in id_images:
-        sizes = np.bincount(np.asarray(ids).ravel())[1:]
-        if np.any(sizes > 0):
-            medians.append(float(np.median(sizes[sizes > 0])))
-    return np.asarray(medians, np.float64)
+    found = [object_sizes(ids) for ids in id_images]
+    return np.asarray([np.median(sizes) for sizes in found if sizes.size], np.float64)
 
 
 def median_diameter(id_images: list[np.ndarray]) -> float | None:
