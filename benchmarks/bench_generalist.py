@@ -21,7 +21,8 @@ their own. Time: the seconds of all 20 segmentations, and auto's over the plain 
 
 compares the shipped ``nuclei`` with the 30-minute model of 80 images it replaced. ``--validation N`` scores
 held-out stage1 images instead (to choose settings on); ``--link-data DIR`` makes the training folders of
-``nuclei`` (see its card).
+``nuclei`` (see its card); ``--pack DIR`` copies them compactly (43 MB: grey PNGs where R = G = B, labels
+of 8 bits where they fit), same names, for a GPU machine that gets only the repository (``gpu_generalist.sh``).
 
 Run it alone: the times are wall-clock on this machine's CPU.
 """
@@ -70,6 +71,31 @@ def link_data(folder: Path) -> None:
             link = folder / sub / f"{name}.png"
             if not link.is_symlink():
                 link.symlink_to((root / source / f"{name}.png").resolve())
+
+
+def pack_data(folder: Path) -> None:
+    """The 600 training pairs of :func:`link_data` copied into ``folder/images`` and ``folder/labels`` under the
+    same names (so ``split_validation`` holds out the same images), as small as lossless PNG makes them: an
+    RGB(A) image with R = G = B and an opaque alpha as one grey channel (the model repeats it into three,
+    as it does the RGB), labels in 8 bits where they have fewer than 256 objects."""
+    import tempfile
+
+    import imageio.v3 as iio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        link_data(Path(tmp))
+        for sub in ("images", "labels"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            for path in sorted((Path(tmp) / sub).glob("*.png")):
+                array = iio.imread(path)
+                if sub == "labels":
+                    array = array.astype(np.uint8 if array.max() < 256 else np.uint16)
+                elif array.ndim == 3:
+                    if array.shape[2] == 4 and (array[..., 3] == 255).all():
+                        array = array[..., :3]
+                    if array.shape[2] == 3 and (array == array[..., :1]).all():
+                        array = array[..., 0]
+                iio.imwrite(folder / sub / path.name, array)
 
 
 def validation_split(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -145,12 +171,17 @@ def main() -> None:
     parser.add_argument("models", nargs="*", help="checkpoints or shipped model names")
     parser.add_argument("--link-data", type=Path, default=None, metavar="DIR",
                         help="only link the nuclei model's 600 training pairs into DIR/images and DIR/labels")
+    parser.add_argument("--pack", type=Path, default=None, metavar="DIR",
+                        help="only copy those 600 pairs compactly into DIR/images and DIR/labels")
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--validation", type=int, default=0, metavar="N",
                         help="score N held-out stage1 images instead of the test split (to choose settings on)")
     args = parser.parse_args()
     if args.link_data:
         link_data(args.link_data)
+        return
+    if args.pack:
+        pack_data(args.pack)
         return
     if not args.models:
         parser.error("give at least one model")
