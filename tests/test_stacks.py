@@ -283,3 +283,72 @@ def test_hidden_temporary_files_are_not_inputs(tmp_path: Path) -> None:
     assert expand_inputs([str(tmp_path / "*")]) == [tmp_path / "00.png"]
     with pytest.raises(BiounetError, match="no image files match"):
         expand_inputs([str(tmp_path / ".*.tif")])
+
+
+def test_channel_segments_one_channel_of_several(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--channel N``: a fluorescence file of several channels (here a ZCYX hyperstack and a CYX image)
+    is segmented as the file of channel N alone would be, a grey image that a 3-channel model repeats into
+    RGB, on both output paths; the objects table still measures every channel."""
+    checkpoint = small_checkpoint(tmp_path, in_channels=3)
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (3, 2, 40, 44), dtype=np.uint8)                     # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "hyper.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "two.tif", data[0], imagej=True, metadata={"axes": "CYX"})
+    # Without it, two channels cannot be a 3-channel model's input, and the message says what to do.
+    assert run_predict("--model", checkpoint, tmp_path / "two.tif", "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "two.tif" in err[0] and "2 channel(s)" in err[0] and "--channel N" in err[0]
+    for channel in (0, 1):
+        expected = single_predictions(checkpoint, [np.repeat(data[z, channel][None], 3, 0) for z in range(3)])
+        out = tmp_path / f"c{channel}"
+        assert run_predict("--model", checkpoint, tmp_path / "hyper.tif", tmp_path / "two.tif", "--out", out,
+                           "--channel", str(channel), "--outputs", "prob,instances,objects") == 0
+        stack = tifffile.imread(out / "hyper_prob.tif")
+        assert stack.shape == (2, 3, 40, 44)
+        for z in range(3):
+            assert np.abs(stack[:, z] - expected[z]).max() <= 1e-6
+        assert np.abs(tifffile.imread(out / "two_prob.tif") - expected[0]).max() <= 1e-6
+        header = (out / "two_objects.csv").read_text().splitlines()[0].split(",")
+        assert {"mean_intensity_0", "mean_intensity_1", "max_intensity_1"} <= set(header)
+        assert "mean_intensity_2" not in header
+        # Block by block into zarr: the same probabilities.
+        store = tmp_path / f"c{channel}.zarr"
+        assert run_predict("--model", checkpoint, tmp_path / "two.tif", "--out", store, "--channel", str(channel),
+                           "--out-format", "zarr", "--block", "16") == 0
+        assert np.abs(np.asarray(zarr.open_group(str(store), mode="r")["prob/0"]) - expected[0]).max() <= 1e-6
+
+
+@pytest.mark.parametrize(("channel", "message"), [
+    ("2", "there is no channel 2: the image (axes CYX and shape (2, 20, 20)) has channels 0 to 1"),
+    ("-1", "must be a channel index from 0, got -1"),
+    ("one", "must be a channel index from 0, got one"),
+])
+def test_a_channel_the_file_lacks_is_a_one_line_error(channel: str, message: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = small_checkpoint(tmp_path, in_channels=3)
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint8), imagej=True, metadata={"axes": "CYX"})
+    try:
+        code = run_predict("--model", checkpoint, tmp_path / "two.tif", "--out", tmp_path / "o", "--channel", channel)
+    except SystemExit as exc:  # a usage error: argparse exits itself
+        code = int(str(exc.code))
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_plan_stack_channel() -> None:
+    """A channel picks one plane of the C axis; an unnamed axis is the channels once a channel is asked for
+    (three unnamed pages are otherwise ambiguous for a 3-channel model); a grey image has channel 0 only."""
+    data = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    plan = plan_stack("ZCYX", data.shape, 2, 3, channel=2)
+    assert plan.channels == 1 and plan.stored_channels == 3
+    items = list(plan.items(data))
+    assert [i for i, _ in items] == [(0,), (1,)]
+    assert all(np.array_equal(item, data[z, 2:3]) for (z,), item in items)
+    with pytest.raises(BiounetError, match="channels or a stack"):
+        plan_stack("?YX", (3, 4, 5), 2, 3)
+    assert plan_stack("?YX", (3, 4, 5), 2, 3, channel=1).axes == "CYX"
+    assert plan_stack("YX", (4, 5), 2, 3, channel=0).channel is None
+    with pytest.raises(BiounetError, match="has one channel"):
+        plan_stack("YX", (4, 5), 2, 3, channel=1)

@@ -60,6 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="the inputs' axes in stored order, one letter of T, Z, C, Y, X per dimension (e.g. "
                              "ZYX, CYX, YXC, TZYX, ilastik's ZYXC), for files whose axis metadata is missing or "
                              "wrong; NIfTI's i, j, k are YXZ")
+    parser.add_argument("--channel", type=_channel, default=None, metavar="N",
+                        help="segment only channel N of each input, counting from 0 (e.g. the nuclear stain of a "
+                             "fluorescence image of several channels), as a grey image; the objects table still "
+                             "measures every channel")
     parser.add_argument("--out-format", choices=("auto", "tiff", "zarr"), default="auto",
                         help="tiff: the files above (NIfTI for NIfTI inputs); zarr: <stem>.zarr with prob/0 and "
                              "mask/0 (and instances/0, equal to the whole image's objects) as OME-Zarr images, "
@@ -88,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     pixel_size = None if args.pixel_size is None else float(parse_size(args.pixel_size, "--pixel-size"))
     options = TileOptions(args.tile, args.batch_size, args.tta, args.device, size)
     predict_files(args.model, args.inputs, args.out, outputs=chosen, options=options, axes=args.axes,
-                  out_format=args.out_format, prob_dtype=args.prob_dtype, block=args.block, dask=args.dask,
-                  pixel_size=pixel_size, on_written=lambda written: tqdm.write(_line(written)))
+                  channel=args.channel, out_format=args.out_format, prob_dtype=args.prob_dtype, block=args.block,
+                  dask=args.dask, pixel_size=pixel_size, on_written=lambda written: tqdm.write(_line(written)))
     return 0
 
 
@@ -141,6 +145,16 @@ def parse_size(text: str, flag: str, auto: bool = False) -> float | str:
         value = math.nan
     if not 0 < value < math.inf:
         raise BiounetError(f"{flag} must be a positive number{' or auto' if auto else ''}, got {text!r}")
+    return value
+
+
+def _channel(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a channel index from 0, got {text}")
     return value
 
 

@@ -70,7 +70,8 @@ class Written:
 
 def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                   outputs: Sequence[str] | None = None, options: TileOptions = TileOptions(),
-                  axes: str | None = None, out_format: str = "auto", prob_dtype: str = "float32",
+                  axes: str | None = None, channel: int | None = None, out_format: str = "auto",
+                  prob_dtype: str = "float32",
                   block: int | None = None, dask: str | None = None, pixel_size: float | None = None,
                   progress: bool = True, on_written: Callable[[Written], None] | None = None) -> list[Written]:
     """Segments image files with a model and writes the outputs of each (what ``biounet predict`` does).
@@ -86,6 +87,8 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         options: tile, batch size, TTA, device (``None``: the CPU) and the inputs' object size in pixels
             (or ``"auto"``), which rescales them to the size of the model's objects.
         axes: the inputs' axes in stored order, for files whose metadata is missing or wrong.
+        channel: segment only this channel of each input (from 0; e.g. the nuclear stain of a
+            fluorescence image of several), as an image of one channel.
         out_format: ``tiff``, ``zarr`` or ``auto`` (zarr from :data:`ZARR_FROM_BYTES` of probabilities).
         prob_dtype: zarr outputs' probability dtype: ``float32``, ``float16`` or ``uint8``.
         block: zarr outputs' block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
@@ -111,7 +114,7 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         options = replace(options, object_size=object_size_from_pixel_size(checkpoint.object_size, pixel_size))
     if options.object_size is not None:
         given_scale(checkpoint.object_size, options.object_size)  # a bad size fails before anything is written
-    run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, prob_dtype, block, dask, progress)
+    run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, channel, prob_dtype, block, dask, progress)
     out = Path(out)
     files = expand_inputs([str(i) for i in inputs])
     formats = {path: run.probe(path, out_format) for path in files}
@@ -144,6 +147,7 @@ class _Run:
     chosen: tuple[str, ...] | None  # None: the model's defaults
     options: TileOptions
     axes: str | None
+    channel: int | None
     prob_dtype: str
     block: int | None
     dask: str | None
@@ -159,7 +163,7 @@ class _Run:
         """``tiff`` or ``zarr`` for ``path``, after checking that the model can read it."""
         config = self.checkpoint.config
         stored = probe_stored(path, config.spatial_dims, self.axes)
-        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
+        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path, self.channel)
         check_channels(plan, config.in_channels, path)
         chosen = _out_format(wanted, plan, config.out_channels)
         if chosen == "zarr":
@@ -181,7 +185,8 @@ class _Run:
 
     def to_store(self, path: Path, store: Path) -> Written:
         """Predicts ``path`` block by block into ``store``, then its objects if they are wanted."""
-        blocks = predict_to_store(path, self.model_path, store, axes=self.axes, options=self.options,
+        blocks = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
+                                  options=self.options,
                                   prob_dtype=self.prob_dtype, block=self.block, scheduler=self.dask,
                                   progress=self.progress)
         objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output) \
@@ -193,7 +198,7 @@ class _Run:
         """Reads ``path`` whole, segments it and writes its outputs into ``out``."""
         config = self.checkpoint.config
         array, stored = read_stored(path, config.spatial_dims, self.axes)
-        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path)
+        plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path, self.channel)
         outputs = self.outputs
         found = segment_array(self.checkpoint, array, plan, path, options=self.options,
                               instances="instances" in outputs or "objects" in outputs)
@@ -237,10 +242,13 @@ def _out_format(wanted: str, plan: StackPlan, classes: int) -> str:
 def _raw_items(array: np.ndarray, plan: StackPlan, in_channels: int) -> np.ndarray:
     """The stored image as ``(C, *plan.batch_shape, *plan.spatial_shape)``, intensities untouched.
 
-    Channels are the file's, except that a fourth channel that the model takes for alpha (RGBA for a
-    1- or 3-channel model, see :func:`~biounet.io.channels.match_channels`) is left out.
+    Channels are the file's, all of them where the model segments one (``plan.channel``), except that a
+    fourth channel that the model takes for alpha (RGBA for a 1- or 3-channel model, see
+    :func:`~biounet.io.channels.match_channels`) is left out.
     """
-    channels = 3 if plan.channels == 4 and in_channels in (1, 3) else plan.channels
+    alpha = plan.channel is None and plan.channels == 4 and in_channels in (1, 3)
+    plan = replace(plan, channel=None)
+    channels = 3 if alpha else plan.channels
     raw = np.empty((channels, *plan.batch_shape, *plan.spatial_shape), array.dtype)
     for index, item in plan.items(array):
         region: tuple[slice | int, ...] = (slice(None), *index)

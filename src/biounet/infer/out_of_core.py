@@ -45,6 +45,7 @@ class BlockJob:
     Attributes:
         input: the input file or HDF5/zarr spec.
         axes: ``--axes`` for the input, or ``None`` for its own.
+        channel: the input's one channel to segment, or ``None`` for all.
         model: the checkpoint file.
         store: the output ``<stem>.zarr``.
         stats: per item (in ``np.ndindex`` order of the store's batch shape), the normalisation's
@@ -64,10 +65,12 @@ class BlockJob:
     prob_dtype: str = "float32"
     block: int | None = None
     threads: int | None = None
+    channel: int | None = None
 
 
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
-                     axes: str | None = None, options: TileOptions = TileOptions(), prob_dtype: str = "float32",
+                     axes: str | None = None, channel: int | None = None, options: TileOptions = TileOptions(),
+                     prob_dtype: str = "float32",
                      block: int | None = None, scheduler: str | None = None,
                      progress: bool = False) -> tuple[int, int]:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
@@ -77,6 +80,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         checkpoint_path: the model's checkpoint file.
         store: the output ``<stem>.zarr`` (see :mod:`biounet.infer.store`).
         axes: ``--axes`` for the input.
+        channel: segment only this channel of the input (from 0).
         options: tile, batch size, TTA and device (every Dask worker uses the same).
         prob_dtype: ``float32``, ``float16`` or ``uint8``.
         block: wanted block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
@@ -90,17 +94,17 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.config
     with open_stored(input_path, config.spatial_dims, axes) as (array, stored):
-        stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, input_path)
+        stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, input_path, channel)
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
         stats = tuple(_fitted(checkpoint, ItemView(array, stack, index, config.in_channels, input_path))
                       for index in items)
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
-                   prob_dtype, block)
+                   prob_dtype, block, channel=channel)
     grid = plan_blocks(_predictor(checkpoint, stack.spatial_shape, job).plan, block)
     layout = _layout(stack, stored, config, grid)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
-              "axes": stack.axes, "model": _digest(Path(checkpoint_path)), "tile": _json(options.tile),
-              "tta": options.tta, "stats": [[list(o), list(s)] for o, s in stats]}
+              "axes": stack.axes, "channel": channel, "model": _digest(Path(checkpoint_path)),
+              "tile": _json(options.tile), "tta": options.tta, "stats": [[list(o), list(s)] for o, s in stats]}
     pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
     total = len(stats) * len(grid)
     if scheduler is None:
@@ -167,7 +171,7 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     config = checkpoint.config
     files = ExitStack()
     array, stored = files.enter_context(open_stored(job.input, config.spatial_dims, job.axes))
-    stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input)
+    stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input, job.channel)
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
     grid = plan_blocks(predictor.plan, job.block)
     store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid), job.prob_dtype)

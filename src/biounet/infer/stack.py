@@ -246,4 +246,5 @@ def check_channels(plan: StackPlan, want: int, path: Path | None) -> None:
     have = plan.channels
     if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have in (1, 4)):
         raise BiounetError(f"image has {have} channel(s) (axes {plan.axes.replace('-', '')}) but the model "
-                           f"expects {want}; if the file's axes are not these, give them with --axes", path)
+                           f"expects {want}; segment one of them with --channel N (from 0), or if the file's axes "
+                           "are not these, give them with --axes", path)

@@ -11,7 +11,7 @@ model, for a file that must be one ``(C, *spatial)`` image (training data, label
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +92,14 @@ class StackPlan:
         shape: the stored shape.
         axes: one letter per stored axis, unknowns resolved; ``-`` for a singleton axis that is dropped.
         spatial_dims: the model's, 2 or 3.
+        channel: the one channel that items hold (an index into the ``C`` axis), or ``None`` for all; a
+            nuclear stain in a file of several, say.
     """
 
     shape: tuple[int, ...]
     axes: str
     spatial_dims: int
+    channel: int | None = None
 
     @property
     def out_axes(self) -> str:
@@ -115,7 +118,18 @@ class StackPlan:
 
     @property
     def channels(self) -> int:
+        """The channels of an item: one where :attr:`channel` picks it."""
+        return 1 if self.channel is not None else self.stored_channels
+
+    @property
+    def stored_channels(self) -> int:
+        """The channels of the stored array."""
         return self.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def channel_key(self) -> slice:
+        """The stored ``C`` axis' index that reads an item's channels."""
+        return slice(None) if self.channel is None else slice(self.channel, self.channel + 1)
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -135,6 +149,8 @@ class StackPlan:
         letters = "".join(self.axes[i] for i in kept)
         data = array.reshape([self.shape[i] for i in kept])
         channel = [letters.index("C")] if "C" in letters else []
+        if channel:
+            data = data[(slice(None),) * channel[0] + (self.channel_key,)]
         order = [letters.index(a) for a in self.batch_axes + "".join("C" for _ in channel)] + [
             letters.index(a) for a in self.spatial_axes]
         moved = np.transpose(data, order)
@@ -153,13 +169,14 @@ class StackPlan:
 
 
 def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels: int,
-               path: str | Path | None = None) -> StackPlan:
+               path: str | Path | None = None, channel: int | None = None) -> StackPlan:
     """Resolves a file's axes for a model: which axes are channels, which are iterated, which are spatial.
 
     Singleton axes that the model does not need are dropped. An unnamed axis (``?``) longer than 1 becomes
     the stack axis (``Z``, or ``T`` where ``Z`` is named or spatial for a 3D model already) unless it could as
     well be the model's channels (as many as ``in_channels``, with no channel axis named): then the file is
-    ambiguous and ``--axes`` must say.
+    ambiguous and ``--axes`` must say. With ``channel`` given, an unnamed axis is the channels when no
+    other axis is.
 
     Args:
         axes: one letter per stored axis, from ``TZCYX`` or ``?``.
@@ -167,10 +184,12 @@ def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels
         spatial_dims: the model's, 2 or 3.
         in_channels: the model's input channels.
         path: the file, for messages.
+        channel: read only this channel of the file (an index from 0 into its channel axis); 0 for a file
+            of one channel.
 
     Raises:
-        BiounetError: for two unnamed axes, an ambiguous one, an array without the model's spatial axes, or
-            more than one channel axis.
+        BiounetError: for two unnamed axes, an ambiguous one, an array without the model's spatial axes,
+            more than one channel axis, or a ``channel`` that the file does not have.
     """
     check_spatial_dims(spatial_dims, path)
     needed = "YX" if spatial_dims == 2 else "ZYX"
@@ -187,7 +206,9 @@ def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels
     if unknown:
         i = unknown[0]
         stack = next((a for a in ("Z", "T") if a not in letters), None)
-        could_be_channels = "C" not in letters and shape[i] == in_channels
+        could_be_channels = "C" not in letters and (shape[i] == in_channels or channel is not None)
+        if could_be_channels and channel is not None:  # the caller says there are channels
+            stack = None
         if stack is not None and could_be_channels:
             rest = "".join(a for a in letters if a != "-")
             raise BiounetError(
@@ -202,7 +223,13 @@ def plan_stack(axes: str, shape: tuple[int, ...], spatial_dims: int, in_channels
         missing = "".join(a for a in needed if a not in resolved)
         raise BiounetError(f"an image with {described} has no {missing} axis for a {spatial_dims}D model"
                            + ("; give --axes if it is a stack" if spatial_dims == 3 else ""), path)
-    return StackPlan(tuple(int(n) for n in shape), resolved, spatial_dims)
+    plan = StackPlan(tuple(int(n) for n in shape), resolved, spatial_dims)
+    if channel is None:
+        return plan
+    if not 0 <= channel < plan.stored_channels:
+        have = f"channels 0 to {plan.stored_channels - 1}" if plan.stored_channels > 1 else "one channel (0)"
+        raise BiounetError(f"there is no channel {channel}: the image ({described}) has {have}", path)
+    return replace(plan, channel=channel if "C" in resolved else None)
 
 
 def image_plan(stored: StoredAxes, spatial_dims: int, path: str | Path | None = None) -> StackPlan:

@@ -50,7 +50,7 @@ class ItemView:
             if letter == "-":
                 stored_key.append(0)
             elif letter == "C":
-                stored_key.append(slice(None))
+                stored_key.append(plan.channel_key)
             elif letter in plan.batch_axes:
                 stored_key.append(self.index[plan.batch_axes.index(letter)])
             else:
