@@ -71,8 +71,8 @@ class Written:
 def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                   outputs: Sequence[str] | None = None, options: TileOptions = TileOptions(),
                   axes: str | None = None, channel: int | None = None, out_format: str = "auto",
-                  prob_dtype: str = "float32",
-                  block: int | None = None, dask: str | None = None, pixel_size: float | None = None,
+                  prob_dtype: str = "float32", block: int | None = None, dask: str | None = None,
+                  pixel_size: float | None = None,
                   progress: bool = True, on_written: Callable[[Written], None] | None = None) -> list[Written]:
     """Segments image files with a model and writes the outputs of each (what ``biounet predict`` does).
 
@@ -186,9 +186,8 @@ class _Run:
     def to_store(self, path: Path, store: Path) -> Written:
         """Predicts ``path`` block by block into ``store``, then its objects if they are wanted."""
         blocks = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
-                                  options=self.options,
-                                  prob_dtype=self.prob_dtype, block=self.block, scheduler=self.dask,
-                                  progress=self.progress)
+                                  options=self.options, prob_dtype=self.prob_dtype, block=self.block,
+                                  scheduler=self.dask, progress=self.progress)
         objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output) \
             if "instances" in self.outputs else None
         skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()

@@ -70,8 +70,7 @@ class BlockJob:
 
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
                      axes: str | None = None, channel: int | None = None, options: TileOptions = TileOptions(),
-                     prob_dtype: str = "float32",
-                     block: int | None = None, scheduler: str | None = None,
+                     prob_dtype: str = "float32", block: int | None = None, scheduler: str | None = None,
                      progress: bool = False) -> tuple[int, int]:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
 
