@@ -73,15 +73,15 @@ def child(args: argparse.Namespace) -> None:
 
         with local_cluster(2) as cluster, distributed.Client(cluster) as client:
             started = time.perf_counter()
-            done, total = predict_to_store(args.input, args.model, args.store, scheduler=cluster.scheduler_address)
+            run = predict_to_store(args.input, args.model, args.store, scheduler=cluster.scheduler_address)
             seconds = time.perf_counter() - started
             workers = [v / 1024 for v in client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                        .values()]
     else:
         forward = _timed_forward()
-        done, total = predict_to_store(args.input, args.model, args.store)
+        run = predict_to_store(args.input, args.model, args.store)
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "blocks": [done, total], "workers_mb": workers,
+    print(json.dumps({"seconds": seconds, "blocks": [run.computed, run.total], "workers_mb": workers,
                       "forward": forward[0] if not args.dask else 0.0, "tiles": forward[1] if not args.dask else 0,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 

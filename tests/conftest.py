@@ -121,3 +121,22 @@ def write_nuclei_dataset(folder: Path, count: int, size: int = 96, seed: int = 0
         iio.imwrite(images / f"{i:02d}.png", np.clip(image, 0, 255).astype(np.uint8))
         iio.imwrite(labels / f"{i:02d}.png", label)
     return images, labels
+
+
+def discs(diameter: float, shape: tuple[int, int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fluorescence-like grey image of separate bright discs of one diameter, and their ids."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    ids = np.zeros(shape, np.int32)
+    radius, count = diameter / 2, 0
+    for _ in range(2000):
+        cy, cx = rng.uniform(radius + 2, shape[0] - radius - 2), rng.uniform(radius + 2, shape[1] - radius - 2)
+        d = np.hypot(yy - cy, xx - cx)
+        if (ids[d <= radius + max(3.0, radius / 2)] > 0).any():
+            continue
+        count += 1
+        ids[d <= radius] = count
+        if count == 40:
+            break
+    image = 20 + 180 * (ids > 0) + rng.normal(0, 8, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)[None], ids

@@ -786,8 +786,12 @@ CASES |= {
                                                                    model=_sized_model),
     "object size and pixel size": _predict_with("a.png", _png, "--object-size", "20", "--pixel-size", "0.5",
                                                 model=_sized_model),
-    "object size with zarr outputs": _predict_with("a.png", _png, "--object-size", "20", "--out-format", "zarr",
-                                                   model=_sized_model),
+    "auto object size with zarr outputs for a model that records none": _predict_with(
+        "a.png", _png, "--object-size", "auto", "--out-format", "zarr"),
+    "object size with zarr outputs, 9x off the model's": _predict_with(
+        "a.png", _png, "--object-size", "180", "--out-format", "zarr", model=_sized_model),
+    "object size for an empty image": _predict_with("a.h5", _hdf5(np.zeros((0, 40), np.uint8)), "--object-size", "20",
+                                                    model=_sized_model),
 }
 
 def _shown(stderr: str) -> list[str]:

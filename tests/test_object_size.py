@@ -17,7 +17,7 @@ from biounet.data.labels import read_label
 from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import auto_scale, keeps, params_at_scale, resize
+from biounet.infer.rescale import Rescaled, auto_scale, keeps, needed, params_at_scale, resample, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -26,31 +26,12 @@ from biounet.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoi
 from biounet.models.instance_params import InstanceParams
 from biounet.models.object_size import ObjectSize, equivalent_diameters, median_diameter
 from biounet.pretrained import resolve_model
-from conftest import write_disc_dataset
+from conftest import discs, write_disc_dataset
 
 
 @pytest.fixture(scope="module")
 def nuclei() -> Checkpoint:
     return load_checkpoint(resolve_model("nuclei"))
-
-
-def discs(diameter: float, shape: tuple[int, int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fluorescence-like grey image of separate bright discs of one diameter, and their ids."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    ids = np.zeros(shape, np.int32)
-    radius, count = diameter / 2, 0
-    for _ in range(2000):
-        cy, cx = rng.uniform(radius + 2, shape[0] - radius - 2), rng.uniform(radius + 2, shape[1] - radius - 2)
-        d = np.hypot(yy - cy, xx - cx)
-        if (ids[d <= radius + max(3.0, radius / 2)] > 0).any():
-            continue
-        count += 1
-        ids[d <= radius] = count
-        if count == 40:
-            break
-    image = 20 + 180 * (ids > 0) + rng.normal(0, 8, shape)
-    return np.clip(image, 0, 255).astype(np.uint8)[None], ids
 
 
 def segment(checkpoint: Checkpoint, image: np.ndarray, **options: object):  # type: ignore[no-untyped-def]
@@ -129,6 +110,45 @@ def test_resampled_probabilities_stay_probabilities() -> None:
         assert out.min() >= 0 and out.max() <= 1
         np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(resize(probs, (40, 50)), probs)
+
+
+def test_resizing_a_hand_computed_case_and_skimage_s_resize() -> None:
+    """Pixel areas aligned: two pixels [0, 1] enlarged to four put their centres at -0.25, 0.25, 0.75 and 1.25,
+    mirrored at the end pixels (-0.25 reads pixels 1 and 0 with weights 0.25 and 0.75); shrinking four to two
+    first blurs with skimage's anti-aliasing Gaussian. The resampler is skimage.transform.resize's linear one
+    written out (so that any region can be computed from a window): equal to it, up and down, in 2D and 3D."""
+    np.testing.assert_allclose(resize(np.array([[[0.0, 1.0]]]), (1, 4)), [[[0.25, 0.25, 0.75, 0.75]]])
+    from skimage.transform import resize as skimage_resize
+
+    rng = np.random.default_rng(4)
+    for source, shape in [((40, 50), (20, 25)), ((37, 51), (19, 77)), ((5, 7), (13, 3)), ((1, 9), (3, 4)),
+                          ((12, 10, 9), (25, 5, 9))]:
+        values = rng.random((2, *source)).astype(np.float32)
+        reference = skimage_resize(values, (2, *shape), order=1, mode="reflect", preserve_range=True,
+                                   anti_aliasing=any(m < n for m, n in zip(shape, source, strict=True)))
+        np.testing.assert_allclose(resize(values, shape), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize(("source", "shape"), [((61, 47), (117, 90)), ((61, 47), (23, 30)), ((9, 20, 17), (17, 9, 40))])
+def test_any_region_of_a_rescaled_image_equals_the_whole_image_rescaled(source: tuple[int, ...],
+                                                                        shape: tuple[int, ...]) -> None:
+    """Out-of-core prediction resamples block by block: every region, edges included, read from the window of
+    the original that needed() names, equals that region of the whole array resized, to the bit."""
+    rng = np.random.default_rng(5)
+    values = rng.random((2, *source)).astype(np.float32)
+    whole = resize(values, shape)
+    lazy = Rescaled(values, shape)
+    assert lazy.shape == (2, *shape)
+    for _ in range(40):
+        start = tuple(int(rng.integers(0, n)) for n in shape)
+        stop = tuple(int(rng.integers(a + 1, n + 1)) for a, n in zip(start, shape, strict=True))
+        region = (slice(None), *(slice(a, b) for a, b in zip(start, stop, strict=True)))
+        np.testing.assert_array_equal(lazy[region], whole[region])
+        box = needed(source, shape, start, stop)
+        assert all(0 <= lo < hi <= n for (lo, hi), n in zip(box, source, strict=True))
+        window = values[(slice(None), *(slice(lo, hi) for lo, hi in box))]
+        np.testing.assert_array_equal(resample(window, tuple(lo for lo, _ in box), source, shape, start, stop),
+                                      whole[region])
 
 
 def test_a_checkpoint_records_its_object_size(tmp_path: Path) -> None:

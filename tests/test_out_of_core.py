@@ -10,8 +10,8 @@ import tifffile
 import torch
 
 from biounet.infer import predict
-from biounet.infer.blocks import block_tiles, plan_blocks
-from biounet.infer.out_of_core import predict_to_store
+from biounet.infer.blocks import Block, block_tiles, plan_blocks
+from biounet.infer.out_of_core import StoreRun, predict_to_store
 from biounet.infer.predict import TileOptions, TilePredictor
 from biounet.infer.tiling import plan_tiles
 from biounet.io.axes import plan_stack
@@ -84,6 +84,52 @@ def test_blocks_equal_one_whole_prediction(name: str) -> None:
     assert (covered == 1).all()
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_any_region_equals_the_whole_prediction(name: str) -> None:
+    """A region of the output that no block grid made (a window a rescaled block is resampled from) is
+    predicted from the plan's tiles that cover it, equal to the whole prediction there."""
+    config, shape, _ = CONFIGS[name]
+    rng = np.random.default_rng(7)
+    image = rng.random(shape, np.float32)
+    torch.manual_seed(0)
+    model = UNet(config).eval()
+    tile = _tile(config)
+    whole = predict(model, image, tile=tile)
+    predictor = TilePredictor(model, shape[1:], TileOptions(tile=tile))
+    stats = Normalization("none").fit(image)
+    for _ in range(6):
+        start = tuple(int(rng.integers(0, n - 1)) for n in shape[1:])
+        stop = tuple(int(rng.integers(a + 1, n + 1)) for a, n in zip(start, shape[1:], strict=True))
+        region = Block((), start, stop)
+        out = np.zeros((config.out_channels, *region.shape), np.float32)
+        predictor.run(image, out, Normalization("none"), stats, region)
+        np.testing.assert_allclose(out, whole[(slice(None), *region.slices())], atol=1e-5)
+
+
+@pytest.mark.parametrize(("diameter", "size", "scale"), [(38, "38", "0.515x"), (10, "10", "1.96x"),
+                                                         (40, "auto", "0.49x")])
+def test_a_rescaled_store_equals_the_rescaled_tiff_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            diameter: int, size: str, scale: str) -> None:
+    """--object-size with a zarr output: each block of the image's grid is resampled from the window of the
+    rescaled prediction it needs, itself predicted from the rescaled image read window by window; the store
+    holds what the TIFF outputs hold, probabilities, mask and objects alike, and says the scale."""
+    from biounet.cli.main import main
+    from conftest import discs
+
+    image, _ = discs(diameter, shape=(260, 230), seed=4)
+    tifffile.imwrite(tmp_path / "discs.tif", image[0])
+    common = ["predict", "--model", "nuclei", str(tmp_path / "discs.tif"), "--object-size", size, "--tile", "124"]
+    assert main([*common, "--out", str(tmp_path / "tiff"), "--out-format", "tiff"]) == 0
+    assert main([*common, "--out", str(tmp_path / "out.zarr"), "--out-format", "zarr", "--block", "64"]) == 0
+    tiff_line, zarr_line = capsys.readouterr().out.strip().splitlines()
+    said = tiff_line[tiff_line.rindex(" (objects of"):]
+    assert f"rescaled {scale}" in said and zarr_line.endswith(said) and "20 of 20 blocks computed" in zarr_line
+    probs = tifffile.imread(tmp_path / "tiff" / "discs_prob.tif")
+    np.testing.assert_allclose(_stored(tmp_path / "out.zarr", "prob"), probs, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(_stored(tmp_path / "out.zarr", "instances"),
+                                  tifffile.imread(tmp_path / "tiff" / "discs_instances.tif"))
+
+
 def test_valid_blocks_share_no_tile() -> None:
     config = UNetConfig.paper()
     plan = plan_tiles(config, (2000, 1500), (572, 572))
@@ -105,7 +151,8 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     store = tmp_path / "out.zarr"
     tile = _tile(config)
     options = TileOptions(tile=tile)
-    done, total = predict_to_store(source, ckpt, store, options=options, block=block)
+    run = predict_to_store(source, ckpt, store, options=options, block=block)
+    done, total = run.computed, run.total
     assert done == total > 1
     expected = predict(load_checkpoint(ckpt), image.astype(np.float32), tile=tile)
     np.testing.assert_allclose(_stored(store, "prob"), expected, atol=1e-5)
@@ -117,7 +164,7 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
     flat[[0, -1]] = 0
     record[...] = flat.reshape(record.shape)
     zarr.open_group(str(store), mode="r+")["prob/0"][...] = 0
-    again, _ = predict_to_store(source, ckpt, store, options=options, block=block)
+    again = predict_to_store(source, ckpt, store, options=options, block=block).computed
     assert again == 2
     rerun = _stored(store, "prob")
     blocks = list(plan_blocks(plan_tiles(config, image.shape, (tile,) * config.spatial_dims), block))
@@ -126,9 +173,9 @@ def test_store_equals_in_memory_prediction_and_resumes(tmp_path: Path, name: str
         np.testing.assert_allclose(rerun[region], expected[region], atol=1e-5)
     assert np.abs(rerun[(slice(None), *blocks[1].slices())]).max() == 0  # finished before: not recomputed
     # Finished: nothing to do; another model: the store is made anew.
-    assert predict_to_store(source, ckpt, store, options=options, block=block)[0] == 0
+    assert predict_to_store(source, ckpt, store, options=options, block=block).computed == 0
     other = _checkpoint(tmp_path / "other.pt", config, seed=5)
-    assert predict_to_store(source, other, store, options=options, block=block)[0] == total
+    assert predict_to_store(source, other, store, options=options, block=block).computed == total
 
 
 def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
@@ -141,7 +188,8 @@ def test_stack_of_rgb_planes_from_a_tiled_tiff(tmp_path: Path) -> None:
                      resolution=(2.0, 2.0), resolutionunit=tifffile.RESUNIT.NONE)
     ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=4, depth=2))
     store = tmp_path / "stack.zarr"
-    done, total = predict_to_store(str(path), ckpt, store, options=TileOptions(tile=44), block=32)
+    run = predict_to_store(str(path), ckpt, store, options=TileOptions(tile=44), block=32)
+    done, total = run.computed, run.total
     assert done == total == 3 * 9
     checkpoint = load_checkpoint(ckpt)
     weights = np.array([0.299, 0.587, 0.114], np.float32)
@@ -198,12 +246,13 @@ def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) ->
     image = (np.random.default_rng(5).random((300, 280)) * 255).astype(np.uint8)
     source = _zarr_input(tmp_path / "in.zarr", image, (64, 64))
     ckpt = _checkpoint(tmp_path / "m.pt", UNetConfig(base_channels=8, depth=2))
-    done, total = predict_to_store(source, ckpt, tmp_path / "one.zarr", options=TileOptions(tile=60), block=40)
-    assert done == total >= 40
+    first = predict_to_store(source, ckpt, tmp_path / "one.zarr", options=TileOptions(tile=60), block=40)
+    total = first.total
+    assert first.computed == total >= 40
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        result: dict[str, tuple[int, int]] = {}
+        result: dict[str, StoreRun] = {}
         runner = threading.Thread(target=lambda: result.setdefault("run", predict_to_store(
             source, ckpt, tmp_path / "dask.zarr", options=TileOptions(tile=60), block=40,
             scheduler=cluster.scheduler_address)))
@@ -217,7 +266,7 @@ def test_dask_equals_one_process_and_survives_a_killed_worker(tmp_path: Path) ->
         at_kill = int(np.asarray(zarr.open_array(str(record), mode="r")[...]).sum())
         runner.join(120)
     assert 3 <= at_kill < total
-    assert result["run"] == (total, total)
+    assert (result["run"].computed, result["run"].total) == (total, total)
     # Workers run torch with one thread, this process with more: summation orders differ in the last bit.
     np.testing.assert_allclose(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"),
                                atol=1e-5, rtol=0)
@@ -243,6 +292,6 @@ def test_dask_equals_one_process_for_every_kind_of_model(tmp_path: Path, name: s
     one = predict_to_store(source, ckpt, tmp_path / "one.zarr", options=TileOptions(tile=tile), block=block)
     dask = predict_to_store(source, ckpt, tmp_path / "dask.zarr", options=TileOptions(tile=tile), block=block,
                             scheduler=cluster.scheduler_address)  # type: ignore[attr-defined]
-    assert one == dask and one[0] > 1
+    assert one == dask and one.computed > 1
     np.testing.assert_allclose(_stored(tmp_path / "dask.zarr", "prob"), _stored(tmp_path / "one.zarr", "prob"),
                                atol=1e-5, rtol=0)

@@ -47,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="the diameter of the inputs' objects in pixels: each input is rescaled so that they are "
                              "the size the model was trained on (biounet info shows it), and its outputs come "
                              "back at the input's size; auto: estimated per input from a first pass, which is "
-                             "kept when they are within 1.25x of the model's size (tiff outputs)")
+                             "kept when they are within 1.25x of the model's size (for a zarr output, measured on "
+                             "the input's centre)")
     parser.add_argument("--pixel-size", default=None, metavar="P",
                         help="instead of --object-size: the inputs' pixel size, in the unit of the model's "
                              "calibrated training images; their objects are taken to be as large as the model's")
@@ -106,7 +107,8 @@ def _line(written: Written) -> str:
     before = f"; {total - done} done by an earlier run" if done < total else ""
     found = f"; {written.objects} objects in instances/0" if written.objects is not None else ""
     skipped = "; the objects table is written for tiff outputs only" if "objects" in written.skipped else ""
-    return f"{written.input} -> {written.paths[0]} ({done} of {total} blocks computed{before}{found}{skipped})"
+    return (f"{written.input} -> {written.paths[0]} ({done} of {total} blocks computed{before}{found}{skipped})"
+            f"{_scaled(written)}")
 
 
 def _scaled(written: Written) -> str:

@@ -48,20 +48,20 @@ class Block:
 
 @dataclass(frozen=True)
 class BlockGrid:
-    """A tile plan's output cut into blocks.
+    """An output grid cut into blocks.
 
     Attributes:
-        plan: the whole image's tile plan.
+        image_shape: the output's spatial shape.
         block_shape: block size per spatial axis (the last block of an axis may be smaller).
     """
 
-    plan: TilePlan
+    image_shape: Shape
     block_shape: Shape
 
     @property
     def grid(self) -> Shape:
         """Number of blocks per axis."""
-        return tuple(math.ceil(n / b) for n, b in zip(self.plan.image_shape, self.block_shape, strict=True))
+        return tuple(math.ceil(n / b) for n, b in zip(self.image_shape, self.block_shape, strict=True))
 
     def __len__(self) -> int:
         return math.prod(self.grid)
@@ -72,17 +72,25 @@ class BlockGrid:
 
     def block(self, index: tuple[int, ...]) -> Block:
         start = tuple(i * b for i, b in zip(index, self.block_shape, strict=True))
-        stop = tuple(min(s + b, n) for s, b, n in zip(start, self.block_shape, self.plan.image_shape, strict=True))
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, self.block_shape, self.image_shape, strict=True))
         return Block(tuple(index), start, stop)
 
 
 def block_tiles(plan: TilePlan, block: Block) -> list[Tile]:
-    """The tiles of ``plan`` that make ``block``'s output, in the plan's order: those overlapping it, for
-    blended tiles; for abutting ones, those starting in it (a valid tile's output may reach a few pixels
-    past the next tile's start, which that tile overwrites in a whole pass too)."""
-    keep = [{s for s in starts if lo <= s < hi or (plan.blend and s < hi and min(s + o, n) > lo)}
-            for starts, o, n, lo, hi in zip(plan.starts, plan.output_tile, plan.image_shape, block.start,
-                                            block.stop, strict=True)]
+    """The tiles of ``plan`` whose output survives in ``block`` (any region of the output), in the plan's order.
+
+    Blended tiles: every one overlapping it. Abutting (valid) tiles: a later tile overwrites an earlier one
+    where they meet (a valid tile's output may reach a few pixels past the next tile's start, which that tile
+    overwrites in a whole pass too), so a tile counts where its output before the next tile's start meets the
+    block; for a block of :func:`plan_blocks` those are the tiles starting in it.
+    """
+    keep = []
+    for starts, o, n, lo, hi in zip(plan.starts, plan.output_tile, plan.image_shape, block.start, block.stop,
+                                    strict=True):
+        ordered = sorted(set(starts))
+        ends = [min(s + o, n) if plan.blend else min(s + o, n, after)
+                for s, after in zip(ordered, [*ordered[1:], n], strict=True)]
+        keep.append({s for s, end in zip(ordered, ends, strict=True) if max(s, lo) < min(end, hi)})
     return [t for t in plan if all(s in k for s, k in zip(t.output_start, keep, strict=True))]
 
 
@@ -94,10 +102,7 @@ def plan_blocks(plan: TilePlan, block: int | Shape | None = None) -> BlockGrid:
         block: wanted block size per axis (an int for all axes); default :data:`DEFAULT_BLOCK`. For a
             ``valid`` model it is rounded to whole tile steps, so that no tile is shared by two blocks.
     """
-    dims = len(plan.image_shape)
-    wanted = (DEFAULT_BLOCK[dims] if block is None else block,) * dims if not isinstance(block, tuple) else block
-    if len(wanted) != dims or min(wanted) < 1:
-        raise ValueError(f"block must be {dims} positive sizes, got {block}")
+    wanted = _wanted(block, len(plan.image_shape))
     shape = []
     for want, starts, out, n in zip(wanted, plan.starts, plan.output_tile, plan.image_shape, strict=True):
         if want >= n:  # one block along this axis (also when given a grid's clipped size back)
@@ -107,4 +112,23 @@ def plan_blocks(plan: TilePlan, block: int | Shape | None = None) -> BlockGrid:
             step = starts[1] - starts[0] if len(starts) > 1 else out
             want = max(1, round(want / step)) * step
         shape.append(min(want, n))
-    return BlockGrid(plan, tuple(shape))
+    return BlockGrid(plan.image_shape, tuple(shape))
+
+
+def resampled_blocks(image_shape: Shape, block: int | Shape | None = None) -> BlockGrid:
+    """Cuts an output that is resampled from a prediction at another scale into blocks: of the size wanted,
+    since no tile grid runs through it (see :mod:`biounet.infer.out_of_core`).
+
+    Args:
+        image_shape: the output's spatial shape.
+        block: as :func:`plan_blocks`'s.
+    """
+    wanted = _wanted(block, len(image_shape))
+    return BlockGrid(tuple(image_shape), tuple(min(w, n) for w, n in zip(wanted, image_shape, strict=True)))
+
+
+def _wanted(block: int | Shape | None, dims: int) -> Shape:
+    wanted = (DEFAULT_BLOCK[dims] if block is None else block,) * dims if not isinstance(block, tuple) else block
+    if len(wanted) != dims or min(wanted) < 1:
+        raise ValueError(f"block must be {dims} positive sizes, got {block}")
+    return wanted

@@ -27,7 +27,7 @@ from biounet.infer.instances import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import given_scale, object_size_from_pixel_size
+from biounet.infer.rescale import given_scale, object_size_from_pixel_size, params_at_scale
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.files import DEAD_LINK, expand_inputs, file_stem, is_dead_link
@@ -175,9 +175,6 @@ class _Run:
         and models of one or two classes)."""
         if "objects" in (self.chosen or ()):
             raise BiounetError("zarr outputs hold prob, mask and instances; objects need --out-format tiff", path)
-        if self.options.object_size is not None:
-            raise BiounetError("an object size rescales images read whole: use --out-format tiff, or rescale "
-                               "the input for zarr outputs", path)
         if "instances" in (self.chosen or ()) and self.checkpoint.instances is None \
                 and self.checkpoint.config.out_channels > 2:
             raise BiounetError("zarr instances are made for instance models and models of one or two classes; "
@@ -185,13 +182,16 @@ class _Run:
 
     def to_store(self, path: Path, store: Path) -> Written:
         """Predicts ``path`` block by block into ``store``, then its objects if they are wanted."""
-        blocks = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
-                                  options=self.options, prob_dtype=self.prob_dtype, block=self.block,
-                                  scheduler=self.dask, progress=self.progress)
-        objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output) \
+        run = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
+                               options=self.options, prob_dtype=self.prob_dtype, block=self.block,
+                               scheduler=self.dask, progress=self.progress)
+        params = self.checkpoint.instances
+        if params is not None:  # its minimum size is the model's pixels'; the store is on the input's grid
+            params = params_at_scale(params, run.scale, self.checkpoint.config.spatial_dims)
+        objects = instances_to_store(store, params, self.checkpoint.config.output) \
             if "instances" in self.outputs else None
         skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
-        return Written(path, (store,), blocks, objects, skipped)
+        return Written(path, (store,), (run.computed, run.total), objects, skipped, run.scale, run.object_size)
 
     def to_files(self, path: Path, out: Path) -> Written:
         """Reads ``path`` whole, segments it and writes its outputs into ``out``."""

@@ -7,6 +7,16 @@ a few hundred bytes) and two indices: the worker opens the input, loads the mode
 writes the block into the store itself, so no image data passes through the scheduler and a worker's
 memory is bounded by one block. Blocks are cut from the whole image's tile plan
 (:mod:`biounet.infer.blocks`), so the store equals a single in-memory prediction wherever it was computed.
+
+With an object size (``options.object_size``) the model predicts the image rescaled by ``scale`` and the store
+holds the probabilities resampled back onto the image's grid, as in memory (:mod:`biounet.infer.rescale`), and
+equal to it: a block of the image's grid is resampled from the window of the rescaled prediction it needs
+(:func:`~biounet.infer.rescale.needed`), which is predicted from the tiles of the rescaled image's plan that
+cover it, whose input is in turn resampled from the window of the image they read
+(:class:`~biounet.infer.rescale.Rescaled`). Neighbouring blocks share the tiles along their border, so a
+rescaled store computes a few more tiles than one at scale 1. ``"auto"`` measures the objects on the centre of
+the first item (:data:`AUTO_REGION`), as :func:`~biounet.infer.stack.segment_array` does on a whole image, and
+predicts every item at the scale chosen there.
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ from tqdm import tqdm
 
 from biounet._version import __version__
 from biounet.errors import BiounetError
-from biounet.infer.blocks import Block, BlockGrid, plan_blocks
+from biounet.infer.blocks import DEFAULT_BLOCK, Block, BlockGrid, plan_blocks, resampled_blocks
 from biounet.infer.predict import TileOptions, TilePredictor
+from biounet.infer.rescale import AUTO, Rescaled, given_scale, needed, resample, scaled_shape
+from biounet.infer.stack import segment_array
 from biounet.infer.store import PredictionStore, StoreLayout
 from biounet.io.axes import StackPlan, StoredAxes, plan_stack
 from biounet.io.items import ItemView
@@ -45,7 +57,6 @@ class BlockJob:
     Attributes:
         input: the input file or HDF5/zarr spec.
         axes: ``--axes`` for the input, or ``None`` for its own.
-        channel: the input's one channel to segment, or ``None`` for all.
         model: the checkpoint file.
         store: the output ``<stem>.zarr``.
         stats: per item (in ``np.ndindex`` order of the store's batch shape), the normalisation's
@@ -54,6 +65,9 @@ class BlockJob:
         prob_dtype: the store's probability dtype.
         block: wanted block size (rounded to the tile grid), or ``None`` for the default.
         threads: torch threads per process, or ``None`` to leave torch's choice.
+        channel: the input's one channel to segment, or ``None`` for all.
+        scale: the factor the input is rescaled by for the model (1.0: as it is); the store is on the input's
+            grid either way.
     """
 
     input: str
@@ -66,12 +80,36 @@ class BlockJob:
     block: int | None = None
     threads: int | None = None
     channel: int | None = None
+    scale: float = 1.0
+
+
+# "auto" measures objects on this much of the centre of a store's first item, per axis (segment_array's passes
+# over a 1024 x 1024 region take a few seconds on a CPU and see hundreds of nuclei).
+AUTO_REGION = {2: 1024, 3: 128}
+
+
+@dataclass(frozen=True)
+class StoreRun:
+    """What :func:`predict_to_store` did.
+
+    Attributes:
+        computed: blocks computed by this call (an earlier run's finished blocks are skipped).
+        total: blocks in all.
+        scale: the factor the input was rescaled by for the model (1.0: as it is).
+        object_size: the objects' diameter in the input's pixels that ``scale`` was chosen for (given, or
+            measured by ``"auto"``); ``None`` without an object size.
+    """
+
+    computed: int
+    total: int
+    scale: float = 1.0
+    object_size: float | None = None
 
 
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
                      axes: str | None = None, channel: int | None = None, options: TileOptions = TileOptions(),
                      prob_dtype: str = "float32", block: int | None = None, scheduler: str | None = None,
-                     progress: bool = False) -> tuple[int, int]:
+                     progress: bool = False) -> StoreRun:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
 
     Args:
@@ -80,30 +118,34 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         store: the output ``<stem>.zarr`` (see :mod:`biounet.infer.store`).
         axes: ``--axes`` for the input.
         channel: segment only this channel of the input (from 0).
-        options: tile, batch size, TTA and device (every Dask worker uses the same).
+        options: tile, batch size, TTA, device (every Dask worker uses the same) and the input's object size
+            in pixels or ``"auto"`` (see the module's notes).
         prob_dtype: ``float32``, ``float16`` or ``uint8``.
         block: wanted block edge in output pixels/voxels (default 2048 in 2D, 256 in 3D).
         scheduler: ``None`` for a plain loop in this process; ``local:N`` for a local Dask cluster of ``N``
             single-threaded worker processes; else a Dask scheduler's address (``tcp://host:8786``).
         progress: show a progress bar over blocks.
 
-    Returns:
-        ``(blocks computed now, blocks in all)``.
+    Raises:
+        BiounetError: for an input the model cannot read, an object size it cannot rescale to, or a store
+            of another prediction.
     """
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.config
     with open_stored(input_path, config.spatial_dims, axes) as (array, stored):
         stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, input_path, channel)
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
-        stats = tuple(_fitted(checkpoint, ItemView(array, stack, index, config.in_channels, input_path))
-                      for index in items)
+        views = [ItemView(array, stack, index, config.in_channels, input_path) for index in items]
+        stats = tuple(_fitted(checkpoint, view) for view in views)
+        scale, size = _scale(checkpoint, views[0], stack, options, Path(str(input_path)))
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
-                   prob_dtype, block, channel=channel)
-    grid = plan_blocks(_predictor(checkpoint, stack.spatial_shape, job).plan, block)
+                   prob_dtype, block, channel=channel, scale=scale)
+    grid = _grid(_predictor(checkpoint, stack.spatial_shape, job), stack.spatial_shape, job)
     layout = _layout(stack, stored, config, grid)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
               "axes": stack.axes, "channel": channel, "model": _digest(Path(checkpoint_path)),
-              "tile": _json(options.tile), "tta": options.tta, "stats": [[list(o), list(s)] for o, s in stats]}
+              "tile": _json(options.tile), "tta": options.tta, "scale": scale,
+              "stats": [[list(o), list(s)] for o, s in stats]}
     pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
     total = len(stats) * len(grid)
     if scheduler is None:
@@ -119,7 +161,27 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
                 writing.result()
     else:
         _run_on_dask(job, pending, scheduler, progress)
-    return len(pending), total
+    return StoreRun(len(pending), total, scale, size)
+
+
+def _scale(checkpoint: Checkpoint, first: ItemView, stack: StackPlan, options: TileOptions,
+           path: Path) -> tuple[float, float | None]:
+    """The factor the items are rescaled by, and the object size it was chosen for (see the module's notes)."""
+    size = options.object_size
+    if size is None:
+        return 1.0, None
+    try:
+        scale = given_scale(checkpoint.object_size, size)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), path) from exc
+    if scale is not None:
+        return scale, float(size)
+    edge = AUTO_REGION[len(stack.spatial_shape)]
+    region = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + edge) for n in stack.spatial_shape)
+    centre = np.asarray(first[(slice(None),) + region])
+    plan = StackPlan(tuple(centre.shape), "C" + stack.spatial_axes, len(region))
+    found = segment_array(checkpoint, centre, plan, path, options=replace(options, object_size=AUTO), instances=False)
+    return found.scale, found.object_size
 
 
 def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> None:
@@ -141,13 +203,23 @@ def compute_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) 
     view = ItemView(state.array, state.stack, _plan_index(state.stack, item), state.checkpoint.config.in_channels,
                     job.input)
     block = state.grid.block(index)
-    out = np.zeros((state.predictor.classes, *block.shape), np.float32)
+    fitted = (np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32))
+    shape = state.stack.spatial_shape
     try:
-        state.predictor.run(view, out, state.checkpoint.normalization,
-                            (np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32)), block)
+        if job.scale == 1.0:
+            out = np.zeros((state.predictor.classes, *block.shape), np.float32)
+            state.predictor.run(view, out, state.checkpoint.normalization, fitted, block)
+            return block, out
+        # The window of the rescaled prediction that this block is resampled from, predicted from the rescaled
+        # image's tiles that cover it.
+        scaled = state.predictor.plan.image_shape
+        box = needed(scaled, shape, block.start, block.stop)
+        window = Block((), tuple(lo for lo, _ in box), tuple(hi for _, hi in box))
+        probs = np.zeros((state.predictor.classes, *window.shape), np.float32)
+        state.predictor.run(Rescaled(view, scaled), probs, state.checkpoint.normalization, fitted, window)
     except BiounetError as exc:
         raise BiounetError(str(exc), job.input) from exc
-    return block, out
+    return block, resample(probs, window.start, scaled, shape, block.start, block.stop)
 
 
 @dataclass
@@ -172,7 +244,7 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     array, stored = files.enter_context(open_stored(job.input, config.spatial_dims, job.axes))
     stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input, job.channel)
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
-    grid = plan_blocks(predictor.plan, job.block)
+    grid = _grid(predictor, stack.spatial_shape, job)
     store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid), job.prob_dtype)
     return _WorkerState(checkpoint, stack, array, predictor, grid, store, files)
 
@@ -188,7 +260,18 @@ def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: Bloc
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
-    return TilePredictor(checkpoint, shape, job.options)
+    """The model made ready for the items rescaled by the job's scale (as they are at 1.0)."""
+    return TilePredictor(checkpoint, scaled_shape(shape, job.scale), job.options)
+
+
+def _grid(predictor: TilePredictor, shape: tuple[int, ...], job: BlockJob) -> BlockGrid:
+    """The store's blocks: whole tile steps at scale 1; at another, no tile grid runs through the store's, and
+    the default blocks shrink with an enlarging scale, so that a block's rescaled window stays about the size
+    of a default block (objects enlarged 4x would otherwise need 16x the memory)."""
+    if job.scale == 1.0:
+        return plan_blocks(predictor.plan, job.block)
+    block = job.block or max(1, round(DEFAULT_BLOCK[len(shape)] / max(1.0, job.scale)))
+    return resampled_blocks(shape, block)
 
 
 def _json(tile: int | tuple[int, ...] | None) -> int | list[int] | None:

@@ -80,6 +80,7 @@ def predict(
     overlap: float = 0.25,
     tta: bool | None = None,
     normalization: Normalization | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
     device: str | torch.device | None = None,
     out: Any = None,
     progress: bool = False,
@@ -101,6 +102,8 @@ def predict(
         tta: see :class:`TileOptions`.
         normalization: applied tile by tile with statistics of the whole image; ``None`` uses the
             checkpoint's when ``model`` is one, else feeds the image as it is (already normalised).
+        stats: the normalisation's statistics (``normalization.fit`` of another array: the image before it was
+            rescaled, say); by default fitted on ``image``.
         device: see :class:`TileOptions`; a ``torch.device`` is taken too.
         out: where to write, any array-like of shape ``(classes, *spatial)`` and float dtype; by default a
             new float32 NumPy array. With blending it is zeroed first and accumulated into.
@@ -120,7 +123,8 @@ def predict(
     out = _checked_output(out, (predictor.classes, *predictor.plan.image_shape),
                           zeroed=predictor.plan.blend)
     normalization = normalization or Normalization("none")
-    predictor.run(image, out, normalization, normalization.fit(image), progress=progress, on_tiles=on_tiles)
+    stats = normalization.fit(image) if stats is None else stats
+    predictor.run(image, out, normalization, stats, progress=progress, on_tiles=on_tiles)
     return out
 
 

@@ -8,17 +8,22 @@ minimum object size is converted to them (:func:`params_at_scale`). Tiling happe
 tiled equals whole at any scale as it does at scale 1.
 
 Resampling is linear with pixel areas aligned (the image's first and last pixel edges map onto the rescaled
-image's), anti-aliased by a Gaussian when shrinking (``skimage.transform.resize``): probabilities stay in
-[0, 1] and still sum to 1 over the classes, since each resampled value is a weighted mean of the originals.
+image's), anti-aliased by a Gaussian when shrinking: ``skimage.transform.resize``'s ``order=1`` with its
+default anti-aliasing (``tests/test_object_size.py`` holds it to that), written out here so that any region of
+a resized array can be computed from a window of the original (:func:`needed`, :func:`resample`,
+:class:`Rescaled`) and equal the same region of the whole array resized: out-of-core prediction rescales
+block by block. Probabilities stay in [0, 1] and still sum to 1 over the classes, since each resampled value
+is a weighted mean of the originals.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
-from skimage.transform import resize as _skimage_resize
+from scipy import ndimage
 
 from biounet.errors import BiounetError
 from biounet.models.instance_params import InstanceParams
@@ -148,20 +153,135 @@ def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, ...]:
     return tuple(max(1, round(n * scale)) for n in shape)
 
 
-def resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def resize(array: Any, shape: tuple[int, ...]) -> np.ndarray:
     """A channels-first array ``(C, *S)`` resampled to ``(C, *shape)`` as float32 (see the module's notes).
 
     Args:
         array: the image or probabilities, channels first.
         shape: the spatial shape wanted.
     """
-    if tuple(array.shape[1:]) == tuple(shape):
-        return np.asarray(array, np.float32)
     values = np.asarray(array, np.float32)
-    resized = _skimage_resize(values, (values.shape[0], *shape), order=1, mode="reflect",  # type: ignore[no-untyped-call]
-                              anti_aliasing=any(s < n for s, n in zip(shape, values.shape[1:], strict=True)),
-                              preserve_range=True)
-    return np.asarray(resized, np.float32)
+    source = tuple(int(n) for n in values.shape[1:])
+    shape = tuple(int(n) for n in shape)
+    if source == shape:
+        return values
+    return resample(values, (0,) * len(shape), source, shape, (0,) * len(shape), shape)
+
+
+# scipy.ndimage's Gaussian reaches int(4 sigma + 0.5) pixels either side (its default truncate of 4).
+_TRUNCATE = 4.0
+
+
+def _axis(source: int, target: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """For target pixels ``start..stop`` of an axis resized from ``source`` to ``target`` pixels: the two source
+    pixels each interpolates (mirrored at the ends, as scipy.ndimage's ``mirror`` mode), the weight of the
+    second, and the anti-aliasing Gaussian's sigma (skimage's ``(factor - 1) / 2`` when shrinking)."""
+    factor = source / target
+    # Pixel areas aligned: target pixel j's centre is at source coordinate (j + 0.5) * factor - 0.5.
+    x = (np.arange(start, stop, dtype=np.float64) + 0.5) * factor - 0.5
+    first = np.floor(x)
+    weight = (x - first).astype(np.float32)
+    first = first.astype(np.int64)
+    return _mirror(first, source), _mirror(first + 1, source), weight, max(0.0, (factor - 1) / 2)
+
+
+def _mirror(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices outside ``0..n-1`` reflected about the end pixels' centres (-1 -> 1, n -> n - 2)."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    index = np.abs(index) % period
+    return np.where(index >= n, period - index, index)
+
+
+def needed(source: tuple[int, ...], shape: tuple[int, ...], start: tuple[int, ...],
+           stop: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """The box of the source, ``(lo, hi)`` per spatial axis, that :func:`resample` reads to make the target
+    pixels ``start..stop`` of a resize from ``source`` to ``shape``: the pixels interpolated, and the
+    anti-aliasing Gaussian's reach around them.
+
+    Args:
+        source: the spatial shape resized.
+        shape: the spatial shape it is resized to.
+        start: the region's first target pixel per axis.
+        stop: one past its last target pixel per axis.
+    """
+    box = []
+    for n, m, a, b in zip(source, shape, start, stop, strict=True):
+        if n == m:
+            box.append((a, b))
+            continue
+        first, second, _, sigma = _axis(n, m, a, b)
+        reach = int(_TRUNCATE * sigma + 0.5) if sigma > 0 else 0
+        box.append((max(0, int(min(first.min(), second.min())) - reach),
+                    min(n, int(max(first.max(), second.max())) + 1 + reach)))
+    return tuple(box)
+
+
+def resample(window: np.ndarray, origin: tuple[int, ...], source: tuple[int, ...], shape: tuple[int, ...],
+             start: tuple[int, ...], stop: tuple[int, ...]) -> np.ndarray:
+    """The target pixels ``start..stop`` of a ``(C, *source)`` array resized to ``(C, *shape)``, computed from a
+    window of it: equal to the same region of the whole array resized (:func:`resize`).
+
+    Args:
+        window: ``(C, *spatial)`` values of the source from ``origin`` on, holding at least :func:`needed`'s box.
+        origin: the window's first source pixel per axis.
+        source: the whole source's spatial shape.
+        shape: the spatial shape it is resized to.
+        start: the region's first target pixel per axis.
+        stop: one past its last target pixel per axis.
+
+    Returns:
+        ``(C, *(stop - start))`` float32.
+    """
+    values = np.asarray(window, np.float32)
+    axes = [_axis(n, m, a, b) if n != m else None for n, m, a, b in zip(source, shape, start, stop, strict=True)]
+    sigmas = [0.0] + [0.0 if axis is None else axis[3] for axis in axes]
+    if any(sigmas):
+        # A Gaussian's value at a pixel depends only on pixels within its reach, which the window holds for every
+        # pixel interpolated (needed()), and on the mirrored edge where the window reaches the source's edge: so
+        # a window's values there equal the whole array's.
+        values = ndimage.gaussian_filter(values, sigmas, mode="mirror", truncate=_TRUNCATE)
+    for dim, (axis, o) in enumerate(zip(axes, origin, strict=True)):
+        if axis is None:
+            values = np.take(values, np.arange(start[dim], stop[dim]) - o, axis=dim + 1)
+            continue
+        first, second, weight, _ = axis
+        spread = (-1,) + (1,) * (len(shape) - dim - 1)
+        weight = weight.reshape(spread)
+        values = (np.take(values, first - o, axis=dim + 1) * (1 - weight)
+                  + np.take(values, second - o, axis=dim + 1) * weight)
+    return np.ascontiguousarray(values, np.float32)
+
+
+class Rescaled:
+    """An image ``(C, *S)`` resized to ``(C, *shape)``, read region by region: each read resamples only the
+    window of the image it needs (:func:`needed`), so a block of a rescaled slide equals the same block of the
+    whole slide resized, and only that window is in memory.
+
+    Args:
+        image: ``(C, *S)`` array-like with basic slicing (an :class:`~biounet.io.items.ItemView`, NumPy).
+        shape: the spatial shape it is resized to.
+    """
+
+    def __init__(self, image: Any, shape: tuple[int, ...]) -> None:
+        self.image = image
+        self.source: tuple[int, ...] = tuple(int(n) for n in image.shape[1:])
+        self.shape: tuple[int, ...] = (int(image.shape[0]), *(int(n) for n in shape))
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
+        """``view[channels, *spatial]`` with unit-step slices."""
+        channel, spatial = key[0], tuple(key[1:]) + (slice(None),) * (self.ndim - len(key))
+        bounds = [s.indices(n) for s, n in zip(spatial, self.shape[1:], strict=True)]
+        if any(step != 1 for _, _, step in bounds):
+            raise ValueError("a rescaled image is read with unit-step slices")
+        start, stop = tuple(a for a, _, _ in bounds), tuple(max(a, b) for a, b, _ in bounds)
+        box = needed(self.source, self.shape[1:], start, stop)
+        window = self.image[(slice(None),) + tuple(slice(lo, hi) for lo, hi in box)]
+        resampled: np.ndarray = resample(window, tuple(lo for lo, _ in box), self.source, self.shape[1:], start, stop)
+        return resampled[channel]
 
 
 def params_at_scale(params: InstanceParams, scale: float, spatial_dims: int) -> InstanceParams:

@@ -176,16 +176,25 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         image = match_channels(item, config.in_channels, path)
         region: tuple[slice | int, ...] = (slice(None), *index)
         try:
+            # The statistics are the item's as it is, at any scale: every pass of "auto" sees the same
+            # intensities, and out-of-core prediction, which never holds a rescaled item whole, fits the same.
+            stats = None if scale == 1.0 else checkpoint.normalization.fit(_unempty(image))
             image = image if scale == 1.0 else resize(image, shape)
             out = stacked[region] if scale == 1.0 else None
             probs = predict(checkpoint, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
-                            normalization=checkpoint.normalization, device=options.device, progress=count < 2,
-                            out=out, on_tiles=_item_progress(on_progress, number, count))
+                            normalization=checkpoint.normalization, stats=stats, device=options.device,
+                            progress=count < 2, out=out, on_tiles=_item_progress(on_progress, number, count))
         except BiounetError as exc:
             raise BiounetError(str(exc), path) from exc
         if scale != 1.0:
             stacked[region] = resize(probs, plan.spatial_shape)
     return plan.to_stored_order(stacked)
+
+
+def _unempty(image: np.ndarray) -> np.ndarray:
+    if min(image.shape[1:]) < 1:
+        raise BiounetError(f"image of shape {tuple(image.shape)} is empty")
+    return image
 
 
 def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan) -> np.ndarray:
