@@ -352,3 +352,32 @@ def test_plan_stack_channel() -> None:
     assert plan_stack("YX", (4, 5), 2, 3, channel=0).channel is None
     with pytest.raises(BiounetError, match="has one channel"):
         plan_stack("YX", (4, 5), 2, 3, channel=1)
+
+
+@pytest.mark.parametrize(("name", "write", "in_channels", "said"), [
+    ("stains3.tif", lambda p, d: tifffile.imwrite(p, d[:3], imagej=True, metadata={"axes": "CYX"}), 3,
+     "reads them as red, green and blue"),
+    ("stains4.tif", lambda p, d: tifffile.imwrite(p, d, imagej=True, metadata={"axes": "CYX"}), 3,
+     "the fourth left out as alpha"),
+    ("stains3-grey.tif", lambda p, d: tifffile.imwrite(p, d[:3], imagej=True, metadata={"axes": "CYX"}), 1,
+     "a colour picture turned grey"),
+    ("rgb.tif", lambda p, d: tifffile.imwrite(p, np.moveaxis(d[:3], 0, -1), photometric="rgb"), 3, None),
+    ("rgba.png", lambda p, d: iio.imwrite(p, np.moveaxis(d, 0, -1)), 3, None),
+])
+def test_separate_channels_read_as_colour_are_noted(name: str, write: object, in_channels: int, said: str | None,
+                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fluorescence file of 3 or 4 channels (an ImageJ hyperstack's) is read by an RGB or grey model as a
+    colour picture, as before, but a note on stderr says so and how to segment one stain; a colour picture
+    (an RGB TIFF, an RGBA PNG) gets none, nor does a picked channel."""
+    data = np.random.default_rng(1).integers(0, 255, (4, 24, 28), dtype=np.uint8)
+    write(tmp_path / name, data)  # type: ignore[operator]
+    checkpoint = small_checkpoint(tmp_path, in_channels=in_channels)
+    assert run_predict("--model", checkpoint, tmp_path / name, "--out", tmp_path / "o") == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("note:")]
+    if said is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and name in notes[0] and said in notes[0] and "--channel N" in notes[0]
+        assert run_predict("--model", checkpoint, tmp_path / name, "--out", tmp_path / "c", "--channel", "0") == 0
+        assert "note:" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,8 +96,15 @@ def run(args: argparse.Namespace) -> int:
     options = TileOptions(args.tile, args.batch_size, args.tta, args.device, size)
     predict_files(args.model, args.inputs, args.out, outputs=chosen, options=options, axes=args.axes,
                   channel=args.channel, out_format=args.out_format, prob_dtype=args.prob_dtype, block=args.block,
-                  dask=args.dask, pixel_size=pixel_size, on_written=lambda written: tqdm.write(_line(written)))
+                  dask=args.dask, pixel_size=pixel_size, on_written=_report)
     return 0
+
+
+def _report(written: Written) -> None:
+    """What was written, on stdout; a note on how the input was read, on stderr."""
+    tqdm.write(_line(written))
+    if written.note is not None:
+        tqdm.write(f"note: {written.input}: {written.note}", file=sys.stderr)
 
 
 def _line(written: Written) -> str:

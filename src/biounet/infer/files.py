@@ -30,6 +30,7 @@ from biounet.infer.predict import TileOptions
 from biounet.infer.rescale import given_scale, object_size_from_pixel_size, params_at_scale
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
+from biounet.io.channels import channels_note
 from biounet.io.files import DEAD_LINK, expand_inputs, file_stem, is_dead_link
 from biounet.io.readers import image_meta
 from biounet.io.stored import probe_stored, read_stored
@@ -57,6 +58,8 @@ class Written:
         scale: the factor the image was resized by for the model (1.0: as it is).
         object_size: the objects' diameter in the image's pixels that ``scale`` was chosen for (given, or
             estimated by ``"auto"``); ``None`` without an object size.
+        note: what the user should know of how the input was read (separate channels read as a colour
+            picture: :func:`~biounet.io.channels.channels_note`), or ``None``.
     """
 
     input: Path
@@ -66,6 +69,7 @@ class Written:
     skipped: tuple[str, ...] = ()
     scale: float = 1.0
     object_size: float | None = None
+    note: str | None = None
 
 
 def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
@@ -117,7 +121,8 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
     run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, channel, prob_dtype, block, dask, progress)
     out = Path(out)
     files = expand_inputs([str(i) for i in inputs])
-    formats = {path: run.probe(path, out_format) for path in files}
+    probed = {path: run.probe(path, out_format) for path in files}
+    formats = {path: chosen for path, (chosen, _) in probed.items()}
     if dask is not None and "zarr" not in formats.values():
         raise BiounetError("--dask computes zarr outputs: add --out-format zarr")
     single_store = out.suffix.lower() == ".zarr" and len(files) == 1 and formats[files[0]] == "zarr"
@@ -133,6 +138,7 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
             written.append(run.to_files(path, out))
         else:
             written.append(run.to_store(path, out if single_store else out / f"{file_stem(path)}.zarr"))
+        written[-1] = replace(written[-1], note=probed[path][1])
         if on_written is not None:
             on_written(written[-1])
     return written
@@ -159,8 +165,9 @@ class _Run:
             return self.chosen
         return OUTPUTS if self.checkpoint.instances is not None else ("prob", "mask")
 
-    def probe(self, path: Path, wanted: str) -> str:
-        """``tiff`` or ``zarr`` for ``path``, after checking that the model can read it."""
+    def probe(self, path: Path, wanted: str) -> tuple[str, str | None]:
+        """``tiff`` or ``zarr`` for ``path``, after checking that the model can read it, and a note on how it
+        reads its channels (:func:`~biounet.io.channels.channels_note`)."""
         config = self.checkpoint.config
         stored = probe_stored(path, config.spatial_dims, self.axes)
         plan = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, path, self.channel)
@@ -168,7 +175,7 @@ class _Run:
         chosen = _out_format(wanted, plan, config.out_channels)
         if chosen == "zarr":
             self.check_zarr_outputs(path)
-        return chosen
+        return chosen, channels_note(stored.colour, plan.channels, config.in_channels)
 
     def check_zarr_outputs(self, path: Path) -> None:
         """Fails for outputs a zarr store does not hold (prob and mask always, instances for instance models

@@ -33,6 +33,9 @@ class StoredAxes:
         axes: one letter per stored axis, from ``TZCYX``, or ``?`` where the file does not say.
         spacing: pixel/voxel size per stored axis; 1.0 where the file does not say or the axis is not spatial.
         header: the format's header, kept to write results back alike (NIfTI); ``None`` for other formats.
+        colour: whether the file says that its ``C`` axis holds the samples of a colour picture (RGB, RGBA:
+            ``True``; a PNG, a TIFF's photometric samples) or separate channels (stains, ``False``: an ImageJ
+            hyperstack's channels); ``None`` where it does not say, or the axes were given (``--axes``).
     """
 
     shape: tuple[int, ...]
@@ -40,6 +43,7 @@ class StoredAxes:
     axes: str
     spacing: tuple[float, ...]
     header: Any = field(default=None, compare=False, repr=False)
+    colour: bool | None = None
 
 
 def check_spatial_dims(spatial_dims: int, path: str | Path | None = None) -> None:

@@ -32,3 +32,21 @@ def match_channels(image: np.ndarray, channels: int, path: str | Path | None = N
     if channels == 3 and have == 1:
         return np.repeat(image, 3, axis=0)
     raise BiounetError(f"image has {have} channel(s) but the model expects {channels}", path)
+
+
+def channels_note(colour: bool | None, have: int, want: int) -> str | None:
+    """What to tell the user when a model reads separate channels (stains) as a colour picture: ``None`` unless
+    the file says that its ``have`` channels are separate (``colour is False``) and :func:`match_channels`
+    takes them for RGB(A) for a model of ``want`` channels (they are then segmented as colours, not as stains).
+
+    Args:
+        colour: :attr:`~biounet.io.axes.StoredAxes.colour`.
+        have: the channels read (1 when one is picked).
+        want: the model's input channels.
+    """
+    if colour is not False or have not in (3, 4) or want not in (1, 3):
+        return None
+    read = {(3, 3): "red, green and blue", (4, 3): "red, green and blue (the fourth left out as alpha)",
+            (3, 1): "a colour picture turned grey", (4, 1): "a colour picture turned grey (the fourth left out)"}
+    return (f"its {have} channels are separate channels, not a colour picture's, and the model reads them as "
+            f"{read[(have, want)]}; to segment one stain (a nuclear one, say), give --channel N (from 0)")

@@ -34,7 +34,8 @@ class PillowFormat:
         if own is None:
             raise BiounetError(f"cannot use an array of shape {shape} as an image", path)
         letters = check_axes(axes, shape, path) if axes is not None else own
-        return StoredAxes(shape, np.dtype(props.dtype), letters, (1.0,) * len(shape))
+        colour = True if axes is None and own == "YXC" else None
+        return StoredAxes(shape, np.dtype(props.dtype), letters, (1.0,) * len(shape), colour=colour)
 
     @contextmanager
     def open(self, path: Path) -> Iterator[np.ndarray]:

@@ -133,7 +133,18 @@ def _stored_axes(tif: Any, axes: str | None, path: Path) -> StoredAxes:
     # Resolution tags describe the pages' plane; ImageJ's slice spacing describes Z (or the unnamed pages).
     sizes = {"Y": y, "X": x, "Z": z}
     spacing = tuple(sizes.get(a, z if a == UNKNOWN else 1.0) for a in letters)
-    return StoredAxes(shape, np.dtype(series.dtype), letters, spacing)
+    return StoredAxes(shape, np.dtype(series.dtype), letters, spacing, colour=None if axes is not None else
+                      _colour(own, shape, planar))
+
+
+def _colour(own: str, shape: tuple[int, ...], planar: bool) -> bool | None:
+    """Whether the channels of a TIFF with tifffile's axes ``own`` are a colour picture's samples (``S``, stored
+    pixel by pixel: photometric RGB) or separate channels (ImageJ's ``C``); ``None`` where it has neither."""
+    channels = shape[own.index("C")] if "C" in own else 1
+    samples = shape[own.index("S")] if "S" in own and not planar else 1
+    if channels > 1:
+        return False
+    return True if samples > 1 else None
 
 
 def _spacing(tif: Any) -> tuple[float, float, float]:
