@@ -94,7 +94,8 @@ def test_cli_zarr_instances_of_the_shipped_nuclei_model_equal_the_in_memory_ones
                              dtype=image.dtype)
     source[...] = image
     assert main(["predict", "--model", "nuclei", str(tmp_path / "nuclei.zarr"), "--out",
-                 str(tmp_path / "out.zarr"), "--out-format", "zarr", "--tile", "124", "--block", "40"]) == 0
+                 str(tmp_path / "out.zarr"), "--out-format", "zarr", "--tile", "124", "--block", "40",
+                 "--object-size", "none"]) == 0
     checkpoint = load_checkpoint(resolve_model("nuclei"))
     expected = instances_from_probabilities(predict(checkpoint, image, tile=124), checkpoint.instances)
     printed = capsys.readouterr().out

@@ -110,9 +110,11 @@ def test_resplit_equals_segmenting_again_with_the_settings() -> None:
     model = load_model("nuclei")
     image = iio.imread(SAMPLES / "nuclei.png")[:192, :160]
     stack = np.stack([image, image[::-1]])  # two planes: ids unique over the stack
-    first = segment(model, stack, True)
+    # As it is: with the model's default ("auto"), segmenting again with other settings may choose another scale.
+    as_it_is = TileOptions(object_size="none")
+    first = segment(model, stack, True, options=as_it_is)
     for params in (InstanceParams(0.8, 0.5, 0), InstanceParams(0.3, 0.8, 60)):
-        again = segment(model, stack, True, instances=params).labels
+        again = segment(model, stack, True, options=as_it_is, instances=params).labels
         np.testing.assert_array_equal(resplit(first, model, params), again)
         assert not np.array_equal(again, first.labels)
 
@@ -353,13 +355,15 @@ def test_moving_the_object_settings_resplits_the_last_result_at_once(viewer: Any
     widget = segment_widget(viewer, "nuclei")
     shipped = load_model("nuclei").instances
     assert shipped is not None
+    assert widget.auto_size.isChecked()  # the model's default: estimate the objects' size
+    widget.auto_size.setChecked(False)  # as it is (object size 0): segmenting again keeps the scale
     wait_for(qtbot, widget, widget.run())
     labels = viewer.layers[-1]
     layers = len(viewer.layers)
     widget.seed.setValue(0.85)  # no job: the objects change in the same call
     widget.min_size.setValue(150)
     assert not widget.busy and len(viewer.layers) == layers
-    expected = segment(load_model("nuclei"), viewer.layers[0].data, True,
+    expected = segment(load_model("nuclei"), viewer.layers[0].data, True, options=TileOptions(object_size="none"),
                        instances=InstanceParams(0.85, shipped.foreground, 150)).labels
     np.testing.assert_array_equal(np.asarray(labels.data), expected)
     np.testing.assert_array_equal(labels.metadata[ORIGINAL], expected)

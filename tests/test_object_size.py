@@ -17,7 +17,7 @@ from biounet.data.labels import read_label
 from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import Rescaled, auto_scale, keeps, needed, params_at_scale, resample, resize
+from biounet.infer.rescale import Rescaled, auto_scale, chosen_size, keeps, needed, params_at_scale, resample, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -157,7 +157,8 @@ def test_a_checkpoint_records_its_object_size(tmp_path: Path) -> None:
     loaded = load_checkpoint(tmp_path / "m.pt")
     assert loaded.object_size == ObjectSize(18.5, 0.65, 11.0, 40.0)
     assert loaded.object_size.physical == pytest.approx(12.025)
-    assert loaded.describe()["object_size"] == {"diameter": 18.5, "pixel_size": 0.65, "low": 11.0, "high": 40.0}
+    assert loaded.describe()["object_size"] == {"diameter": 18.5, "pixel_size": 0.65, "low": 11.0, "high": 40.0,
+                                                     "estimate": False}
     save_checkpoint(tmp_path / "n.pt", model)
     assert load_checkpoint(tmp_path / "n.pt").object_size is None
 
@@ -205,6 +206,23 @@ def test_predict_prints_the_size_it_estimated(nuclei: Checkpoint, tmp_path: Path
     found, scale = re.fullmatch(r".*\(objects of ([0-9.]+) px: rescaled ([0-9.]+)x\)", line).groups()  # type: ignore[union-attr]
     assert float(found) == pytest.approx(1.25 * high, rel=0.1)
     assert float(scale) == pytest.approx(max(median / float(found), 0.25), rel=0.1)  # to the model's median
+    # The shipped model estimates by default: the same line without the option; "none" takes the image as it is.
+    assert main(["predict", "--model", "nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "default"),
+                 "--outputs", "instances"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(line[line.rindex(" (objects of"):])
+    assert main(["predict", "--model", "nuclei", str(tmp_path / "big.png"), "--out", str(tmp_path / "none"),
+                 "--outputs", "instances", "--object-size", "none"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("big_instances.tif")
+
+
+def test_no_object_size_is_the_model_s_default() -> None:
+    plain, estimating = ObjectSize(20.0), ObjectSize(20.0, estimate=True)
+    assert chosen_size(estimating, None) == "auto" and chosen_size(plain, None) is None
+    assert chosen_size(None, None) is None  # a model that records no size: as it is
+    assert chosen_size(estimating, "none") is None and chosen_size(estimating, 31.0) == 31.0
+    assert chosen_size(plain, "auto") == "auto"
+    with pytest.raises(BiounetError, match="estimate must be true or false"):
+        ObjectSize(20.0, estimate="yes")  # type: ignore[arg-type]
 
 
 def test_auto_keeps_the_smaller_sizes_the_model_knows_and_brings_larger_ones_to_its_median() -> None:

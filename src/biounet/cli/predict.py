@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                              "the size the model was trained on (biounet info shows it), and its outputs come "
                              "back at the input's size; auto: estimated per input from a first pass, which is "
                              "kept when they are within 1.25x of the model's size (for a zarr output, measured on "
-                             "the input's centre)")
+                             "the input's centre); none: the inputs as they are; default: as the model says "
+                             "(auto for nuclei, none for others; biounet info shows it)")
     parser.add_argument("--pixel-size", default=None, metavar="P",
                         help="instead of --object-size: the inputs' pixel size, in the unit of the model's "
                              "calibrated training images; their objects are taken to be as large as the model's")
@@ -143,19 +144,19 @@ def parse_outputs(text: str) -> tuple[str, ...]:
 
 
 def parse_size(text: str, flag: str, auto: bool = False) -> float | str:
-    """A positive number from ``text`` (or ``"auto"`` where ``auto`` allows it).
+    """A positive number from ``text`` (or ``"auto"`` or ``"none"`` where ``auto`` allows them).
 
     Raises:
         BiounetError: naming ``flag``, for anything else.
     """
-    if auto and text.strip().lower() == "auto":
-        return "auto"
+    if auto and text.strip().lower() in ("auto", "none"):
+        return text.strip().lower()
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not 0 < value < math.inf:
-        raise BiounetError(f"{flag} must be a positive number{' or auto' if auto else ''}, got {text!r}")
+        raise BiounetError(f"{flag} must be a positive number{', auto or none' if auto else ''}, got {text!r}")
     return value
 
 

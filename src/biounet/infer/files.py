@@ -27,7 +27,7 @@ from biounet.infer.instances import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import given_scale, object_size_from_pixel_size, params_at_scale
+from biounet.infer.rescale import chosen_size, given_scale, object_size_from_pixel_size, params_at_scale
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.channels import channels_note
@@ -89,7 +89,8 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         outputs: some of :data:`OUTPUTS`; default all four for an instance model, ``prob`` and ``mask``
             otherwise.
         options: tile, batch size, TTA, device (``None``: the CPU) and the inputs' object size in pixels
-            (or ``"auto"``), which rescales them to the size of the model's objects.
+            (or ``"auto"``), which rescales them to the size of the model's objects; ``None`` is the model's
+            default (``"auto"`` for the shipped ``nuclei``), ``"none"`` the inputs as they are.
         axes: the inputs' axes in stored order, for files whose metadata is missing or wrong.
         channel: segment only this channel of each input (from 0; e.g. the nuclear stain of a
             fluorescence image of several), as an image of one channel.
@@ -116,8 +117,9 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         if options.object_size is not None:
             raise BiounetError("give an object size or a pixel size, not both")
         options = replace(options, object_size=object_size_from_pixel_size(checkpoint.object_size, pixel_size))
-    if options.object_size is not None:
-        given_scale(checkpoint.object_size, options.object_size)  # a bad size fails before anything is written
+    size = chosen_size(checkpoint.object_size, options.object_size)
+    if size is not None:
+        given_scale(checkpoint.object_size, size)  # a bad size fails before anything is written
     run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, channel, prob_dtype, block, dask, progress)
     out = Path(out)
     files = expand_inputs([str(i) for i in inputs])

@@ -59,8 +59,10 @@ class TileOptions:
             and turned into a device (:func:`~biounet.infer.devices.resolve_device`) where a model is placed.
         object_size: the diameter of the image's objects in its pixels: the image is rescaled so that they
             are the size the model was trained on, and the result back (:mod:`biounet.infer.rescale`);
-            ``"auto"`` estimates it from a first pass; ``None`` predicts the image as it is. Taken by
-            :func:`~biounet.infer.stack.segment_array` (files and napari layers); the tile-level functions
+            ``"auto"`` estimates it from a first pass; ``"none"`` predicts the image as it is; ``None`` does
+            what the model records (:attr:`~biounet.models.object_size.ObjectSize.estimate`: ``"auto"``, or as
+            it is). Taken by :func:`~biounet.infer.stack.segment_array` (files and napari layers) and
+            :func:`~biounet.infer.out_of_core.predict_to_store`; the tile-level functions
             here predict the image they are given.
     """
 

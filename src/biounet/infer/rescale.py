@@ -31,6 +31,8 @@ from biounet.models.object_size import ObjectSize
 
 AUTO = "auto"
 """``object_size="auto"``: estimate the objects' size from a first pass (see :mod:`biounet.infer.stack`)."""
+AS_IT_IS = "none"
+"""``object_size="none"``: predict the image as it is, whatever the model's default (:func:`chosen_size`)."""
 # The factors an image is rescaled by at most, either way. An estimate beyond them is clipped (a first pass
 # that found a few specks says little); a size given beyond them is refused.
 MAX_SCALE = {AUTO: 4.0, "given": 8.0}
@@ -50,6 +52,20 @@ LARGER_AT_PROBE = 1.25
 # objects are another matter: rescaling every image as it is to the median (even by its true size) scored 0.688
 # against 0.708 left alone, the losses mostly false positives of enlarged small nuclei.
 SHRINK_ABOVE = 1.25
+
+
+def chosen_size(model: ObjectSize | None, size: float | str | None) -> float | str | None:
+    """The object size a prediction uses: ``None`` (no size named) is the model's default, ``"auto"`` for a
+    model that estimates by default (:attr:`ObjectSize.estimate`) and the image as it is for others;
+    :data:`AS_IT_IS` is the image as it is (returned as ``None``); a number or ``"auto"`` stays.
+
+    Args:
+        model: the model's :class:`ObjectSize`, or ``None``.
+        size: ``TileOptions.object_size``.
+    """
+    if size is None:
+        return AUTO if model is not None and model.estimate else None
+    return None if size == AS_IT_IS else size
 
 
 def scale_for(model: ObjectSize | None, diameter: float) -> float:

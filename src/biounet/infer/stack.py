@@ -18,6 +18,7 @@ from biounet.infer.rescale import (
     LARGER_AT_PROBE,
     PROBE,
     auto_scale,
+    chosen_size,
     given_scale,
     knows,
     params_at_scale,
@@ -57,7 +58,8 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     """One stored array segmented as ``biounet predict`` segments a file holding it: the step that files
     (:mod:`biounet.infer.files`) and napari layers share.
 
-    With ``options.object_size`` the items are rescaled so that objects of that size become the model's
+    No ``options.object_size`` is the model's default (:func:`~biounet.infer.rescale.chosen_size`). With one, the
+    items are rescaled so that objects of that size become the model's
     (:mod:`biounet.infer.rescale`), one factor for the whole array. ``"auto"`` predicts the array as it is
     and at half its size (:data:`~biounet.infer.rescale.PROBE`), and measures the median equivalent diameter
     of the objects found (an instance model's, or the connected components of a semantic model's classes):
@@ -80,7 +82,7 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
             it cannot rescale to.
     """
     check_channels(plan, checkpoint.config.in_channels, path)
-    size = options.object_size
+    size = chosen_size(checkpoint.object_size, options.object_size)
     if size is None:
         return _segment(checkpoint, array, plan, path, options, 1.0, instances, on_progress)
     try:

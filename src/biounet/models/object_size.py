@@ -35,14 +35,20 @@ class ObjectSize:
             training; ``--object-size auto`` leaves those of them up to a little above the median as they are
             (:func:`biounet.infer.rescale.keeps`). ``None``: the median alone is known (the range is then the
             median within :data:`TOLERANCE`).
+        estimate: whether a prediction that names no object size estimates it (``--object-size auto``)
+            rather than taking the image as it is: a generalist model's default (the shipped ``nuclei``), for
+            images whose objects are of any size.
     """
 
     diameter: float
     pixel_size: float | None = None
     low: float | None = None
     high: float | None = None
+    estimate: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.estimate, bool):
+            raise BiounetError(f"object size estimate must be true or false, got {self.estimate!r}")
         for name in ("diameter", "pixel_size", "low", "high"):
             value = getattr(self, name)
             if (value is not None or name == "diameter") and not (value is not None and 0 < value < np.inf):
@@ -62,10 +68,12 @@ class ObjectSize:
         return None if self.pixel_size is None else self.diameter * self.pixel_size
 
     def describe(self) -> str:
-        """``18.7 px (10.2..47.5 px)``, with the physical size where the pixel size is known."""
+        """``18.7 px (10.2..47.5 px)``, with the physical size where the pixel size is known and whether
+        predictions estimate it by default."""
         low, high = self.known
         unit = f", {self.physical:.3g} in the files' unit" if self.physical is not None else ""
-        return f"{self.diameter:.1f} px ({low:.1f}..{high:.1f} px{unit})"
+        estimated = "; estimated from each image by default" if self.estimate else ""
+        return f"{self.diameter:.1f} px ({low:.1f}..{high:.1f} px{unit}){estimated}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectSize:

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 
 from biounet.errors import BiounetError
 from biounet.infer.predict import TileOptions
+from biounet.infer.rescale import AS_IT_IS
 from biounet.models.instance_params import InstanceParams
 from biounet.napari.jobs import JobCancelledError, JobWidget
 from biounet.napari.layers import ORIGINAL, Segmentation, resplit, segment
@@ -150,6 +151,7 @@ class SegmentWidget(JobWidget):
                 self.tta.setEnabled(model.tta.symmetry != "none")
                 size = model.object_size
         sized = size is not None
+        self.auto_size.setChecked(size is not None and size.estimate)  # the model's default
         self.auto_size.setEnabled(sized)
         self.object_size.setEnabled(sized and not self.auto_size.isChecked())
         self.size_label.setToolTip(f"the model's objects: {size.describe()}" if size is not None
@@ -189,7 +191,7 @@ class SegmentWidget(JobWidget):
         data = layer.data[0] if layer.multiscale else layer.data
         size: float | str | None = None
         if self.auto_size.isEnabled():
-            size = "auto" if self.auto_size.isChecked() else self.object_size.value() or None
+            size = "auto" if self.auto_size.isChecked() else self.object_size.value() or AS_IT_IS
         settings: dict[str, Any] = {"options": TileOptions(tile=self.tile.value() or None, tta=self.tta.isChecked(),
                                                        device=self.device.currentText(), object_size=size)}
         if self.objects.isEnabled():
