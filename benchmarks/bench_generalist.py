@@ -193,7 +193,7 @@ def main() -> None:
         size = checkpoint.object_size
         print(f"{model}: objects of {size.describe() if size else 'unknown size'}", flush=True)
         for scale in SCALES:
-            plain = row(checkpoint, test, scale, None)
+            plain = row(checkpoint, test, scale, "none")
             autos = [("auto", row(checkpoint, test, scale, "auto"))] if size is not None else []
             for sizing, scores in [("as it is", plain), *autos]:
                 scores = {"model": model, "image size": f"{scale:g}x", "object size": sizing, **scores}
