@@ -27,7 +27,7 @@ from biounet.infer.instances import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import chosen_size, given_scale, object_size_from_pixel_size, params_at_scale
+from biounet.infer.rescale import object_size_from_pixel_size, params_at_scale, planned_scale
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.channels import channels_note
@@ -117,9 +117,7 @@ def predict_files(model: str | Path, inputs: Sequence[str | Path], out: str | Pa
         if options.object_size is not None:
             raise BiounetError("give an object size or a pixel size, not both")
         options = replace(options, object_size=object_size_from_pixel_size(checkpoint.object_size, pixel_size))
-    size = chosen_size(checkpoint.object_size, options.object_size)
-    if size is not None:
-        given_scale(checkpoint.object_size, size)  # a bad size fails before anything is written
+    planned_scale(checkpoint.object_size, options.object_size)  # a bad size fails before anything is written
     run = _Run(model_path, checkpoint, _chosen(outputs), options, axes, channel, prob_dtype, block, dask, progress)
     out = Path(out)
     files = expand_inputs([str(i) for i in inputs])

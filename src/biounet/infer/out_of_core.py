@@ -39,7 +39,7 @@ from biounet._version import __version__
 from biounet.errors import BiounetError
 from biounet.infer.blocks import DEFAULT_BLOCK, Block, BlockGrid, plan_blocks, resampled_blocks
 from biounet.infer.predict import TileOptions, TilePredictor
-from biounet.infer.rescale import AUTO, Rescaled, chosen_size, given_scale, needed, resample, scaled_shape
+from biounet.infer.rescale import AUTO, Rescaled, needed, planned_scale, resample, scaled_shape
 from biounet.infer.stack import segment_array
 from biounet.infer.store import PredictionStore, StoreLayout
 from biounet.io.axes import StackPlan, StoredAxes, plan_stack
@@ -167,15 +167,9 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
 def _scale(checkpoint: Checkpoint, first: ItemView, stack: StackPlan, options: TileOptions,
            path: Path) -> tuple[float, float | None]:
     """The factor the items are rescaled by, and the object size it was chosen for (see the module's notes)."""
-    size = chosen_size(checkpoint.object_size, options.object_size)
-    if size is None:
-        return 1.0, None
-    try:
-        scale = given_scale(checkpoint.object_size, size)
-    except BiounetError as exc:
-        raise BiounetError(str(exc), path) from exc
-    if scale is not None:
-        return scale, float(size)
+    planned = planned_scale(checkpoint.object_size, options.object_size, path)
+    if planned is not None:
+        return planned
     edge = AUTO_REGION[len(stack.spatial_shape)]
     region = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + edge) for n in stack.spatial_shape)
     centre = np.asarray(first[(slice(None),) + region])

@@ -26,7 +26,7 @@ from biounet.models.outputs import logits_to_probabilities
 from biounet.models.symmetry import TTA
 from biounet.models.unet import UNet, prediction_layout
 
-__all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "predict"]
+__all__ = ["DEFAULT_TILE", "TileOptions", "TilePredictor", "checked_input", "predict"]
 
 # Larger tiles waste less of the valid network's halo (388^2 of 572^2 input pixels are output at the
 # paper's tile, 516^2 of 700^2 at ours), but beyond ~700 px the feature maps outgrow the CPU caches and the
@@ -119,7 +119,7 @@ def predict(
     """
     if isinstance(model, Checkpoint):
         normalization = normalization or model.normalization
-    image = _checked_input(image, _network(model).config)
+    image = checked_input(image, _network(model).config)
     options = TileOptions(tile, batch_size, tta, None if device is None else str(device))
     predictor = TilePredictor(model, tuple(int(s) for s in image.shape[1:]), options, overlap=overlap)
     out = _checked_output(out, (predictor.classes, *predictor.plan.image_shape),
@@ -196,7 +196,7 @@ class TilePredictor:
                     on_tiles(done, len(tiles))
 
 
-def _checked_input(image: Any, config: UNetConfig) -> Any:
+def checked_input(image: Any, config: UNetConfig) -> Any:
     """``image`` as ``(C, *spatial)``, checked against the model; a missing channel axis is added per read."""
     dims = config.spatial_dims
     if image.ndim == dims:  # one channel: the axis is added per read, not by reading the array whole

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,30 @@ def chosen_size(model: ObjectSize | None, size: float | str | None) -> float | s
     if size is None:
         return AUTO if model is not None and model.estimate else None
     return None if size == AS_IT_IS else size
+
+
+def planned_scale(model: ObjectSize | None, size: float | str | None,
+                  path: str | Path | None = None) -> tuple[float, float | None] | None:
+    """The factor an image is rescaled by and the object size it is for, as ``TileOptions.object_size`` asks
+    (:func:`chosen_size`): ``(1.0, None)`` for the image as it is, ``(factor, size)`` for a size given, and
+    ``None`` for ``"auto"``, which a first pass decides.
+
+    Args:
+        model: the model's :class:`ObjectSize`, or ``None``.
+        size: ``TileOptions.object_size``.
+        path: the input, for messages.
+
+    Raises:
+        BiounetError: naming ``path``, as :func:`given_scale`.
+    """
+    size = chosen_size(model, size)
+    if size is None:
+        return 1.0, None
+    try:
+        scale = given_scale(model, size)
+    except BiounetError as exc:
+        raise BiounetError(str(exc), path) from exc
+    return None if scale is None else (scale, float(size))
 
 
 def scale_for(model: ObjectSize | None, diameter: float) -> float:

@@ -13,15 +13,14 @@ from tqdm import tqdm
 from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
-from biounet.infer.predict import TileOptions, predict
+from biounet.infer.predict import TileOptions, checked_input, predict
 from biounet.infer.rescale import (
     LARGER_AT_PROBE,
     PROBE,
     auto_scale,
-    chosen_size,
-    given_scale,
     knows,
     params_at_scale,
+    planned_scale,
     resize,
     scaled_shape,
 )
@@ -82,17 +81,11 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
             it cannot rescale to.
     """
     check_channels(plan, checkpoint.config.in_channels, path)
-    size = chosen_size(checkpoint.object_size, options.object_size)
-    if size is None:
-        return _segment(checkpoint, array, plan, path, options, 1.0, instances, on_progress)
-    try:
-        scale = given_scale(checkpoint.object_size, size)
-    except BiounetError as exc:
-        raise BiounetError(str(exc), path) from exc
-    if scale is not None:
-        given = _segment(checkpoint, array, plan, path, options, scale, instances, on_progress)
-        return replace(given, object_size=float(size))
-    return _auto(checkpoint, array, plan, path, options, instances, on_progress)
+    planned = planned_scale(checkpoint.object_size, options.object_size, path)
+    if planned is None:
+        return _auto(checkpoint, array, plan, path, options, instances, on_progress)
+    scale, size = planned
+    return replace(_segment(checkpoint, array, plan, path, options, scale, instances, on_progress), object_size=size)
 
 
 def _auto(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path, options: TileOptions,
@@ -180,7 +173,7 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         try:
             # The statistics are the item's as it is, at any scale: every pass of "auto" sees the same
             # intensities, and out-of-core prediction, which never holds a rescaled item whole, fits the same.
-            stats = None if scale == 1.0 else checkpoint.normalization.fit(_unempty(image))
+            stats = None if scale == 1.0 else checkpoint.normalization.fit(checked_input(image, config))
             image = image if scale == 1.0 else resize(image, shape)
             out = stacked[region] if scale == 1.0 else None
             probs = predict(checkpoint, image, tile=options.tile, batch_size=options.batch_size, tta=options.tta,
@@ -191,12 +184,6 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
         if scale != 1.0:
             stacked[region] = resize(probs, plan.spatial_shape)
     return plan.to_stored_order(stacked)
-
-
-def _unempty(image: np.ndarray) -> np.ndarray:
-    if min(image.shape[1:]) < 1:
-        raise BiounetError(f"image of shape {tuple(image.shape)} is empty")
-    return image
 
 
 def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan) -> np.ndarray:
