@@ -70,22 +70,48 @@ def test_instance_labels_train_three_classes_with_a_three_class_model() -> None:
     assert set(np.unique(two)) == {0, 1} and separated.max() == 2
 
 
-def test_two_touching_discs_are_two_objects_and_a_partial_boundary_line_does_not_split_one() -> None:
+def test_two_touching_discs_are_two_objects_and_a_notch_of_boundary_does_not_split_one() -> None:
     truth = discs((48, 64), [(24, 20), (24, 42)], 12)
     found = instances_from_probabilities(one_hot(boundary_classes(truth), blur=1.0))
     assert found.max() == 2
     assert instance_scores(found, truth, 0.9).accuracy == 1.0
-    # One disc crossed by a thin line of boundary that stops short of its far edge: its interior stays
-    # connected, so it remains one object.
+    # One disc with a notch of boundary 6 px into it from its edge: still one object.
     single = discs((48, 48), [(24, 24)], 14)
     classes = boundary_classes(single)
-    classes[10:30, 24] = BOUNDARY
+    classes[10:16, 24] = BOUNDARY
     found = instances_from_probabilities(one_hot(classes, blur=0.7))
     assert found.max() == 1
     assert instance_scores(found, single, 0.9).accuracy == 1.0
     # Semantic probabilities (two classes) give connected components: the touching discs merge.
     semantic = np.stack([truth == 0, truth > 0]).astype(np.float32)
     assert instances_from_probabilities(semantic).max() == 1
+
+
+def test_touching_discs_whose_contact_the_network_missed_are_split_at_their_waist() -> None:
+    # The network saw no boundary where the discs touch: one interior, two discs wide, with a waist. Seeds
+    # from the interior's connected components gave one object; the peaks of its distance transform give two.
+    truth = discs((48, 64), [(24, 20), (24, 42)], 12)
+    classes = boundary_classes((truth > 0).astype(np.int32))
+    assert ndimage.label(classes == INTERIOR)[1] == 1
+    found = instances_from_probabilities(one_hot(classes, blur=1.0))
+    assert found.max() == 2
+    assert instance_scores(found, truth, 0.8).accuracy == 1.0
+    # The split runs along the waist: each object holds its own disc's centre and nothing of the other's.
+    assert found[24, 20] != found[24, 42]
+    for obj in (1, 2):
+        assert len(set(np.unique(truth[found == obj])) - {0}) == 1
+
+
+def test_a_boundary_blurred_outwards_does_not_enlarge_small_objects() -> None:
+    # A network's boundary class spreads past a small nucleus's edge (here by two pixels all round): the
+    # object is its interior grown by the one pixel the boundary class is, not everything above the threshold.
+    truth = discs((40, 40), [(12, 12), (27, 27)], 4)
+    classes = boundary_classes(truth)
+    spread = ndimage.binary_dilation(truth > 0, iterations=2) & (truth == 0)
+    classes[spread] = BOUNDARY
+    found = instances_from_probabilities(one_hot(classes))
+    np.testing.assert_array_equal(found > 0, truth > 0)
+    assert instance_scores(found, truth, 0.99).accuracy == 1.0
 
 
 def test_touching_balls_in_an_anisotropic_volume_are_separated() -> None:

@@ -14,10 +14,11 @@ from skimage.measure import regionprops
 from biounet.cli.main import main
 from biounet.data.examples import pair_files, split_validation
 from biounet.data.labels import read_label
-from biounet.data.targets import instances_from_classes
+from biounet.data.targets import boundary_classes, instances_from_classes
 from biounet.errors import BiounetError
+from biounet.infer.instances import PixelSizes, instances_from_probabilities
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import Rescaled, auto_scale, chosen_size, keeps, needed, params_at_scale, resample, resize
+from biounet.infer.rescale import Rescaled, auto_scale, chosen_size, keeps, needed, resample, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -92,12 +93,23 @@ def test_tiled_equals_whole_at_any_scale(nuclei: Checkpoint, size: float) -> Non
     assert (tiled.ids == whole.ids).mean() > 0.999
 
 
-def test_the_minimum_object_size_is_counted_in_the_model_s_pixels() -> None:
-    params = InstanceParams(seed=0.6, foreground=0.4, min_size=39)
-    assert params_at_scale(params, 0.5, 2) == InstanceParams(seed=0.6, foreground=0.4, min_size=156)
-    assert params_at_scale(params, 2.0, 2).min_size == 10  # 39 / 4 = 9.75
-    assert params_at_scale(params, 2.0, 3).min_size == 5  # 39 / 8 = 4.875
-    assert params_at_scale(params, 1.0, 2) is params
+def test_the_post_processing_sizes_are_counted_in_the_model_s_pixels() -> None:
+    sizes = PixelSizes(0.5, 2)
+    assert sizes.min_size(39) == 156 and sizes.growth == 2 and sizes.sigma == 2.0
+    assert PixelSizes(2.0, 2).min_size(39) == 10 and PixelSizes(2.0, 2).growth == 1  # 39 / 4 = 9.75
+    assert PixelSizes(2.0, 3).min_size(39) == 5  # 39 / 8 = 4.875
+    assert PixelSizes(1.0, 2).min_size(39) == 39
+    # Discs of 21 px across (332 to 349 px) in an image predicted at half size (scale 0.5): a minimum size of 80 model
+    # pixels is 320 of the image's and keeps them, one of 90 (360) drops them all; at scale 1 both keep them.
+    _, truth = discs(21, shape=(96, 96), seed=1)
+    areas = np.bincount(truth.ravel())[1:]
+    assert areas.min() > 320 and areas.max() < 360
+    classes = boundary_classes(truth)
+    probabilities = np.stack([(classes == k).astype(np.float32) for k in range(3)])
+    found = instances_from_probabilities(probabilities, InstanceParams(min_size=80), scale=0.5)
+    assert matching_dataset([found], [truth], (0.9,))[0].accuracy == 1.0
+    assert instances_from_probabilities(probabilities, InstanceParams(min_size=90), scale=0.5).max() == 0
+    assert instances_from_probabilities(probabilities, InstanceParams(min_size=90)).max() == truth.max()
 
 
 def test_resampled_probabilities_stay_probabilities() -> None:

@@ -27,7 +27,7 @@ from biounet.infer.instances import instances_to_store
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import object_size_from_pixel_size, params_at_scale, planned_scale
+from biounet.infer.rescale import object_size_from_pixel_size, planned_scale
 from biounet.infer.stack import check_channels, segment_array
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.io.channels import channels_note
@@ -192,10 +192,8 @@ class _Run:
         run = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
                                options=self.options, prob_dtype=self.prob_dtype, block=self.block,
                                scheduler=self.dask, progress=self.progress)
-        params = self.checkpoint.instances
-        if params is not None:  # its minimum size is the model's pixels'; the store is on the input's grid
-            params = params_at_scale(params, run.scale, self.checkpoint.config.spatial_dims)
-        objects = instances_to_store(store, params, self.checkpoint.config.output) \
+        # The post-processing's sizes are the model's pixels; the store is on the input's grid.
+        objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output, run.scale) \
             if "instances" in self.outputs else None
         skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
         return Written(path, (store,), (run.computed, run.total), objects, skipped, run.scale, run.object_size)

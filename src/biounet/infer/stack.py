@@ -14,16 +14,7 @@ from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, checked_input, predict
-from biounet.infer.rescale import (
-    LARGER_AT_PROBE,
-    PROBE,
-    auto_scale,
-    knows,
-    params_at_scale,
-    planned_scale,
-    resize,
-    scaled_shape,
-)
+from biounet.infer.rescale import PROBE, auto_scale, measured, planned_scale, resize, scaled_shape
 from biounet.io.axes import StackPlan
 from biounet.io.channels import match_channels
 from biounet.models.checkpoint import Checkpoint
@@ -63,7 +54,8 @@ def segment_array(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     and at half its size (:data:`~biounet.infer.rescale.PROBE`), and measures the median equivalent diameter
     of the objects found (an instance model's, or the connected components of a semantic model's classes):
     the full-size pass's, or the half-size pass's when its objects are larger (at a size the model knows
-    there), since objects larger than any the model knows are split into pieces at full size. Objects from the
+    there), since objects larger than any the model knows are split into pieces at full size
+    (:func:`~biounet.infer.rescale.measured`). Objects from the
     smallest size the model knows to a little above its median (:func:`~biounet.infer.rescale.keeps`) keep the
     full-size pass; others are predicted again rescaled to its median (:func:`~biounet.infer.rescale.auto_scale`).
 
@@ -94,12 +86,8 @@ def _auto(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path
     model = checkpoint.object_size
     assert model is not None  # given_scale refused a model without one
     first = _segment(checkpoint, array, plan, path, options, 1.0, True, _share(on_progress, 0.0, 0.4))
-    found = _median_diameter(first, plan)
     probe = _segment(checkpoint, array, plan, path, options, PROBE, True, _share(on_progress, 0.4, 0.5))
-    coarse = _median_diameter(probe, plan)
-    # Objects that look larger at half size, at a size the model knows there, were split at full size.
-    if coarse is not None and (found is None or coarse > found * LARGER_AT_PROBE) and knows(model, coarse * PROBE):
-        found = coarse
+    found = measured(model, _median_diameter(first, plan), _median_diameter(probe, plan))
     scale = 1.0 if found is None else auto_scale(model, found)
     if scale == 1.0:  # also when nothing was found to measure: the array stays as it is
         if on_progress is not None:
@@ -127,10 +115,7 @@ def _segment(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: P
     mask = probabilities_to_mask(probs, checkpoint.config.output)
     if not instances:
         return Segmented(probs, mask, None, scale)
-    if checkpoint.instances is not None:
-        params = params_at_scale(checkpoint.instances, scale, checkpoint.config.spatial_dims)
-        checkpoint = replace(checkpoint, instances=params)
-    return Segmented(probs, mask, stack_instances(checkpoint, probs, mask, plan), scale)
+    return Segmented(probs, mask, stack_instances(checkpoint, probs, mask, plan, scale), scale)
 
 
 def _share(on_progress: Callable[[float], None] | None, low: float,
@@ -186,7 +171,8 @@ def predict_stack(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, pa
     return plan.to_stored_order(stacked)
 
 
-def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan) -> np.ndarray:
+def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray, plan: StackPlan,
+                    scale: float = 1.0) -> np.ndarray:
     """Object ids for every item (plane, or volume of a time series) of a prediction, unique over all items.
 
     An instance model's objects come from its probabilities (:func:`instances_from_probabilities` with the
@@ -199,6 +185,8 @@ def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray,
         probs: ``(classes, *plan.out_shape)`` probabilities, as :func:`predict_stack` gives them.
         mask: ``plan.out_shape`` class indices of ``probs``.
         plan: the stack's :class:`~biounet.io.axes.StackPlan`.
+        scale: the factor the items were resized by for the model (the post-processing's sizes are the
+            model's pixels: :func:`instances_from_probabilities`).
 
     Returns:
         ``int32`` ids of shape ``(*plan.batch_shape, *plan.spatial_shape)`` (items first; back to the stored
@@ -213,7 +201,8 @@ def stack_instances(checkpoint: Checkpoint, probs: np.ndarray, mask: np.ndarray,
     for index in np.ndindex(*plan.batch_shape):
         if checkpoint.instances is not None:
             region: tuple[slice | int, ...] = (slice(None), *index)
-            item = instances_from_probabilities(prob_items[region], checkpoint.instances, checkpoint.config.output)
+            item = instances_from_probabilities(prob_items[region], checkpoint.instances, checkpoint.config.output,
+                                                scale)
         else:
             item = instances_from_classes(mask_items[index])
         count = int(item.max(initial=0))  # both number their objects 1..count

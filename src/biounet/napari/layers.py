@@ -16,7 +16,6 @@ from scipy import ndimage
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import params_at_scale
 from biounet.infer.stack import segment_array, stack_instances
 from biounet.io.axes import StackPlan, plan_stack
 from biounet.models.checkpoint import Checkpoint
@@ -136,11 +135,10 @@ def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams
     """
     if result.classes is None or result.plan is None or checkpoint.instances is None:
         raise BiounetError("only an instance model's result can be split into objects again")
-    # The minimum size is in the model's pixels, as the checkpoint's is; the result was made at its scale.
-    tuned = dataclasses.replace(checkpoint, instances=params_at_scale(params, result.scale,
-                                                                      checkpoint.config.spatial_dims))
+    # The sizes are the model's pixels, as the checkpoint's are; the result was made at its scale.
+    tuned = dataclasses.replace(checkpoint, instances=params)
     mask = probabilities_to_mask(result.classes, checkpoint.config.output)
-    ids = stack_instances(tuned, result.classes, mask, result.plan)
+    ids = stack_instances(tuned, result.classes, mask, result.plan, result.scale)
     return result.plan.to_stored_order(ids[None])[0].reshape(result.labels.shape)
 
 
