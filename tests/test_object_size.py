@@ -18,7 +18,7 @@ from biounet.data.targets import boundary_classes, instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import PixelSizes, instances_from_probabilities
 from biounet.infer.predict import TileOptions
-from biounet.infer.rescale import Rescaled, auto_scale, chosen_size, keeps, needed, resample, resize
+from biounet.infer.rescale import Rescaled, auto_scale, chosen_size, keeps, measured, needed, resample, resize
 from biounet.infer.stack import segment_array
 from biounet.io.axes import plan_stack
 from biounet.metrics.instances import matching_dataset
@@ -244,6 +244,18 @@ def test_auto_keeps_the_smaller_sizes_the_model_knows_and_brings_larger_ones_to_
     for diameter in (9.5, 25.5, 40.0, 47.0):  # 40 and 47 px are sizes it knows, but larger than 1.25x 20 px
         assert not keeps(model, diameter) and auto_scale(model, diameter) == pytest.approx(20.0 / diameter)
     assert auto_scale(model, 200.0) == 0.25 and auto_scale(model, 2.0) == 4.0  # at most 4x either way
+
+
+def test_the_half_size_pass_measures_large_objects_split_at_full_size_not_crowds_of_small_ones() -> None:
+    model = ObjectSize(20.0, None, 10.0, 47.0)
+    # Pieces of a size the model knows at full size, objects of 60 px (30 at half size) whole at the probe.
+    assert measured(model, 15.0, 60.0) == 60.0
+    assert measured(model, None, 60.0) == 60.0  # nothing found at full size
+    assert measured(model, 15.0, 17.0) == 15.0  # not 1.25x larger
+    assert measured(model, 15.0, 120.0) == 15.0  # 60 px at half size: larger than any the model knows
+    # Objects of 6 px at full size are small objects: the blobs their crowds make at half size do not count.
+    assert measured(model, 6.0, 30.0) == 6.0
+    assert measured(model, None, None) is None and measured(model, 15.0, None) == 15.0
 
 
 def test_the_sizes_a_model_knows_are_its_range_and_at_least_its_median_within_the_tolerance() -> None:
