@@ -105,6 +105,12 @@ def pack_data(folder: Path) -> None:
 def run_validation() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The 60 images the ``nuclei`` training run held out (``split_validation`` of its 600 pairs, seed 0,
     10 %): what it tuned its post-processing on."""
+    return [_pair(i.stem, i, lbl) for i, lbl in _held_out()]
+
+
+def _held_out() -> list[tuple[Path, Path]]:
+    """The (image, label) paths of the ``nuclei`` training run's validation images (resolved: they outlive the
+    folder of links :func:`link_data` makes for the split)."""
     import tempfile
 
     from biounet.data.examples import pair_files, split_validation
@@ -112,13 +118,11 @@ def run_validation() -> list[tuple[str, np.ndarray, np.ndarray]]:
     with tempfile.TemporaryDirectory() as tmp:
         link_data(Path(tmp))
         _, held_out = split_validation(pair_files(Path(tmp) / "images", Path(tmp) / "labels"), 0.1, 0)
-        return [_pair(i.stem, i, lbl) for i, lbl in held_out]
+        return [(i.resolve(), lbl.resolve()) for i, lbl in held_out]
 
 
 def retune(model: str, out: Path) -> None:
     """``model`` with its post-processing tuned again on :func:`run_validation`, written to ``out``."""
-    from dataclasses import replace
-
     from biounet.models.checkpoint import save_checkpoint
     from biounet.training.tuning import tune_instance_params
 
@@ -132,24 +136,16 @@ def retune(model: str, out: Path) -> None:
     tuned = tune_instance_params(probabilities, [truth for _, _, truth in images], output=checkpoint.config.output)
     print(f"{model}: was {checkpoint.instances}; tuned {tuned.params}: accuracy@0.5 {tuned.accuracy:.4f} on the "
           f"{len(images)} validation images (defaults {tuned.default_accuracy:.4f})")
-    done = replace(checkpoint, instances=tuned.params)
-    save_checkpoint(out, done.model, done.normalization, done.class_names, extra=done.extra,
-                    instances=done.instances, tta=done.tta, object_size=done.object_size)
+    save_checkpoint(out, checkpoint.model, checkpoint.normalization, checkpoint.class_names, extra=checkpoint.extra,
+                    instances=tuned.params, tta=checkpoint.tta, object_size=checkpoint.object_size)
 
 
 def validation_split(count: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """For choosing settings without the test split: ``count`` images of ``dsb2018-stage1`` that the ``nuclei``
     training run held out for its own validation (``split_validation`` of its 600 pairs, seed 0, 10 %) and
     that are not in the 100-image subset (so the 30-minute model never trained on them either)."""
-    import tempfile
-
-    from biounet.data.examples import pair_files, split_validation
-
-    with tempfile.TemporaryDirectory() as tmp:
-        link_data(Path(tmp))
-        _, held_out = split_validation(pair_files(Path(tmp) / "images", Path(tmp) / "labels"), 0.1, 0)
-        subset = {r["id"] for r in csv.DictReader((DATA / "index.csv").open())}
-        return [_pair(i.stem, i, lbl) for i, lbl in held_out if i.stem not in subset][:count]
+    subset = {r["id"] for r in csv.DictReader((DATA / "index.csv").open())}
+    return [_pair(i.stem, i, lbl) for i, lbl in _held_out() if i.stem not in subset][:count]
 
 
 def _pair(name: str, image: Path, label: Path) -> tuple[str, np.ndarray, np.ndarray]:

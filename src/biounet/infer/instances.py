@@ -49,7 +49,7 @@ alone and its flooding never leaves it. So the exact out-of-core result comes fr
 2. each piece is split from the probabilities of its bounding box alone, exactly as the whole image would
    split it, and written with a provisional id;
 3. the ids are made those of the whole-image result: objects of ``min_size`` pixels or more, numbered in the
-   raster order of their seed's first pixel (as the whole image numbers them).
+   raster order of their first pixels (as the whole image numbers them).
 
 Memory is bounded by a block and by the largest piece's bounding box (a nucleus, or a cluster of touching
 ones), not by the image. The result goes to the store's ``instances/0`` (uint32), beside ``prob/0`` and
@@ -74,20 +74,20 @@ from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.optional import optional_import
 
-# Step 3 for a three-class model, in pixels: the Gaussian that smooths a core's distance transform, and how far
-# a peak of it must rise above the saddle to a higher one to seed an object of its own. Chosen on the 55 held-out
-# images of benchmarks/bench_generalist.py --validation (nuclei, seed threshold tuned): (1, 1) 0.768,
-# (1.5, 0.5) 0.763, (1.5, 1) 0.757; unsmoothed, every ridge of the raw transform is a peak and nuclei broke
-# into pieces (0.57).
+# Step 3 for a three-class model, in the model's pixels: the Gaussian that smooths a core's distance transform,
+# and how far a peak of it must rise above the saddle to a higher one to seed an object of its own. Chosen on the
+# 55 held-out images of benchmarks/bench_generalist.py --validation (nuclei, seed threshold tuned), with seeds
+# from the peaks alone (a rule tried before this one): (1, 1) 0.768, (1.5, 0.5) 0.763, (1.5, 1) 0.757;
+# unsmoothed, every ridge of the raw transform is a peak and nuclei broke into pieces (0.57).
 SPLIT_SIGMA = 1.0
 SPLIT_DEPTH = 1.0
 
 
 @dataclass(frozen=True)
 class PixelSizes:
-    """The post-processing's sizes, which are the model's pixels, in an image's, when the image was resized by
-    ``scale`` for the model: on DSB images shown at half size (predicted enlarged 2x), seeds at 1 image pixel
-    instead of the model's scored accuracy@0.5 0.633 instead of 0.655 on the same probabilities.
+    """The post-processing's sizes, counted in the model's pixels, in the pixels of an image that was resized by
+    ``scale`` for the model. Counting them in the image's pixels instead scored accuracy@0.5 0.633 against
+    0.655 on the same probabilities of DSB images shown at half size (predicted enlarged 2x).
 
     Args:
         scale: the factor the image was resized by for the model (1: as it is).
@@ -243,8 +243,8 @@ def _core_seeds(interior: np.ndarray, objects: np.ndarray, seed: float, sizes: P
     next_label = int(components.max()) + 1
     boxes = ndimage.find_objects(components)
     for k in thick.tolist():
-        box = boxes[k - 1]
-        if k == 0 or box is None:
+        box = boxes[k - 1] if k > 0 else None
+        if box is None:
             continue
         component = np.pad(components[box] == k, pad)
         distance = ndimage.distance_transform_edt(component, sampling=sizes.scale)  # in the model's pixels
@@ -253,9 +253,8 @@ def _core_seeds(interior: np.ndarray, objects: np.ndarray, seed: float, sizes: P
         height = ndimage.gaussian_filter(distance.astype(np.float32), sizes.sigma) + np.float32(_CORE_RAISE) * component
         peaks, found = ndimage.label((h_maxima(height, SPLIT_DEPTH) > 0) & component,  # type: ignore[no-untyped-call]
                                      structure=full)
-        inner = (slice(pad, -pad),) * core.ndim
         if found > 1:
-            local = peaks[inner]
+            local = peaks[(slice(pad, -pad),) * core.ndim]
             seeds[box] = np.where(components[box] == k, 0, seeds[box])
             seeds[box] = np.where(local > 0, local + (next_label - 1), seeds[box])
             next_label += found
@@ -379,7 +378,7 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], post: _Pos
     boxes: list[list[tuple[int, int]]] = []
     anchors: list[tuple[int, ...]] = []  # a pixel of each deferred piece, to find it again in its bounding box
     faces: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}  # (axis, block start) -> ids on its last plane
-    firsts: list[int] = []  # per provisional id (1-based), the flat index of its seed's first pixel
+    firsts: list[int] = []  # per provisional id (1-based), the flat index of its first pixel
     sizes: list[int] = []
 
     def find(i: int) -> int:
@@ -402,10 +401,10 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], post: _Pos
                          for b, r, n in zip(box, region, shape, strict=True))
             global_box = tuple(slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region, strict=True))
             if not shared:
-                split, seed_firsts = _split(probabilities[(slice(None),) + box], labels[box] == k, global_box,
+                split, object_firsts = _split(probabilities[(slice(None),) + box], labels[box] == k, global_box,
                                             shape, post)
                 provisional[box] = np.where(split > 0, _numbered(split, len(firsts)), provisional[box])
-                _count(split, seed_firsts, firsts, sizes)
+                _count(split, object_firsts, firsts, sizes)
                 continue
             ids[k] = len(parent)
             parent.append(len(parent))
@@ -436,12 +435,12 @@ def _split_item(item: _Item, target: _Target, block: tuple[int, ...], post: _Pos
         probabilities, objects = _read_objects(item, box, post)
         labels, _ = ndimage.label(objects)
         piece = labels == labels[tuple(p - b.start for p, b in zip(anchors[members[0]], box, strict=True))]
-        split, seed_firsts = _split(probabilities, piece, box, shape, post)
+        split, object_firsts = _split(probabilities, piece, box, shape, post)
         current = target[box]
         target[box] = np.where(split > 0, _numbered(split, len(firsts)), current)
-        _count(split, seed_firsts, firsts, sizes)
+        _count(split, object_firsts, firsts, sizes)
 
-    # 3. the whole image's numbering: kept objects in the order of their seeds' first pixels
+    # 3. the whole image's numbering: kept objects in the order of their first pixels
     smallest = post.min_size
     kept = [k for k in np.argsort(np.asarray(firsts, np.int64), kind="stable") if sizes[k] >= smallest]
     final = np.zeros(len(firsts) + 1, np.uint32)
@@ -481,9 +480,9 @@ def _numbered(split: np.ndarray, before: int) -> np.ndarray:
     return np.where(split > 0, split.astype(np.uint32) + np.uint32(before), np.uint32(0))
 
 
-def _count(split: np.ndarray, seed_firsts: list[int], firsts: list[int], sizes: list[int]) -> None:
-    firsts += seed_firsts
-    sizes += np.bincount(split.ravel(), minlength=len(seed_firsts) + 1)[1:len(seed_firsts) + 1].tolist()
+def _count(split: np.ndarray, object_firsts: list[int], firsts: list[int], sizes: list[int]) -> None:
+    firsts += object_firsts
+    sizes += np.bincount(split.ravel(), minlength=len(object_firsts) + 1)[1:len(object_firsts) + 1].tolist()
 
 
 def _first_flat(pixels: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> int:
