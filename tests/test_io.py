@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from biounet.errors import BiounetError
-from biounet.io.channels import match_channels
+from biounet.io.channels import can_match, match_channels
 from biounet.io.readers import probe_image, read_image
 from biounet.io.writers import write_mask, write_probabilities
 from biounet.models.normalization import Normalization
@@ -73,6 +73,20 @@ def test_channel_matching() -> None:
     assert np.array_equal(match_channels(grey, 3), np.concatenate([grey] * 3))
     with pytest.raises(BiounetError, match="2 channel"):
         match_channels(np.zeros((2, 4, 5)), 3, "two.tif")
+
+
+@pytest.mark.parametrize("have", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("want", [1, 2, 3, 4])
+def test_channel_check_is_the_adaptation(have: int, want: int) -> None:
+    """The early check (``can_match``, what ``biounet predict`` checks before reading a file) accepts exactly
+    the channel counts that ``match_channels`` adapts, to the model's count."""
+    image = np.ones((have, 4, 5), np.float32)
+    if can_match(have, want):
+        assert match_channels(image, want).shape == (want, 4, 5)
+    else:
+        with pytest.raises(BiounetError):
+            match_channels(image, want)
+    assert can_match(have, want) == (have == want or (have, want) in {(3, 1), (4, 1), (4, 3), (1, 3)})
 
 
 @pytest.mark.parametrize(("content", "name", "message"), [

@@ -16,7 +16,7 @@ from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, checked_input, predict
 from biounet.infer.rescale import PROBE, auto_scale, measured, planned_scale, resize, scaled_shape
 from biounet.io.axes import StackPlan
-from biounet.io.channels import match_channels
+from biounet.io.channels import can_match, match_channels
 from biounet.models.checkpoint import Checkpoint
 from biounet.models.object_size import median_diameter
 from biounet.models.outputs import probabilities_to_mask
@@ -231,7 +231,7 @@ def _item_progress(on_progress: Callable[[float], None] | None, item: int,
 def check_channels(plan: StackPlan, want: int, path: Path | None) -> None:
     """Fails early for channel counts that :func:`match_channels` cannot adapt."""
     have = plan.channels
-    if have != want and not (want == 1 and have in (3, 4)) and not (want == 3 and have in (1, 4)):
+    if not can_match(have, want):
         raise BiounetError(f"image has {have} channel(s) (axes {plan.axes.replace('-', '')}) but the model "
                            f"expects {want}; segment one of them with --channel N (from 0), or if the file's axes "
                            "are not these, give them with --axes", path)
