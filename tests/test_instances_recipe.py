@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage.morphology import h_maxima
 
 from biounet.data.labels import LabelConfig
 from biounet.data.targets import BACKGROUND, BOUNDARY, INTERIOR, boundary_classes
-from biounet.infer.instances import instances_from_probabilities
+from biounet.infer.instances import SPLIT_DEPTH, PixelSizes, _component_peaks, instances_from_probabilities
 from biounet.metrics.instances import instance_scores
 from biounet.models.instance_params import InstanceParams
 from biounet.training.tuning import small_object_size, tune_instance_params
@@ -112,6 +113,41 @@ def test_a_boundary_blurred_outwards_does_not_enlarge_small_objects() -> None:
     found = instances_from_probabilities(one_hot(classes))
     np.testing.assert_array_equal(found > 0, truth > 0)
     assert instance_scores(found, truth, 0.99).accuracy == 1.0
+
+
+def _peaks_one_at_a_time(component: np.ndarray, sizes: PixelSizes) -> np.ndarray | None:
+    """The rule of ``_component_peaks`` for one component on its own, plainly (as it was computed before the
+    components were packed into strips and pre-filtered by their local maxima)."""
+    pad = int(np.ceil(4 * sizes.sigma)) + 1
+    crop = np.pad(component, pad)
+    distance = ndimage.distance_transform_edt(crop, sampling=sizes.scale)
+    if distance.max() <= SPLIT_DEPTH:
+        return None
+    height = ndimage.gaussian_filter(distance.astype(np.float32), sizes.sigma) + np.float32(1000) * crop
+    full = ndimage.generate_binary_structure(crop.ndim, crop.ndim)
+    peaks, found = ndimage.label((h_maxima(height, SPLIT_DEPTH) > 0) & crop, structure=full)
+    return peaks[(slice(pad, -pad),) * crop.ndim] if found > 1 else None
+
+
+@pytest.mark.parametrize(("shape", "scale"), [((200, 260), 1.0), ((200, 260), 0.43), ((200, 260), 2.0),
+                                              ((30, 60, 60), 1.0)])
+def test_component_peaks_packed_in_strips_are_each_components_own(shape: tuple[int, ...], scale: float) -> None:
+    # Overlapping balls of many sizes, some cut by the image's edge: components of one ball and of several,
+    # with waists. Each one's peaks from the strips are those it has alone, pixel for pixel and numbered alike.
+    rng = np.random.default_rng(3)
+    grid = np.indices(shape)
+    blobs = np.zeros(shape, bool)
+    for _ in range(80 if len(shape) == 2 else 40):
+        centre, radius = [rng.uniform(0, n) for n in shape], rng.uniform(2, 7) / min(scale, 1.0)
+        blobs |= sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
+    components, count = ndimage.label(blobs, structure=np.ones((3,) * len(shape)))
+    crops = [components[box] == k for k, box in enumerate(ndimage.find_objects(components), 1)]
+    sizes = PixelSizes(scale, len(shape))
+    packed = _component_peaks(crops, sizes)
+    alone = [_peaks_one_at_a_time(crop, sizes) for crop in crops]
+    assert count > 10 and sum(a is not None for a in alone) >= 2
+    for a, b in zip(alone, packed, strict=True):
+        assert (a is None and (b is None or b.max() <= 1)) or np.array_equal(a, b)
 
 
 def test_touching_balls_in_an_anisotropic_volume_are_separated() -> None:
