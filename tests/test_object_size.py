@@ -268,3 +268,34 @@ def test_the_sizes_a_model_knows_are_its_range_and_at_least_its_median_within_th
                 dict(diameter=float("nan"))]:
         with pytest.raises(BiounetError, match="object size"):
             ObjectSize(**bad)  # type: ignore[arg-type]
+
+
+def test_a_rescaling_that_leaves_the_objects_of_no_known_size_is_undone(nuclei: Checkpoint,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large nucleus the model sees in pieces at full size: the pieces (8 px, smaller than any size it knows)
+    set the scale (2.45x), and the enlarged pass finds specks (3 px there, 7 px in its own pixels: still
+    smaller than any it knows), so the result is the image as it is, not the specks (the DSB test image
+    93c5638e7e at twice its size: one nucleus, 219 specks)."""
+    from biounet.infer import stack
+
+    yy, xx = np.mgrid[:120, :120]
+
+    def blobs(centres: list[tuple[int, int]], radius: float) -> np.ndarray:
+        return np.any([(yy - y) ** 2 + (xx - x) ** 2 <= radius**2 for y, x in centres], axis=0)
+
+    pieces = blobs([(40, 40), (40, 60), (60, 50)], 4)
+    whole = blobs([(50, 50)], 14)
+    specks = blobs([(y, x) for y in range(10, 110, 8) for x in range(10, 110, 8)], 1.6)
+
+    def fake(checkpoint: Checkpoint, array: np.ndarray, plan: object, path: Path, *, scale: float = 1.0,
+             **_: object) -> np.ndarray:
+        inside = {1.0: pieces, 0.5: whole}.get(scale, specks)
+        interior = np.where(inside, 0.9, 0.05).astype(np.float32)
+        return np.stack([1 - interior - 0.05, interior, np.full_like(interior, 0.05)])
+
+    monkeypatch.setattr(stack, "predict_stack", fake)
+    size = nuclei.object_size
+    assert size is not None and not keeps(size, 8.0) and measured(size, 8.0, 28.0) == 8.0
+    found = segment(nuclei, np.zeros((3, 120, 120), np.uint8), object_size="auto")
+    assert found.scale == 1.0 and found.ids.max() == 3
+    np.testing.assert_array_equal(found.ids > 0, pieces)

@@ -14,7 +14,7 @@ from biounet.data.targets import instances_from_classes
 from biounet.errors import BiounetError
 from biounet.infer.instances import instances_from_probabilities
 from biounet.infer.predict import TileOptions, checked_input, predict
-from biounet.infer.rescale import PROBE, auto_scale, measured, planned_scale, resize, scaled_shape
+from biounet.infer.rescale import PROBE, auto_scale, knows, measured, planned_scale, resize, scaled_shape
 from biounet.io.axes import StackPlan
 from biounet.io.channels import can_match, match_channels
 from biounet.models.checkpoint import Checkpoint
@@ -97,6 +97,11 @@ def _auto(checkpoint: Checkpoint, array: np.ndarray, plan: StackPlan, path: Path
     # The size reported is measured on this pass, which saw the objects at the model's own size: 36 px discs
     # measured 31.1 px at full size (rescaled by 0.63 all the same) and 35.8 px here.
     again = _median_diameter(second, plan)
+    if again is not None and not knows(model, again * scale):
+        # The rescaled pass's objects are still of no size the model knows: the size was misread (a single
+        # large nucleus in pieces at full size, enlarged 2.3x, came out as 219 specks), so the image is
+        # taken as it is.
+        return replace(first, object_size=found, ids=first.ids if instances else None)
     return replace(second, object_size=found if again is None else again, ids=second.ids if instances else None)
 
 
