@@ -102,7 +102,8 @@ def test_training_pairs_of_an_rgb_stack_are_the_annotated_planes(tmp_path: Path)
         write_training_pairs(tmp_path / "none", "cells", stack, True, np.full_like(label, IGNORE), 2, 3)
 
 
-def test_resplit_equals_segmenting_again_with_the_settings() -> None:
+@pytest.mark.parametrize("size", ["none", 9.0])
+def test_resplit_equals_segmenting_again_with_the_settings(size: str | float) -> None:
     from biounet.models.instance_params import InstanceParams
     from biounet.napari.layers import resplit, segment
     from biounet.napari.models import load_model
@@ -110,11 +111,13 @@ def test_resplit_equals_segmenting_again_with_the_settings() -> None:
     model = load_model("nuclei")
     image = iio.imread(SAMPLES / "nuclei.png")[:192, :160]
     stack = np.stack([image, image[::-1]])  # two planes: ids unique over the stack
-    # As it is: with the model's default ("auto"), segmenting again with other settings may choose another scale.
-    as_it_is = TileOptions(object_size="none")
-    first = segment(model, stack, True, options=as_it_is)
+    # As it is, or at one size (9 px: enlarged 2.2x, the objects found on the enlarged grid): with the model's
+    # default ("auto"), segmenting again with other settings may choose another scale.
+    options = TileOptions(object_size=size)
+    first = segment(model, stack, True, options=options)
+    assert (first.scale > 1) == (size != "none") and (first.fine is not None) == (size != "none")
     for params in (InstanceParams(0.8, 0.5, 0), InstanceParams(0.3, 0.8, 60)):
-        again = segment(model, stack, True, options=as_it_is, instances=params).labels
+        again = segment(model, stack, True, options=options, instances=params).labels
         np.testing.assert_array_equal(resplit(first, model, params), again)
         assert not np.array_equal(again, first.labels)
 

@@ -130,6 +130,23 @@ def test_a_rescaled_store_equals_the_rescaled_tiff_outputs(tmp_path: Path, capsy
                                   tifffile.imread(tmp_path / "tiff" / "discs_instances.tif"))
 
 
+def test_an_enlarged_stack_s_objects_in_a_store_are_those_found_in_memory(tmp_path: Path) -> None:
+    """Objects of a stack enlarged for the model: found on the enlarged grid (a second store, of the model's own
+    prediction there), brought back by nearest pixel and numbered plane by plane, as in memory."""
+    from biounet.cli.main import main
+    from conftest import discs
+
+    image, _ = discs(10, shape=(150, 170), seed=5)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image[0], image[0][::-1, ::-1]]), metadata={"axes": "ZYX"})
+    common = ["predict", "--model", "nuclei", str(tmp_path / "stack.tif"), "--object-size", "10", "--tile", "124"]
+    assert main([*common, "--out", str(tmp_path / "tiff"), "--out-format", "tiff", "--outputs", "instances"]) == 0
+    assert main([*common, "--out", str(tmp_path / "out.zarr"), "--out-format", "zarr", "--block", "64"]) == 0
+    expected = tifffile.imread(tmp_path / "tiff" / "stack_instances.tif")
+    assert expected[0].max() > 20 and expected[1].min(initial=1) == 0 and expected[1].max() > expected[0].max()
+    np.testing.assert_array_equal(_stored(tmp_path / "out.zarr", "instances"), expected)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # the enlarged store is gone
+
+
 def test_valid_blocks_share_no_tile() -> None:
     config = UNetConfig.paper()
     plan = plan_tiles(config, (2000, 1500), (572, 572))

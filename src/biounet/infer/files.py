@@ -14,6 +14,7 @@ hold), so that a bad file fails before anything is written. Then each input goes
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from biounet.errors import BiounetError
 from biounet.infer.devices import resolve_device
-from biounet.infer.instances import instances_to_store
+from biounet.infer.instances import instances_to_store, nearest_instances
 from biounet.infer.objects import object_table, write_object_table
 from biounet.infer.out_of_core import predict_to_store
 from biounet.infer.predict import TileOptions
@@ -192,11 +193,28 @@ class _Run:
         run = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
                                options=self.options, prob_dtype=self.prob_dtype, block=self.block,
                                scheduler=self.dask, progress=self.progress)
-        # The post-processing's sizes are the model's pixels; the store is on the input's grid.
-        objects = instances_to_store(store, self.checkpoint.instances, self.checkpoint.config.output, run.scale) \
-            if "instances" in self.outputs else None
+        objects = self.store_objects(path, store, run.scale) if "instances" in self.outputs else None
         skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
         return Written(path, (store,), (run.computed, run.total), objects, skipped, run.scale, run.object_size)
+
+    def store_objects(self, path: Path, store: Path, scale: float) -> int:
+        """Writes the objects of a finished store of ``path`` predicted at ``scale``; returns their number.
+
+        An input enlarged for the model has its objects found on the enlarged grid, as in memory
+        (:func:`~biounet.infer.stack.stack_instances`): from a second store of the model's own prediction there,
+        in a temporary folder beside ``store`` (its probabilities in float32, ``scale**2`` times the pixels),
+        brought back by nearest neighbour (:func:`~biounet.infer.instances.nearest_instances`).
+        """
+        params, output = self.checkpoint.instances, self.checkpoint.config.output
+        if scale <= 1.0:
+            # The post-processing's sizes are the model's pixels; the store is on the input's grid.
+            return instances_to_store(store, params, output, scale)
+        with tempfile.TemporaryDirectory(prefix=f".{store.name}-", dir=store.parent) as tmp:
+            fine = Path(tmp) / "enlarged.zarr"
+            predict_to_store(path, self.model_path, fine, axes=self.axes, channel=self.channel, options=self.options,
+                             block=self.block, scheduler=self.dask, progress=self.progress, enlarged=scale)
+            instances_to_store(fine, params, output)
+            return nearest_instances(fine, store)
 
     def to_files(self, path: Path, out: Path) -> Written:
         """Reads ``path`` whole, segments it and writes its outputs into ``out``."""

@@ -14,7 +14,9 @@ equal to it: a block of the image's grid is resampled from the window of the res
 (:func:`~biounet.infer.rescale.needed`), which is predicted from the tiles of the rescaled image's plan that
 cover it, whose input is in turn resampled from the window of the image they read
 (:class:`~biounet.infer.rescale.Rescaled`). Neighbouring blocks share the tiles along their border, so a
-rescaled store computes a few more tiles than one at scale 1. ``"auto"`` measures the objects on the centre of
+rescaled store computes a few more tiles than one at scale 1. The objects of an enlarged input are found on the
+enlarged grid, as in memory, from a second store of the model's own prediction there (``enlarged``: see
+:mod:`biounet.infer.files`). ``"auto"`` measures the objects on the centre of
 the first item (:data:`AUTO_REGION`), as :func:`~biounet.infer.stack.segment_array` does on a whole image, and
 predicts every item at the scale chosen there.
 """
@@ -66,8 +68,9 @@ class BlockJob:
         block: wanted block size (rounded to the tile grid), or ``None`` for the default.
         threads: torch threads per process, or ``None`` to leave torch's choice.
         channel: the input's one channel to segment, or ``None`` for all.
-        scale: the factor the input is rescaled by for the model (1.0: as it is); the store is on the input's
-            grid either way.
+        scale: the factor the input is rescaled by for the model (1.0: as it is).
+        fine: whether the store is on the rescaled grid, the model's own prediction of the enlarged input (what
+            an enlarging scale's objects are found on), rather than resampled back onto the input's grid.
     """
 
     input: str
@@ -81,6 +84,7 @@ class BlockJob:
     threads: int | None = None
     channel: int | None = None
     scale: float = 1.0
+    fine: bool = False
 
 
 # "auto" measures objects on this much of the centre of a store's first item, per axis (segment_array's passes
@@ -109,7 +113,7 @@ class StoreRun:
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
                      axes: str | None = None, channel: int | None = None, options: TileOptions = TileOptions(),
                      prob_dtype: str = "float32", block: int | None = None, scheduler: str | None = None,
-                     progress: bool = False) -> StoreRun:
+                     progress: bool = False, enlarged: float | None = None) -> StoreRun:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
 
     Args:
@@ -125,6 +129,10 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         scheduler: ``None`` for a plain loop in this process; ``local:N`` for a local Dask cluster of ``N``
             single-threaded worker processes; else a Dask scheduler's address (``tcp://host:8786``).
         progress: show a progress bar over blocks.
+        enlarged: a factor above 1 to enlarge the input by for the model, whatever its object size: the store
+            is then on the enlarged grid, the model's own prediction, not resampled back (the probabilities
+            that :func:`~biounet.infer.instances.nearest_instances` finds an enlarged input's objects on, as
+            :func:`~biounet.infer.stack.stack_instances` does in memory).
 
     Raises:
         BiounetError: for an input the model cannot read, an object size it cannot rescale to, or a store
@@ -137,14 +145,16 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
         views = [ItemView(array, stack, index, config.in_channels, input_path) for index in items]
         stats = tuple(_fitted(checkpoint, view) for view in views)
-        scale, size = _scale(checkpoint, views[0], stack, options, Path(str(input_path)))
+        scale, size = (enlarged, None) if enlarged is not None else \
+            _scale(checkpoint, views[0], stack, options, Path(str(input_path)))
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
-                   prob_dtype, block, channel=channel, scale=scale)
-    grid = _grid(_predictor(checkpoint, stack.spatial_shape, job), stack.spatial_shape, job)
-    layout = _layout(stack, stored, config, grid)
+                   prob_dtype, block, channel=channel, scale=scale, fine=enlarged is not None)
+    predictor = _predictor(checkpoint, stack.spatial_shape, job)
+    grid = _grid(predictor, stack.spatial_shape, job)
+    layout = _layout(stack, stored, config, grid, job)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
               "axes": stack.axes, "channel": channel, "model": _digest(Path(checkpoint_path)),
-              "tile": _json(options.tile), "tta": options.tta, "scale": scale,
+              "tile": _json(options.tile), "tta": options.tta, "scale": scale, "fine": job.fine,
               "stats": [[list(o), list(s)] for o, s in stats]}
     pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
     total = len(stats) * len(grid)
@@ -199,14 +209,15 @@ def compute_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) 
     block = state.grid.block(index)
     fitted = (np.asarray(stats[0], np.float32), np.asarray(stats[1], np.float32))
     shape = state.stack.spatial_shape
+    scaled = state.predictor.plan.image_shape
     try:
-        if job.scale == 1.0:
+        if job.scale == 1.0 or job.fine:
             out = np.zeros((state.predictor.classes, *block.shape), np.float32)
-            state.predictor.run(view, out, state.checkpoint.normalization, fitted, block)
+            state.predictor.run(view if job.scale == 1.0 else Rescaled(view, scaled), out,
+                                state.checkpoint.normalization, fitted, block)
             return block, out
         # The window of the rescaled prediction that this block is resampled from, predicted from the rescaled
         # image's tiles that cover it.
-        scaled = state.predictor.plan.image_shape
         box = needed(scaled, shape, block.start, block.stop)
         window = Block((), tuple(lo for lo, _ in box), tuple(hi for _, hi in box))
         probs = np.zeros((state.predictor.classes, *window.shape), np.float32)
@@ -239,18 +250,21 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     stack = plan_stack(stored.axes, stored.shape, config.spatial_dims, config.in_channels, job.input, job.channel)
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
     grid = _grid(predictor, stack.spatial_shape, job)
-    store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid), job.prob_dtype)
+    store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid, job), job.prob_dtype)
     return _WorkerState(checkpoint, stack, array, predictor, grid, store, files)
 
 
-def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: BlockGrid) -> StoreLayout:
+def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: BlockGrid, job: BlockJob) -> StoreLayout:
     """What the store holds for an input: items in the stores' order, the model's channels and what they
-    mean, blocks, voxel sizes (1 for time)."""
+    mean, blocks, voxel sizes (1 for time); a ``fine`` job's spatial axes are the enlarged input's."""
     sizes = dict(zip(stored.axes, stored.spacing, strict=True))
     batch_axes = _canonical(stack.batch_axes)
-    return StoreLayout(batch_axes, stack.spatial_axes, _canonical_shape(stack), stack.spatial_shape,
+    spatial = scaled_shape(stack.spatial_shape, job.scale) if job.fine else stack.spatial_shape
+    factor = job.scale if job.fine else 1.0
+    return StoreLayout(batch_axes, stack.spatial_axes, _canonical_shape(stack), spatial,
                        config.out_channels, grid.block_shape,
-                       tuple(1.0 if a == "T" else sizes[a] for a in batch_axes + stack.spatial_axes), config.output)
+                       tuple(1.0 if a == "T" else sizes[a] / (factor if a in stack.spatial_axes else 1.0)
+                             for a in batch_axes + stack.spatial_axes), config.output)
 
 
 def _predictor(checkpoint: Checkpoint, shape: tuple[int, ...], job: BlockJob) -> TilePredictor:
@@ -262,7 +276,7 @@ def _grid(predictor: TilePredictor, shape: tuple[int, ...], job: BlockJob) -> Bl
     """The store's blocks: whole tile steps at scale 1; at another, no tile grid runs through the store's, and
     the default blocks shrink with an enlarging scale, so that a block's rescaled window stays about the size
     of a default block (objects enlarged 4x would otherwise need 16x the memory)."""
-    if job.scale == 1.0:
+    if job.scale == 1.0 or job.fine:  # a fine store is on the rescaled image's own tile grid
         return plan_blocks(predictor.plan, job.block)
     block = job.block or max(1, round(DEFAULT_BLOCK[len(shape)] / max(1.0, job.scale)))
     return resampled_blocks(shape, block)

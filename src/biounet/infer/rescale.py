@@ -2,10 +2,12 @@
 
 ``--object-size D`` says that the image's objects are ``D`` pixels across. The image is resized by
 ``model diameter / D`` (:class:`~biounet.models.object_size.ObjectSize`), predicted by overlap-tile at that
-size, and its probabilities resized back onto the image's own grid, where the objects are found: so every
-output (probabilities, mask, objects, the objects table) is in the image's pixels, and an instance model's
-post-processing sizes are converted to them (:class:`~biounet.infer.instances.PixelSizes`). Tiling happens
-on the rescaled image, so tiled equals whole at any scale as it does at scale 1.
+size, and its probabilities resized back onto the image's own grid: so every output (probabilities, mask,
+objects, the objects table) is in the image's pixels. The objects are found on the finer grid: a shrunk
+image's on its own, with an instance model's post-processing sizes converted to its pixels
+(:class:`~biounet.infer.instances.PixelSizes`); an enlarged image's on the model's, brought back by nearest
+neighbour (:func:`nearest`; see :func:`~biounet.infer.stack.stack_instances`). Tiling happens on the rescaled
+image, so tiled equals whole at any scale as it does at scale 1.
 
 Resampling is linear with pixel areas aligned (the image's first and last pixel edges map onto the rescaled
 image's), anti-aliased by a Gaussian when shrinking: ``skimage.transform.resize``'s ``order=1`` with its
@@ -312,6 +314,25 @@ def resample(window: np.ndarray, origin: tuple[int, ...], source: tuple[int, ...
         values = (np.take(values, first - o, axis=dim + 1) * (1 - weight)
                   + np.take(values, second - o, axis=dim + 1) * weight)
     return np.ascontiguousarray(values, np.float32)
+
+
+def nearest_indices(source: int, target: int, start: int, stop: int) -> np.ndarray:
+    """For target pixels ``start..stop`` of an axis resized from ``source`` to ``target`` pixels, the source pixel
+    each takes by nearest neighbour: the one its centre falls in (pixel areas aligned, as :func:`resize`)."""
+    centres = (np.arange(start, stop, dtype=np.float64) + 0.5) * (source / target)
+    return np.minimum(np.floor(centres).astype(np.int64), source - 1)
+
+
+def nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels ``(*S)`` resized to ``shape`` by nearest neighbour (:func:`nearest_indices` on every axis): objects
+    found on an enlarged image's grid, brought back onto the image's.
+
+    Args:
+        labels: the labels, spatial axes only.
+        shape: the spatial shape wanted.
+    """
+    picks = [nearest_indices(n, m, 0, m) for n, m in zip(labels.shape, shape, strict=True)]
+    return np.asarray(labels[np.ix_(*picks)])
 
 
 class Rescaled:

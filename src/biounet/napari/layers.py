@@ -74,6 +74,8 @@ class Segmentation:
         scale: the factor the data was resized by for the model (``TileOptions.object_size``).
         object_size: the objects' diameter in the layer's pixels that ``scale`` was chosen for (given or
             estimated); ``None`` without an object size.
+        fine: the probabilities on the enlarged grid that an enlarging ``scale``'s objects were found on
+            (:attr:`~biounet.infer.stack.Segmented.fine`), kept to re-split them; ``None`` otherwise.
     """
 
     probability: np.ndarray
@@ -84,6 +86,7 @@ class Segmentation:
     plan: StackPlan | None = None
     scale: float = 1.0
     object_size: float | None = None
+    fine: np.ndarray | None = None
 
 
 def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOptions = TileOptions(),
@@ -118,7 +121,8 @@ def segment(checkpoint: Checkpoint, data: Any, rgb: bool, *, options: TileOption
     # The layer's own axes (without channels), the singletons the plan dropped included.
     shape = tuple(n for a, n in zip(axes, array.shape, strict=True) if a != "C")
     return Segmentation(foreground.astype(np.float32, copy=False).reshape(shape), labels.reshape(shape),
-                        checkpoint.instances is not None, axes, probs, plan, found.scale, found.object_size)
+                        checkpoint.instances is not None, axes, probs, plan, found.scale, found.object_size,
+                        found.fine)
 
 
 def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams) -> np.ndarray:
@@ -138,7 +142,7 @@ def resplit(result: Segmentation, checkpoint: Checkpoint, params: InstanceParams
     # The sizes are the model's pixels, as the checkpoint's are; the result was made at its scale.
     tuned = dataclasses.replace(checkpoint, instances=params)
     mask = probabilities_to_mask(result.classes, checkpoint.config.output)
-    ids = stack_instances(tuned, result.classes, mask, result.plan, result.scale)
+    ids = stack_instances(tuned, result.classes, mask, result.plan, result.scale, result.fine)
     return result.plan.to_stored_order(ids[None])[0].reshape(result.labels.shape)
 
 
