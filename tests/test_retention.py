@@ -4,6 +4,7 @@ distillation measurably keeps the start model's answers on an unlabelled image."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def test_the_shipped_nuclei_model_carries_its_training_pairs_for_rehearsal(tmp_p
     # Grey (one channel on disk) and colour images alike reach the model's three channels, with objects.
     assert all(isinstance(e, Example) and e.image.shape[0] == 3 for e in retained)
     assert all(e.objects is not None and e.objects.max() >= 1 for e in retained if isinstance(e, Example))
+    # With no share of the patches they are never drawn: neither read nor measured for the recorded object size.
+    assert load_retained(dataclasses.replace(config, retain=dataclasses.replace(config.retain, share=0.0)),
+                         progress=False) == []
 
 
 def _disagreement(run: Path, start: UNet, image: torch.Tensor) -> float:

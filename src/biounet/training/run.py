@@ -108,12 +108,16 @@ def rehearsal_examples(config: TrainConfig, limit: int | None = None,
 
 def load_retained(config: TrainConfig, progress: bool = True) -> list[Example | LazyExample]:
     """A fine-tuning run's examples beside its training pairs (``retain``): the start model's training pairs
-    (rehearsal) and unlabelled images (distillation only), read by the run's resolved label convention.
+    (rehearsal) and unlabelled images (distillation only), read by the run's resolved label convention; none
+    when ``retain.share`` is 0.
 
     Raises:
         BiounetError: naming the file, for missing or unreadable data and labels that do not fit.
     """
     retain = config.retain
+    if retain.share == 0:
+        # No patch is drawn from them: not read, and not counted in the object size the checkpoint records.
+        return []
     retained: list[Example | LazyExample] = [*rehearsal_examples(config, progress=progress)]
     if retain.unlabelled:
         folder = Path(retain.unlabelled)
