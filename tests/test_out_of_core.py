@@ -147,6 +147,29 @@ def test_an_enlarged_stack_s_objects_in_a_store_are_those_found_in_memory(tmp_pa
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # the enlarged store is gone
 
 
+def test_auto_measures_a_large_input_where_its_objects_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An input too large to predict twice is measured on windows at its centre and around it, and the one
+    with the most objects sets the scale: a slide whose nuclei (10 px) lie off its centre is enlarged for
+    them, where its centre alone (background) would leave it as it is."""
+    from biounet.infer import out_of_core
+    from biounet.infer.out_of_core import auto_regions
+    from biounet.pretrained import resolve_model
+    from conftest import discs
+
+    assert auto_regions((400, 400), 128) == [
+        (slice(136, 264), slice(136, 264)), (slice(68, 196), slice(68, 196)), (slice(68, 196), slice(204, 332)),
+        (slice(204, 332), slice(68, 196)), (slice(204, 332), slice(204, 332))]
+    assert auto_regions((100, 400), 128) == [(slice(0, 100), slice(136, 264)), (slice(0, 100), slice(68, 196)),
+                                             (slice(0, 100), slice(204, 332))]
+    monkeypatch.setattr(out_of_core, "AUTO_REGION", {2: 128})
+    canvas = np.full((1, 400, 400), 20, np.uint8)
+    canvas[:, 266:332, 266:332] = discs(10, shape=(66, 66), seed=2)[0]  # in the last window only
+    nuclei = load_checkpoint(resolve_model("nuclei"))
+    stack = plan_stack("CYX", canvas.shape, 2, 3)
+    scale, size = out_of_core._scale(nuclei, canvas, stack, TileOptions(object_size="auto"), Path("slide.tif"))
+    assert size is not None and size == pytest.approx(10, rel=0.15) and scale > 1.5
+
+
 def test_valid_blocks_share_no_tile() -> None:
     config = UNetConfig.paper()
     plan = plan_tiles(config, (2000, 1500), (572, 572))

@@ -16,15 +16,17 @@ cover it, whose input is in turn resampled from the window of the image they rea
 (:class:`~biounet.infer.rescale.Rescaled`). Neighbouring blocks share the tiles along their border, so a
 rescaled store computes a few more tiles than one at scale 1. The objects of an enlarged input are found on the
 enlarged grid, as in memory, from a second store of the model's own prediction there (``enlarged``: see
-:mod:`biounet.infer.files`). ``"auto"`` measures the objects on the centre of
-the first item (:data:`AUTO_REGION`), as :func:`~biounet.infer.stack.segment_array` does on a whole image, and
-predicts every item at the scale chosen there.
+:mod:`biounet.infer.files`). ``"auto"`` measures the objects on windows of the
+first item (:data:`AUTO_REGION`: its centre and around it, :func:`auto_regions`), each as
+:func:`~biounet.infer.stack.segment_array` does on a whole image, and predicts every item at the scale chosen
+on the window with the most objects.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,8 +89,8 @@ class BlockJob:
     fine: bool = False
 
 
-# "auto" measures objects on this much of the centre of a store's first item, per axis (segment_array's passes
-# over a 1024 x 1024 region take a few seconds on a CPU and see hundreds of nuclei).
+# "auto" measures objects on windows this large of a store's first item, per axis (auto_regions: segment_array's
+# passes over a 1024 x 1024 window take a few seconds on a CPU and see hundreds of nuclei).
 AUTO_REGION = {2: 1024, 3: 128}
 
 
@@ -180,12 +182,38 @@ def _scale(checkpoint: Checkpoint, first: ItemView, stack: StackPlan, options: T
     planned = planned_scale(checkpoint.object_size, options.object_size, path)
     if planned is not None:
         return planned
-    edge = AUTO_REGION[len(stack.spatial_shape)]
-    region = tuple(slice(max(0, (n - edge) // 2), max(0, (n - edge) // 2) + edge) for n in stack.spatial_shape)
-    centre = np.asarray(first[(slice(None),) + region])
-    plan = StackPlan(tuple(centre.shape), "C" + stack.spatial_axes, len(region))
-    found = segment_array(checkpoint, centre, plan, path, options=replace(options, object_size=AUTO), instances=False)
-    return found.scale, found.object_size
+    best: tuple[int, float, float | None] = (-1, 1.0, None)
+    for region in auto_regions(stack.spatial_shape, AUTO_REGION[len(stack.spatial_shape)]):
+        window = np.asarray(first[(slice(None),) + region])
+        plan = StackPlan(tuple(window.shape), "C" + stack.spatial_axes, len(region))
+        found = segment_array(checkpoint, window, plan, path, options=replace(options, object_size=AUTO))
+        count = 0 if found.ids is None else int(found.ids.max(initial=0))
+        if count > best[0]:
+            best = (count, found.scale, found.object_size)
+    return best[1], best[2]
+
+
+def auto_regions(shape: tuple[int, ...], edge: int) -> list[tuple[slice, ...]]:
+    """Where ``"auto"`` measures the objects of an input too large to predict twice: windows of ``edge`` pixels
+    per axis (the whole axis where it is shorter) at the centre and at the quarter points of each axis (the
+    centre and 4 around it in 2D, 8 in 3D), without repeats. The window with the most objects sets the scale,
+    so that a slide whose centre is background or glass is measured on its tissue.
+
+    Args:
+        shape: the item's spatial shape.
+        edge: :data:`AUTO_REGION` for its dimensions.
+    """
+    def window(fractions: tuple[float, ...]) -> tuple[slice, ...]:
+        starts = [round(max(0, n - edge) * f) for n, f in zip(shape, fractions, strict=True)]
+        return tuple(slice(a, a + min(edge, n)) for a, n in zip(starts, shape, strict=True))
+
+    around = [tuple(c) for c in itertools.product((0.25, 0.75), repeat=len(shape))]
+    regions: list[tuple[slice, ...]] = []
+    for fractions in [(0.5,) * len(shape), *around]:
+        region = window(fractions)
+        if region not in regions:
+            regions.append(region)
+    return regions
 
 
 def run_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) -> None:
