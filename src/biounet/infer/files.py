@@ -189,32 +189,30 @@ class _Run:
                                "use --out-format tiff for the components of each class", path)
 
     def to_store(self, path: Path, store: Path) -> Written:
-        """Predicts ``path`` block by block into ``store``, then its objects if they are wanted."""
-        run = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
-                               options=self.options, prob_dtype=self.prob_dtype, block=self.block,
-                               scheduler=self.dask, progress=self.progress)
-        objects = self.store_objects(path, store, run.scale) if "instances" in self.outputs else None
-        skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
-        return Written(path, (store,), (run.computed, run.total), objects, skipped, run.scale, run.object_size)
-
-    def store_objects(self, path: Path, store: Path, scale: float) -> int:
-        """Writes the objects of a finished store of ``path`` predicted at ``scale``; returns their number.
+        """Predicts ``path`` block by block into ``store``, then its objects if they are wanted.
 
         An input enlarged for the model has its objects found on the enlarged grid, as in memory
-        (:func:`~biounet.infer.stack.stack_instances`): from a second store of the model's own prediction there,
-        in a temporary folder beside ``store`` (its probabilities in float32, ``scale**2`` times the pixels),
-        brought back by nearest neighbour (:func:`~biounet.infer.instances.nearest_instances`).
+        (:func:`~biounet.infer.stack.stack_instances`): from the model's own prediction there, a second store in
+        a temporary folder beside ``store`` (float32, ``scale**2`` times the pixels) that ``store`` is resampled
+        from, brought back by nearest neighbour (:func:`~biounet.infer.instances.nearest_instances`).
         """
+        wanted = "instances" in self.outputs
         params, output = self.checkpoint.instances, self.checkpoint.config.output
-        if scale <= 1.0:
-            # The post-processing's sizes are the model's pixels; the store is on the input's grid.
-            return instances_to_store(store, params, output, scale)
+        store.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{store.name}-", dir=store.parent) as tmp:
-            fine = Path(tmp) / "enlarged.zarr"
-            predict_to_store(path, self.model_path, fine, axes=self.axes, channel=self.channel, options=self.options,
-                             block=self.block, scheduler=self.dask, progress=self.progress, enlarged=scale)
-            instances_to_store(fine, params, output)
-            return nearest_instances(fine, store)
+            fine = Path(tmp) / "enlarged.zarr" if wanted else None
+            run = predict_to_store(path, self.model_path, store, axes=self.axes, channel=self.channel,
+                                   options=self.options, prob_dtype=self.prob_dtype, block=self.block,
+                                   scheduler=self.dask, progress=self.progress, fine=fine)
+            objects = None
+            if fine is not None and run.scale > 1.0:
+                instances_to_store(fine, params, output)
+                objects = nearest_instances(fine, store)
+            elif wanted:
+                # The post-processing's sizes are the model's pixels; the store is on the input's grid.
+                objects = instances_to_store(store, params, output, run.scale)
+        skipped = ("objects",) if self.chosen is None and "objects" in self.outputs else ()
+        return Written(path, (store,), (run.computed, run.total), objects, skipped, run.scale, run.object_size)
 
     def to_files(self, path: Path, out: Path) -> Written:
         """Reads ``path`` whole, segments it and writes its outputs into ``out``."""

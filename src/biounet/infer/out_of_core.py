@@ -14,12 +14,13 @@ equal to it: a block of the image's grid is resampled from the window of the res
 (:func:`~biounet.infer.rescale.needed`), which is predicted from the tiles of the rescaled image's plan that
 cover it, whose input is in turn resampled from the window of the image they read
 (:class:`~biounet.infer.rescale.Rescaled`). Neighbouring blocks share the tiles along their border, so a
-rescaled store computes a few more tiles than one at scale 1. The objects of an enlarged input are found on the
-enlarged grid, as in memory, from a second store of the model's own prediction there (``enlarged``: see
-:mod:`biounet.infer.files`). ``"auto"`` measures the objects on windows of the
-first item (:data:`AUTO_REGION`: its centre and around it, :func:`auto_regions`), each as
-:func:`~biounet.infer.stack.segment_array` does on a whole image, and predicts every item at the scale chosen
-on the window with the most objects.
+rescaled store computes a few more tiles than one at scale 1. Where the input is enlarged and its objects are
+wanted, the model's own prediction on the enlarged grid goes first into a second store (``fine``), which the
+blocks are then resampled from and the objects found on, as in memory (see :mod:`biounet.infer.files`).
+
+``"auto"`` measures the objects on windows of the first item (:data:`AUTO_REGION`: its centre and around it,
+:func:`auto_regions`), each as :func:`~biounet.infer.stack.segment_array` does on a whole image, and predicts
+every item at the scale chosen on the window with the most objects.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class BlockJob:
         scale: the factor the input is rescaled by for the model (1.0: as it is).
         fine: whether the store is on the rescaled grid, the model's own prediction of the enlarged input (what
             an enlarging scale's objects are found on), rather than resampled back onto the input's grid.
+        source: a finished ``fine`` store of the same prediction, which the blocks are resampled from instead
+            of predicting them again; ``None`` to predict.
     """
 
     input: str
@@ -87,6 +90,7 @@ class BlockJob:
     channel: int | None = None
     scale: float = 1.0
     fine: bool = False
+    source: str | None = None
 
 
 # "auto" measures objects on windows this large of a store's first item, per axis (auto_regions: segment_array's
@@ -115,7 +119,7 @@ class StoreRun:
 def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store: str | Path, *,
                      axes: str | None = None, channel: int | None = None, options: TileOptions = TileOptions(),
                      prob_dtype: str = "float32", block: int | None = None, scheduler: str | None = None,
-                     progress: bool = False, enlarged: float | None = None) -> StoreRun:
+                     progress: bool = False, fine: str | Path | None = None) -> StoreRun:
     """Predicts ``input_path`` into the zarr store ``store``, skipping blocks an earlier run finished.
 
     Args:
@@ -131,10 +135,11 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         scheduler: ``None`` for a plain loop in this process; ``local:N`` for a local Dask cluster of ``N``
             single-threaded worker processes; else a Dask scheduler's address (``tcp://host:8786``).
         progress: show a progress bar over blocks.
-        enlarged: a factor above 1 to enlarge the input by for the model, whatever its object size: the store
-            is then on the enlarged grid, the model's own prediction, not resampled back (the probabilities
-            that :func:`~biounet.infer.instances.nearest_instances` finds an enlarged input's objects on, as
-            :func:`~biounet.infer.stack.stack_instances` does in memory).
+        fine: where the input is enlarged for the model (a scale above 1), a store to predict it into first on
+            the enlarged grid, float32 and not resampled back, which the store's blocks are then resampled from:
+            the probabilities that :func:`~biounet.infer.instances.nearest_instances` finds an enlarged input's
+            objects on, as :func:`~biounet.infer.stack.stack_instances` does in memory. Not made (and not
+            resumed) at other scales.
 
     Raises:
         BiounetError: for an input the model cannot read, an object size it cannot rescale to, or a store
@@ -147,19 +152,28 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
         items = [_plan_index(stack, item) for item in np.ndindex(*_canonical_shape(stack))]
         views = [ItemView(array, stack, index, config.in_channels, input_path) for index in items]
         stats = tuple(_fitted(checkpoint, view) for view in views)
-        scale, size = (enlarged, None) if enlarged is not None else \
-            _scale(checkpoint, views[0], stack, options, Path(str(input_path)))
+        scale, size = _scale(checkpoint, views[0], stack, options, Path(str(input_path)))
     job = BlockJob(str(input_path), axes, str(Path(checkpoint_path).resolve()), str(store), stats, options,
-                   prob_dtype, block, channel=channel, scale=scale, fine=enlarged is not None)
-    predictor = _predictor(checkpoint, stack.spatial_shape, job)
-    grid = _grid(predictor, stack.spatial_shape, job)
-    layout = _layout(stack, stored, config, grid, job)
+                   prob_dtype, block, channel=channel, scale=scale)
     record = {"version": __version__, "input": str(Path(str(input_path)).resolve()), "shape": list(stored.shape),
               "axes": stack.axes, "channel": channel, "model": _digest(Path(checkpoint_path)),
-              "tile": _json(options.tile), "tta": options.tta, "scale": scale, "fine": job.fine,
+              "tile": _json(options.tile), "tta": options.tta, "scale": scale,
               "stats": [[list(o), list(s)] for o, s in stats]}
-    pending = PredictionStore.open(Path(store), layout, prob_dtype, record).pending()
-    total = len(stats) * len(grid)
+    if fine is not None and scale > 1.0:
+        enlarged = replace(job, store=str(fine), prob_dtype="float32", fine=True)
+        _run_job(checkpoint, stack, stored, enlarged, dict(record, fine=True), scheduler, progress)
+        job = replace(job, source=enlarged.store)
+    computed, total = _run_job(checkpoint, stack, stored, job, record, scheduler, progress)
+    return StoreRun(computed, total, scale, size)
+
+
+def _run_job(checkpoint: Checkpoint, stack: StackPlan, stored: StoredAxes, job: BlockJob, record: dict[str, Any],
+             scheduler: str | None, progress: bool) -> tuple[int, int]:
+    """Creates or resumes the job's store and computes its unfinished blocks: ``(computed, total)``."""
+    predictor = _predictor(checkpoint, stack.spatial_shape, job)
+    grid = _grid(predictor, stack.spatial_shape, job)
+    layout = _layout(stack, stored, checkpoint.config, grid, job)
+    pending = PredictionStore.open(Path(job.store), layout, job.prob_dtype, record).pending()
     if scheduler is None:
         # The store compresses and writes one block while the next is computed.
         with ThreadPoolExecutor(1) as writer:
@@ -173,7 +187,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
                 writing.result()
     else:
         _run_on_dask(job, pending, scheduler, progress)
-    return StoreRun(len(pending), total, scale, size)
+    return len(pending), len(job.stats) * len(grid)
 
 
 def _scale(checkpoint: Checkpoint, first: ItemView, stack: StackPlan, options: TileOptions,
@@ -248,8 +262,11 @@ def compute_block(job: BlockJob, item: tuple[int, ...], index: tuple[int, ...]) 
         # image's tiles that cover it.
         box = needed(scaled, shape, block.start, block.stop)
         window = Block((), tuple(lo for lo, _ in box), tuple(hi for _, hi in box))
-        probs = np.zeros((state.predictor.classes, *window.shape), np.float32)
-        state.predictor.run(Rescaled(view, scaled), probs, state.checkpoint.normalization, fitted, window)
+        if state.source is not None:  # the same values, predicted once for the whole enlarged input
+            probs = state.source.read(item, window.slices())
+        else:
+            probs = np.zeros((state.predictor.classes, *window.shape), np.float32)
+            state.predictor.run(Rescaled(view, scaled), probs, state.checkpoint.normalization, fitted, window)
     except BiounetError as exc:
         raise BiounetError(str(exc), job.input) from exc
     return block, resample(probs, window.start, scaled, shape, block.start, block.stop)
@@ -264,6 +281,7 @@ class _WorkerState:
     grid: BlockGrid
     store: PredictionStore
     files: ExitStack
+    source: PredictionStore | None
 
 
 @functools.lru_cache(maxsize=4)
@@ -279,7 +297,12 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     predictor = _predictor(checkpoint, stack.spatial_shape, job)
     grid = _grid(predictor, stack.spatial_shape, job)
     store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid, job), job.prob_dtype)
-    return _WorkerState(checkpoint, stack, array, predictor, grid, store, files)
+    source = None
+    if job.source is not None:
+        enlarged = replace(job, store=job.source, prob_dtype="float32", fine=True, source=None)
+        source = PredictionStore(Path(job.source), _layout(stack, stored, config, _grid(predictor, stack.spatial_shape,
+                                                                                        enlarged), enlarged), "float32")
+    return _WorkerState(checkpoint, stack, array, predictor, grid, store, files, source)
 
 
 def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: BlockGrid, job: BlockJob) -> StoreLayout:

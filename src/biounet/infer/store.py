@@ -144,6 +144,16 @@ class PredictionStore:
         self._mask[mask_key] = mask.astype(self._mask.dtype)
         self._done[tuple(item) + tuple(block.index)] = 1
 
+    def read(self, item: tuple[int, ...], space: tuple[slice, ...]) -> np.ndarray:
+        """A region's ``(classes, *region)`` float32 probabilities, as written (a uint8 store's scaled back).
+
+        Args:
+            item: an index into ``layout.batch_shape`` (canonical order).
+            space: the region, a slice per spatial axis.
+        """
+        values = np.asarray(self._prob[self._keys(item, space)[0]], np.float32)
+        return values / np.float32(255.0) if self.prob_dtype == "uint8" else values
+
     def _keys(self, item: tuple[int, ...], space: tuple[slice, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """Where a block goes in ``prob`` and ``mask``: time, (channel,) then Z of a stack and the block."""
         layout = self.layout
