@@ -70,7 +70,7 @@ from skimage.segmentation import watershed
 
 from biounet.errors import BiounetError
 from biounet.infer.rescale import nearest_indices
-from biounet.infer.store import create_image_like
+from biounet.infer.store import create_image_like, dequantised
 from biounet.models.config import OutputKind
 from biounet.models.instance_params import InstanceParams
 from biounet.optional import optional_import
@@ -349,7 +349,7 @@ def instances_to_store(store: str | Path, params: InstanceParams | None, output:
     for item in np.ndindex(*(int(n) for n in mask.shape[: len(leading)])):
         values = dict(zip(leading, item, strict=True))
         prob_key = tuple(slice(None) if n == "c" else values[n] for n in prob_names)
-        piece = _Item(prob, prob_key, prob.dtype == np.uint8)
+        piece = _Item(prob, prob_key)
         count += _split_item(piece, _Target(out, item), block, _Post(params, output, PixelSizes(scale, len(block))),
                              count)
     return count
@@ -361,17 +361,15 @@ class _Item:
     Args:
         prob: the store's ``prob/0``.
         key: an index per axis before space: the item's time and stack plane, ``slice(None)`` for channels.
-        quantised: whether ``prob`` holds ``round(255 p)``.
     """
 
-    def __init__(self, prob: Any, key: tuple[Any, ...], quantised: bool) -> None:
-        self.prob, self.key, self.quantised = prob, key, quantised
+    def __init__(self, prob: Any, key: tuple[Any, ...]) -> None:
+        self.prob, self.key = prob, key
         channels = int(prob.shape[key.index(slice(None))])
         self.shape = (channels, *(int(n) for n in prob.shape[len(key):]))
 
     def read(self, region: tuple[slice, ...]) -> np.ndarray:
-        block = np.asarray(self.prob[self.key + region], np.float32)
-        return block / np.float32(255.0) if self.quantised else block
+        return dequantised(self.prob[self.key + region])
 
 
 class _Target:

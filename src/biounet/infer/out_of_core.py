@@ -160,7 +160,7 @@ def predict_to_store(input_path: str | Path, checkpoint_path: str | Path, store:
               "tile": _json(options.tile), "tta": options.tta, "scale": scale,
               "stats": [[list(o), list(s)] for o, s in stats]}
     if fine is not None and scale > 1.0:
-        enlarged = replace(job, store=str(fine), prob_dtype="float32", fine=True)
+        enlarged = _enlarged_job(job, str(fine))
         _run_job(checkpoint, stack, stored, enlarged, dict(record, fine=True), scheduler, progress)
         job = replace(job, source=enlarged.store)
     computed, total = _run_job(checkpoint, stack, stored, job, record, scheduler, progress)
@@ -299,10 +299,15 @@ def _worker_state(job: BlockJob) -> _WorkerState:
     store = PredictionStore(Path(job.store), _layout(stack, stored, config, grid, job), job.prob_dtype)
     source = None
     if job.source is not None:
-        enlarged = replace(job, store=job.source, prob_dtype="float32", fine=True, source=None)
-        source = PredictionStore(Path(job.source), _layout(stack, stored, config, _grid(predictor, stack.spatial_shape,
-                                                                                        enlarged), enlarged), "float32")
+        enlarged = _enlarged_job(job, job.source)
+        layout = _layout(stack, stored, config, _grid(predictor, stack.spatial_shape, enlarged), enlarged)
+        source = PredictionStore(Path(enlarged.store), layout, enlarged.prob_dtype)
     return _WorkerState(checkpoint, stack, array, predictor, grid, store, files, source)
+
+
+def _enlarged_job(job: BlockJob, store: str) -> BlockJob:
+    """The job of the float32 store on the enlarged grid, at ``store``, that ``job``'s blocks are resampled from."""
+    return replace(job, store=store, prob_dtype="float32", fine=True, source=None)
 
 
 def _layout(stack: StackPlan, stored: StoredAxes, config: UNetConfig, grid: BlockGrid, job: BlockJob) -> StoreLayout:

@@ -151,8 +151,7 @@ class PredictionStore:
             item: an index into ``layout.batch_shape`` (canonical order).
             space: the region, a slice per spatial axis.
         """
-        values = np.asarray(self._prob[self._keys(item, space)[0]], np.float32)
-        return values / np.float32(255.0) if self.prob_dtype == "uint8" else values
+        return dequantised(self._prob[self._keys(item, space)[0]])
 
     def _keys(self, item: tuple[int, ...], space: tuple[slice, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """Where a block goes in ``prob`` and ``mask``: time, (channel,) then Z of a stack and the block."""
@@ -226,6 +225,12 @@ def _quantised(probabilities: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
     return probabilities.astype(dtype)
+
+
+def dequantised(stored: np.ndarray) -> np.ndarray:
+    """Probabilities read from a store's ``prob/0`` as float32: a uint8 store's ``round(255 p)`` scaled back."""
+    values = np.asarray(stored)
+    return values / np.float32(255.0) if values.dtype == np.uint8 else values.astype(np.float32, copy=False)
 
 
 def create_image_like(root: Any, name: str, like: str, dtype: str) -> Any:
